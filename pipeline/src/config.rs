@@ -1,0 +1,275 @@
+//! Config pieces shared by every component: problems with their YAML path, durations written
+//! as `200ms` / `5s` / `1m30s`, and the `sending_queue` / `retry_on_failure` sections that
+//! configure the exporter driver.
+//!
+//! ```yaml
+//! exporters:
+//!   prometheusremotewrite:
+//!     endpoint: http://127.0.0.1:9090/api/v1/write
+//!     sending_queue: { queue_size: 256, when_full: block }
+//!     retry_on_failure: { initial_interval: 100ms, max_interval: 30s, max_elapsed_time: 5m }
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::driver::{DriverConfig, RetryPolicy, WhenFull};
+
+/// One thing wrong with a config, at a YAML path such as `exporters.debug.verbosity`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Dotted YAML path of the offending value.
+    pub path: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl ConfigProblem {
+    /// A problem at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Parses `1h`, `5m`, `30s`, `200ms`, `10us`, `1m30s` (units may be combined, largest first).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    let bad = || {
+        format!("invalid duration {text:?}: expected a number with a unit, e.g. 200ms, 5s, 1m30s")
+    };
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        if num_len == 0 {
+            return Err(bad());
+        }
+        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += value * scale;
+        rest = &rest[unit_len..];
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
+}
+
+/// `#[serde(deserialize_with = "vla_pipeline::config::duration")]` for duration fields.
+pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+/// The `retry_on_failure` section of an exporter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Whether to retry retryable failures.
+    pub enabled: bool,
+    /// First wait.
+    #[serde(deserialize_with = "duration")]
+    pub initial_interval: Duration,
+    /// Cap on one wait, including a server's `Retry-After`.
+    #[serde(deserialize_with = "duration")]
+    pub max_interval: Duration,
+    /// Growth factor between waits.
+    pub multiplier: f64,
+    /// Jitter, 0 to 1.
+    pub randomization_factor: f64,
+    /// Give up after this long; `0` = never.
+    #[serde(deserialize_with = "duration")]
+    pub max_elapsed_time: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        let p = RetryPolicy::default();
+        Self {
+            enabled: p.enabled,
+            initial_interval: p.initial_interval,
+            max_interval: p.max_interval,
+            multiplier: p.multiplier,
+            randomization_factor: p.randomization_factor,
+            max_elapsed_time: p.max_elapsed_time,
+        }
+    }
+}
+
+/// What to do when an exporter's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFullConfig {
+    /// Slow the pipeline down (receivers then refuse with retryable statuses).
+    #[default]
+    Block,
+    /// Drop for this exporter only, counted.
+    Drop,
+}
+
+/// The `sending_queue` section of an exporter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SendingQueueConfig {
+    /// Capacity in batches.
+    pub queue_size: usize,
+    /// Behaviour when full.
+    pub when_full: WhenFullConfig,
+}
+
+impl Default for SendingQueueConfig {
+    fn default() -> Self {
+        Self {
+            queue_size: DriverConfig::default().queue_size,
+            when_full: WhenFullConfig::Block,
+        }
+    }
+}
+
+/// Builds the driver settings from an exporter's two sections, checking them; problems are
+/// reported under `path` (the exporter's own path, e.g. `exporters.prometheusremotewrite`).
+pub fn driver_config(
+    path: &str,
+    queue: &SendingQueueConfig,
+    retry: &RetryConfig,
+) -> Result<DriverConfig, Vec<ConfigProblem>> {
+    let mut problems = Vec::new();
+    if queue.queue_size == 0 {
+        problems.push(ConfigProblem::new(
+            format!("{path}.sending_queue.queue_size"),
+            "must be at least 1",
+        ));
+    }
+    if retry.multiplier < 1.0 || !retry.multiplier.is_finite() {
+        problems.push(ConfigProblem::new(
+            format!("{path}.retry_on_failure.multiplier"),
+            format!("must be a number ≥ 1, got {}", retry.multiplier),
+        ));
+    }
+    if !(0.0..=1.0).contains(&retry.randomization_factor) {
+        problems.push(ConfigProblem::new(
+            format!("{path}.retry_on_failure.randomization_factor"),
+            format!(
+                "must be between 0 and 1, got {}",
+                retry.randomization_factor
+            ),
+        ));
+    }
+    if retry.enabled && retry.initial_interval.is_zero() {
+        problems.push(ConfigProblem::new(
+            format!("{path}.retry_on_failure.initial_interval"),
+            "must be greater than 0 when retries are enabled",
+        ));
+    }
+    if retry.max_interval < retry.initial_interval {
+        problems.push(ConfigProblem::new(
+            format!("{path}.retry_on_failure.max_interval"),
+            "must not be shorter than initial_interval",
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(DriverConfig {
+        queue_size: queue.queue_size,
+        when_full: match queue.when_full {
+            WhenFullConfig::Block => WhenFull::Block,
+            WhenFullConfig::Drop => WhenFull::Drop,
+        },
+        retry: RetryPolicy {
+            enabled: retry.enabled,
+            initial_interval: retry.initial_interval,
+            max_interval: retry.max_interval,
+            multiplier: retry.multiplier,
+            randomization_factor: retry.randomization_factor,
+            max_elapsed_time: retry.max_elapsed_time,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let ok = [
+            ("0", 0.0),
+            ("200ms", 0.2),
+            ("5s", 5.0),
+            ("1m30s", 90.0),
+            ("1.5h", 5400.0),
+            ("10us", 0.00001),
+        ];
+        for (text, secs) in ok {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs_f64(secs)),
+                "{text}"
+            );
+        }
+        for bad in ["", "5", "s", "5 sec", "-1s", "1d"] {
+            let err = parse_duration(bad).expect_err(bad);
+            assert!(
+                err.contains("expected a number with a unit"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn driver_config_checks_every_field() {
+        let queue = SendingQueueConfig {
+            queue_size: 0,
+            when_full: WhenFullConfig::Drop,
+        };
+        let retry = RetryConfig {
+            multiplier: 0.5,
+            randomization_factor: 2.0,
+            initial_interval: Duration::ZERO,
+            ..RetryConfig::default()
+        };
+        let problems = driver_config("exporters.x", &queue, &retry).expect_err("invalid");
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "exporters.x.sending_queue.queue_size",
+                "exporters.x.retry_on_failure.multiplier",
+                "exporters.x.retry_on_failure.randomization_factor",
+                "exporters.x.retry_on_failure.initial_interval",
+            ]
+        );
+        let ok = driver_config("e", &SendingQueueConfig::default(), &RetryConfig::default())
+            .expect("defaults valid");
+        assert_eq!(ok, DriverConfig::default());
+    }
+}

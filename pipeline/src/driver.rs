@@ -1,0 +1,316 @@
+//! The exporter driver: one bounded queue and one worker per exporter, retries with capped,
+//! jittered exponential backoff (honouring a server's `Retry-After`), and the exporter's
+//! counters. Retry logic lives here and nowhere else.
+//!
+//! One worker per exporter keeps batches in order, so a series' samples are never reordered
+//! by retries; exporters that want parallelism shard internally by series.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, warn};
+
+use crate::ratelimit::LogLimiter;
+use crate::telemetry::{Counter, Telemetry};
+use crate::{ComponentId, ExportError, Exporter, MetricBatch};
+
+/// Retry settings (`retry_on_failure` in the config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Whether retryable failures are retried at all.
+    pub enabled: bool,
+    /// Wait before the first retry.
+    pub initial_interval: Duration,
+    /// Cap on any single wait (also caps a server's `Retry-After`).
+    pub max_interval: Duration,
+    /// Growth factor between waits.
+    pub multiplier: f64,
+    /// Jitter: each wait is scaled by a random factor in `[1 - r, 1 + r]`.
+    pub randomization_factor: f64,
+    /// Give up (and count the batch dropped) once this much time has gone by; zero = never.
+    pub max_elapsed_time: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            initial_interval: Duration::from_millis(100),
+            max_interval: Duration::from_secs(30),
+            multiplier: 2.0,
+            randomization_factor: 0.2,
+            max_elapsed_time: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `attempt` (0-based), jittered with `rng`, capped.
+    pub fn backoff(&self, attempt: u32, rng: &mut impl Rng) -> Duration {
+        let base =
+            self.initial_interval.as_secs_f64() * self.multiplier.powi(attempt.min(64) as i32);
+        let capped = base.min(self.max_interval.as_secs_f64());
+        let r = self.randomization_factor.clamp(0.0, 1.0);
+        let factor = if r > 0.0 {
+            rng.random_range(1.0 - r..=1.0 + r)
+        } else {
+            1.0
+        };
+        Duration::from_secs_f64((capped * factor).min(self.max_interval.as_secs_f64()))
+    }
+}
+
+/// What the driver does when the exporter's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenFull {
+    /// Wait for room: the pipeline slows down and receivers refuse with retryable statuses.
+    #[default]
+    Block,
+    /// Drop the batch for this exporter only, counted with reason `queue_full`.
+    Drop,
+}
+
+/// Queue and retry settings of one exporter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriverConfig {
+    /// Capacity of the queue, in batches.
+    pub queue_size: usize,
+    /// What to do when the queue is full.
+    pub when_full: WhenFull,
+    /// Retry settings.
+    pub retry: RetryPolicy,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            queue_size: 256,
+            when_full: WhenFull::Block,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+const DROPPED: &str = "vla_collector_exporter_dropped_data_points_total";
+const DROPPED_HELP: &str = "Data points an exporter did not deliver, by reason.";
+
+/// The pipeline's side of an exporter: enqueue batches. Cheap to clone; the worker stops
+/// after every handle is dropped and the queue is drained.
+#[derive(Clone)]
+pub struct ExporterHandle {
+    id: ComponentId,
+    tx: mpsc::Sender<Arc<MetricBatch>>,
+    when_full: WhenFull,
+    dropped_full: Counter,
+}
+
+impl std::fmt::Debug for ExporterHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExporterHandle")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExporterHandle {
+    /// The exporter's id.
+    pub fn id(&self) -> &ComponentId {
+        &self.id
+    }
+
+    /// Queues a batch, waiting for room or dropping it per `when_full`.
+    pub async fn enqueue(&self, batch: Arc<MetricBatch>) {
+        let points = batch.data_points() as u64;
+        let res = match self.when_full {
+            WhenFull::Block => self.tx.send(batch).await.map_err(|_| ()),
+            WhenFull::Drop => self.tx.try_send(batch).map_err(|_| ()),
+        };
+        if res.is_err() {
+            self.dropped_full.add(points);
+        }
+    }
+}
+
+/// Starts the worker of `exporter`. After `hard_stop` is cancelled (the shutdown deadline
+/// passed) the worker stops retrying and counts what is left as dropped with reason
+/// `shutdown`.
+pub fn spawn_exporter(
+    id: ComponentId,
+    exporter: Arc<dyn Exporter>,
+    config: DriverConfig,
+    telemetry: &Telemetry,
+    hard_stop: CancellationToken,
+) -> (ExporterHandle, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(config.queue_size.max(1));
+    let labels = [("exporter", &*id)];
+    let weak = tx.downgrade();
+    telemetry.gauge_fn(
+        "vla_collector_exporter_queue_length",
+        "Batches waiting in an exporter's queue.",
+        &labels,
+        move || {
+            weak.upgrade()
+                .map(|s| (s.max_capacity() - s.capacity()) as i64)
+                .unwrap_or(0)
+        },
+    );
+    let capacity = config.queue_size.max(1) as i64;
+    telemetry.gauge_fn(
+        "vla_collector_exporter_queue_capacity",
+        "Capacity of an exporter's queue, in batches.",
+        &labels,
+        move || capacity,
+    );
+    let handle = ExporterHandle {
+        id: id.clone(),
+        tx,
+        when_full: config.when_full,
+        dropped_full: telemetry.counter(
+            DROPPED,
+            DROPPED_HELP,
+            &[("exporter", &id), ("reason", "queue_full")],
+        ),
+    };
+    let worker = Worker {
+        sent: telemetry.counter(
+            "vla_collector_exporter_sent_data_points_total",
+            "Data points an exporter delivered.",
+            &labels,
+        ),
+        id,
+        exporter,
+        retry: config.retry,
+        telemetry: telemetry.clone(),
+        dropped: HashMap::new(),
+        failed: HashMap::new(),
+        hard_stop,
+        retry_log: LogLimiter::default(),
+        drop_log: LogLimiter::default(),
+        rng: StdRng::from_rng(&mut rand::rng()),
+    };
+    (handle, tokio::spawn(worker.run(rx)))
+}
+
+struct Worker {
+    id: ComponentId,
+    exporter: Arc<dyn Exporter>,
+    retry: RetryPolicy,
+    telemetry: Telemetry,
+    sent: Counter,
+    dropped: HashMap<&'static str, Counter>,
+    failed: HashMap<&'static str, Counter>,
+    hard_stop: CancellationToken,
+    retry_log: LogLimiter,
+    drop_log: LogLimiter,
+    rng: StdRng,
+}
+
+impl Worker {
+    async fn run(mut self, mut rx: mpsc::Receiver<Arc<MetricBatch>>) {
+        while let Some(batch) = rx.recv().await {
+            self.deliver(batch).await;
+        }
+        self.exporter.shutdown().await;
+        debug!(exporter = %self.id, "exporter stopped");
+    }
+
+    fn dropped(&mut self, reason: &'static str, n: u64) {
+        let (t, id) = (&self.telemetry, &self.id);
+        self.dropped
+            .entry(reason)
+            .or_insert_with(|| {
+                t.counter(
+                    DROPPED,
+                    DROPPED_HELP,
+                    &[("exporter", id), ("reason", reason)],
+                )
+            })
+            .add(n);
+    }
+
+    fn failed(&mut self, reason: &'static str) {
+        let (t, id) = (&self.telemetry, &self.id);
+        self.failed
+            .entry(reason)
+            .or_insert_with(|| {
+                t.counter(
+                    "vla_collector_exporter_failed_attempts_total",
+                    "Export attempts that failed and were retried or dropped, by reason.",
+                    &[("exporter", id), ("reason", reason)],
+                )
+            })
+            .inc();
+    }
+
+    async fn deliver(&mut self, batch: Arc<MetricBatch>) {
+        let points = batch.data_points() as u64;
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            if self.hard_stop.is_cancelled() {
+                self.give_up("shutdown", points, "shutdown deadline passed");
+                return;
+            }
+            match self.exporter.export(batch.clone()).await {
+                Ok(report) => {
+                    self.sent.add(report.sent);
+                    for (reason, n) in report.dropped {
+                        self.dropped(reason, n);
+                    }
+                    return;
+                }
+                Err(ExportError::Permanent { reason, message }) => {
+                    self.failed(reason);
+                    self.give_up(reason, points, &message);
+                    return;
+                }
+                Err(ExportError::Retryable {
+                    reason,
+                    message,
+                    retry_after,
+                }) => {
+                    self.failed(reason);
+                    if !self.retry.enabled {
+                        self.give_up("retry_disabled", points, &message);
+                        return;
+                    }
+                    let backoff = self.retry.backoff(attempt, &mut self.rng);
+                    let wait = retry_after.map_or(backoff, |ra| ra.min(self.retry.max_interval));
+                    let max = self.retry.max_elapsed_time;
+                    if !max.is_zero() && started.elapsed() + wait > max {
+                        self.give_up("retries_exhausted", points, &message);
+                        return;
+                    }
+                    if let Some(suppressed) = self.retry_log.allow() {
+                        warn!(
+                            exporter = %self.id,
+                            reason,
+                            attempt = attempt + 1,
+                            wait_ms = wait.as_millis() as u64,
+                            suppressed,
+                            "export failed, retrying: {message}"
+                        );
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.hard_stop.cancelled() => {}
+                    }
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    fn give_up(&mut self, reason: &'static str, points: u64, message: &str) {
+        self.dropped(reason, points);
+        if let Some(suppressed) = self.drop_log.allow() {
+            error!(exporter = %self.id, reason, points, suppressed, "dropping batch: {message}");
+        }
+    }
+}

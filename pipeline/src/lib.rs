@@ -1,0 +1,40 @@
+//! `vla-pipeline`: the shared contract of the VLA telemetry pipeline.
+//!
+//! Everything the receivers, processors, exporters and the collector agree on lives here and
+//! depends on nothing of ours:
+//! - [`MetricBatch`], the currency between stages (OTLP `ResourceMetrics` plus metadata), with
+//!   a small API to visit data points and edit attributes;
+//! - the component traits [`Receiver`], [`Processor`] and [`Exporter`];
+//! - [`PipelineSender`] (receivers → pipelines, all-or-nothing, counted), the pipeline task
+//!   ([`runner::Pipeline`]) and the exporter driver ([`driver`]: queue, retries, counters);
+//! - [`SeriesKey`], the compact key of series state;
+//! - [`Telemetry`], the collector's own metrics;
+//! - test fixtures behind the `test-util` feature.
+
+mod batch;
+mod component;
+pub mod config;
+pub mod driver;
+pub mod ratelimit;
+pub mod runner;
+mod sender;
+mod series;
+pub mod telemetry;
+
+#[cfg(any(test, feature = "test-util"))]
+pub mod fixtures;
+
+pub use batch::{
+    BatchMeta, MetricBatch, MetricKind, PointContext, ResourceMetricsMut, attr_str,
+    count_data_points, kind_of, metric_data_points, remove_attr, upsert_str,
+};
+pub use component::{
+    BoxFuture, ComponentId, ExportError, ExportReport, Exporter, Processor, Receiver,
+    ReceiverContext, ReceiverError,
+};
+pub use sender::{PipelineSender, SendError};
+pub use series::SeriesKey;
+pub use telemetry::Telemetry;
+
+/// Re-exported so every crate names the same OTLP types.
+pub use opentelemetry_proto;

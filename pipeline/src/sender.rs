@@ -1,0 +1,193 @@
+//! `PipelineSender`: how a receiver hands batches to the pipelines it feeds.
+//!
+//! A receiver may feed several pipelines. A batch is accepted only when every pipeline has
+//! room for it (capacity is reserved on all of them first), so a client retrying a refused
+//! request never duplicates data in the pipelines that had room. Accepted and refused points
+//! are counted here, once, for every receiver.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::telemetry::{Counter, Telemetry};
+use crate::{ComponentId, MetricBatch};
+
+/// Why a batch was refused; both are retryable for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// A pipeline stayed full for the whole wait.
+    #[error("pipeline is full, retry later")]
+    Full,
+    /// The collector is shutting down.
+    #[error("collector is shutting down")]
+    Closed,
+}
+
+impl SendError {
+    /// How long the client should wait before retrying.
+    pub fn retry_after(self) -> Duration {
+        match self {
+            SendError::Full => Duration::from_secs(1),
+            SendError::Closed => Duration::from_secs(5),
+        }
+    }
+}
+
+/// The sending side of one receiver into its pipelines; cheap to clone.
+#[derive(Clone)]
+pub struct PipelineSender {
+    targets: Arc<[mpsc::Sender<MetricBatch>]>,
+    max_wait: Duration,
+    accepted: Counter,
+    refused_full: Counter,
+    refused_closed: Counter,
+}
+
+impl std::fmt::Debug for PipelineSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineSender")
+            .field("targets", &self.targets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PipelineSender {
+    /// A sender for `receiver` into `targets`, waiting at most `max_wait` for room.
+    pub fn new(
+        receiver: &ComponentId,
+        targets: Vec<mpsc::Sender<MetricBatch>>,
+        max_wait: Duration,
+        telemetry: &Telemetry,
+    ) -> Self {
+        let labels = |reason: Option<&str>| -> Vec<(&str, String)> {
+            let mut l = vec![("receiver", receiver.to_string())];
+            if let Some(r) = reason {
+                l.push(("reason", r.to_owned()));
+            }
+            l
+        };
+        let reg = |name, help, reason| {
+            let l = labels(reason);
+            let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            telemetry.counter(name, help, &l)
+        };
+        Self {
+            targets: targets.into(),
+            max_wait,
+            accepted: reg(
+                "vla_collector_receiver_accepted_data_points_total",
+                "Data points accepted by a receiver into its pipelines.",
+                None,
+            ),
+            refused_full: reg(
+                "vla_collector_receiver_refused_data_points_total",
+                "Data points refused by a receiver with a retryable status, by reason.",
+                Some("pipeline_full"),
+            ),
+            refused_closed: reg(
+                "vla_collector_receiver_refused_data_points_total",
+                "Data points refused by a receiver with a retryable status, by reason.",
+                Some("shutting_down"),
+            ),
+        }
+    }
+
+    /// Hands `batch` to every pipeline, or refuses it whole.
+    pub async fn send(&self, batch: MetricBatch) -> Result<(), SendError> {
+        let points = batch.data_points() as u64;
+        let mut permits = Vec::with_capacity(self.targets.len());
+        for target in self.targets.iter() {
+            let permit = match target.try_reserve() {
+                Ok(p) => Ok(p),
+                Err(mpsc::error::TrySendError::Closed(())) => Err(SendError::Closed),
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    match tokio::time::timeout(self.max_wait, target.reserve()).await {
+                        Ok(Ok(p)) => Ok(p),
+                        Ok(Err(_)) => Err(SendError::Closed),
+                        Err(_) => Err(SendError::Full),
+                    }
+                }
+            };
+            match permit {
+                Ok(p) => permits.push(p),
+                Err(e) => {
+                    match e {
+                        SendError::Full => self.refused_full.add(points),
+                        SendError::Closed => self.refused_closed.add(points),
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let mut batch = Some(batch);
+        let n = permits.len();
+        for (i, permit) in permits.into_iter().enumerate() {
+            let b = if i + 1 == n {
+                batch.take()
+            } else {
+                batch.clone()
+            };
+            if let Some(b) = b {
+                permit.send(b);
+            }
+        }
+        self.accepted.add(points);
+        Ok(())
+    }
+
+    /// Data points accepted so far.
+    pub fn accepted_total(&self) -> u64 {
+        self.accepted.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    fn batch(points: usize) -> MetricBatch {
+        let vals: Vec<(f64, &[(&str, &str)])> = (0..points).map(|i| (i as f64, &[][..])).collect();
+        MetricBatch::new(
+            "otlp".into(),
+            vec![fixtures::resource(
+                "svc",
+                vec![fixtures::gauge("g", "", &vals)],
+            )],
+        )
+    }
+
+    #[tokio::test]
+    async fn refuses_whole_when_any_pipeline_is_full_and_counts() {
+        let t = Telemetry::new();
+        let (tx1, mut rx1) = mpsc::channel(1);
+        let (tx2, mut rx2) = mpsc::channel(1);
+        let s = PipelineSender::new(
+            &"otlp".into(),
+            vec![tx1, tx2.clone()],
+            Duration::from_millis(10),
+            &t,
+        );
+        s.send(batch(3)).await.expect("room in both");
+        assert_eq!(rx1.recv().await.map(|b| b.data_points()), Some(3));
+        // Pipeline 2 still holds its batch: the next send must be refused for both.
+        assert_eq!(s.send(batch(2)).await, Err(SendError::Full));
+        assert!(
+            rx1.try_recv().is_err(),
+            "pipeline 1 must not get a partial delivery"
+        );
+        assert_eq!(rx2.recv().await.map(|b| b.data_points()), Some(3));
+        let acc = t.value(
+            "vla_collector_receiver_accepted_data_points_total",
+            &[("receiver", "otlp")],
+        );
+        let refused = t.value(
+            "vla_collector_receiver_refused_data_points_total",
+            &[("receiver", "otlp"), ("reason", "pipeline_full")],
+        );
+        assert_eq!((acc, refused), (Some(3), Some(2)));
+        drop(rx2);
+        assert_eq!(s.send(batch(1)).await, Err(SendError::Closed));
+    }
+}
