@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -314,3 +316,6 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

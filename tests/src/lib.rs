@@ -1,1 +1,423 @@
+//! `vla-e2e`: a small harness that starts real servers for end-to-end tests.
+//!
+//! - [`Prometheus`]: the Debian `prometheus` binary on 127.0.0.1 with a free port, a temporary
+//!   data dir and the remote-write receiver on; ready when `/-/ready` answers.
+//! - [`Collector`]: the `vla-collector` binary with a YAML config written to a temp file;
+//!   ready when its telemetry `/ready` answers 200.
+//!
+//! Every process is owned by a guard that kills it on drop, so a failing test never leaves a
+//! server running. Readiness is polled with a deadline, never slept for.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Errors of the harness; tests `expect` them with context.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// A binary the test needs is not installed.
+    #[error("{what} not found ({tried}); {how}")]
+    Missing {
+        /// What is missing.
+        what: &'static str,
+        /// Where we looked.
+        tried: String,
+        /// How to install it.
+        how: &'static str,
+    },
+    /// A process could not be started.
+    #[error("could not start {what}: {source}")]
+    Spawn {
+        /// Which process.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A server did not become ready in time.
+    #[error("{what} not ready after {secs} s; its log:\n{log}")]
+    NotReady {
+        /// Which server.
+        what: &'static str,
+        /// How long we waited.
+        secs: u64,
+        /// The server's output so far.
+        log: String,
+    },
+    /// File system trouble.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// An HTTP call failed.
+    #[error("http: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The server answered with something unexpected.
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the server to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A child process killed on drop, with its output captured to a file.
+pub struct ProcessGuard {
+    what: &'static str,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl ProcessGuard {
+    fn spawn(what: &'static str, mut cmd: Command, log: PathBuf) -> Result<Self, HarnessError> {
+        let out = std::fs::File::create(&log)?;
+        let err = out.try_clone()?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .map_err(|source| HarnessError::Spawn { what, source })?;
+        Ok(Self {
+            what,
+            child: Some(child),
+            log,
+        })
+    }
+
+    /// The process's output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit; returns the exit code.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<Option<i32>, HarnessError> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(None);
+        };
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status.code());
+            }
+            if Instant::now() > deadline {
+                return Err(HarnessError::Unexpected(format!(
+                    "{} did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                    self.what,
+                    self.log()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ProcessGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn wait_ready(
+    what: &'static str,
+    url: &str,
+    guard: &mut ProcessGuard,
+    timeout: Duration,
+) -> Result<(), HarnessError> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(r) = client.get(url).timeout(Duration::from_secs(1)).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        let exited = guard
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
+        if exited.is_some() || Instant::now() > deadline {
+            return Err(HarnessError::NotReady {
+                what,
+                secs: timeout.as_secs(),
+                log: guard.log(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn find_binary(name: &str, extra: &[&str]) -> Option<PathBuf> {
+    let from_path = std::env::var_os("PATH").into_iter().flat_map(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .collect::<Vec<_>>()
+    });
+    from_path
+        .chain(extra.iter().map(PathBuf::from))
+        .find(|p| p.is_file())
+}
+
+/// A real Prometheus server with the remote-write receiver enabled.
+pub struct Prometheus {
+    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    pub url: String,
+    /// The process.
+    pub process: ProcessGuard,
+    _dir: tempfile::TempDir,
+}
+
+/// One sample of an instant-query result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// All labels, `__name__` included.
+    pub labels: BTreeMap<String, String>,
+    /// The value.
+    pub value: f64,
+}
+
+impl Prometheus {
+    /// Starts Prometheus on a free port; `scrape_targets` are scraped every second.
+    pub async fn start(scrape_targets: &[String]) -> Result<Self, HarnessError> {
+        Self::start_on(free_port(), scrape_targets).await
+    }
+
+    /// Starts Prometheus on `port`.
+    pub async fn start_on(port: u16, scrape_targets: &[String]) -> Result<Self, HarnessError> {
+        let bin =
+            find_binary("prometheus", &["/usr/bin/prometheus"]).ok_or(HarnessError::Missing {
+                what: "prometheus",
+                tried: "PATH and /usr/bin/prometheus".into(),
+                how: "run scripts/test, which installs it, or `apt-get install -y prometheus`",
+            })?;
+        let dir = tempfile::tempdir()?;
+        let mut config =
+            String::from("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n");
+        if !scrape_targets.is_empty() {
+            config.push_str("scrape_configs:\n  - job_name: vla-collector-exporter\n    honor_labels: true\n    static_configs:\n      - targets: [");
+            config.push_str(
+                &scrape_targets
+                    .iter()
+                    .map(|t| format!("'{t}'"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+            config.push_str("]\n");
+        }
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config)?;
+        let mut cmd = Command::new(bin);
+        cmd.arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.enable-remote-write-receiver")
+            .arg("--log.level=warn");
+        let mut process =
+            ProcessGuard::spawn("prometheus", cmd, dir.path().join("prometheus.log"))?;
+        let url = format!("http://127.0.0.1:{port}");
+        wait_ready(
+            "prometheus",
+            &format!("{url}/-/ready"),
+            &mut process,
+            Duration::from_secs(60),
+        )
+        .await?;
+        Ok(Self {
+            url,
+            process,
+            _dir: dir,
+        })
+    }
+
+    /// The remote-write URL.
+    pub fn write_url(&self) -> String {
+        format!("{}/api/v1/write", self.url)
+    }
+
+    /// Runs an instant query.
+    pub async fn query(&self, expr: &str) -> Result<Vec<Sample>, HarnessError> {
+        let body: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/api/v1/query", self.url))
+            .query(&[("query", expr)])
+            .send()
+            .await?
+            .json()
+            .await?;
+        if body["status"] != "success" {
+            return Err(HarnessError::Unexpected(body.to_string()));
+        }
+        let result = body["data"]["result"]
+            .as_array()
+            .ok_or_else(|| HarnessError::Unexpected(body.to_string()))?;
+        result
+            .iter()
+            .map(|r| {
+                let labels = r["metric"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let value = r["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .ok_or_else(|| HarnessError::Unexpected(r.to_string()))?;
+                Ok(Sample { labels, value })
+            })
+            .collect()
+    }
+
+    /// Polls `expr` until it returns at least `min` samples or `timeout` passes.
+    pub async fn wait_for(
+        &self,
+        expr: &str,
+        min: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Sample>, HarnessError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.query(expr).await?;
+            if got.len() >= min {
+                return Ok(got);
+            }
+            if Instant::now() > deadline {
+                return Err(HarnessError::Unexpected(format!(
+                    "query {expr:?} returned {} samples after {timeout:?}, wanted {min}: {got:?}",
+                    got.len()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A running `vla-collector` process.
+pub struct Collector {
+    /// Base URL of its telemetry server.
+    pub telemetry_url: String,
+    /// The process.
+    pub process: ProcessGuard,
+    _dir: tempfile::TempDir,
+}
+
+/// Where the `vla-collector` binary is: `$VLA_COLLECTOR_BIN`, or next to the test binary in
+/// cargo's target directory (`cargo test --workspace` builds it).
+pub fn collector_binary() -> Result<PathBuf, HarnessError> {
+    if let Some(p) = std::env::var_os("VLA_COLLECTOR_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(3)
+        .map(|d| d.join("vla-collector"))
+        .collect();
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or(HarnessError::Missing {
+            what: "vla-collector binary",
+            tried: format!("{candidates:?}"),
+            how: "build it with `cargo build -p vla-collector` (scripts/test does), or set VLA_COLLECTOR_BIN",
+        })
+}
+
+impl Collector {
+    /// Writes `config_yaml` to a temp file and starts the collector on it; `telemetry_port`
+    /// must be the port of `service.telemetry.metrics.address` in that config.
+    pub async fn start(config_yaml: &str, telemetry_port: u16) -> Result<Self, HarnessError> {
+        let bin = collector_binary()?;
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("collector.yaml");
+        std::fs::write(&config, config_yaml)?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("--config").arg(&config).env("RUST_LOG", "info");
+        let mut process =
+            ProcessGuard::spawn("vla-collector", cmd, dir.path().join("collector.log"))?;
+        let telemetry_url = format!("http://127.0.0.1:{telemetry_port}");
+        wait_ready(
+            "vla-collector",
+            &format!("{telemetry_url}/ready"),
+            &mut process,
+            Duration::from_secs(30),
+        )
+        .await?;
+        Ok(Self {
+            telemetry_url,
+            process,
+            _dir: dir,
+        })
+    }
+
+    /// The collector's own metrics, parsed as `series → value` (series as written).
+    pub async fn self_metrics(&self) -> Result<BTreeMap<String, f64>, HarnessError> {
+        let text = reqwest::get(format!("{}/metrics", self.telemetry_url))
+            .await?
+            .text()
+            .await?;
+        Ok(parse_exposition(&text))
+    }
+
+    /// The config file's directory.
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+}
+
+/// Parses Prometheus text exposition into `series → value`, skipping comments.
+pub fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let value = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v.parse().ok()?,
+            };
+            Some((series.to_owned(), value))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_exposition_lines() {
+        let m = parse_exposition(
+            "# HELP a x\n# TYPE a gauge\na{b=\"c d\"} 1.5\nc_total 3\nh_bucket{le=\"+Inf\"} +Inf\n",
+        );
+        assert_eq!(m.get("a{b=\"c d\"}"), Some(&1.5));
+        assert_eq!(m.get("c_total"), Some(&3.0));
+        assert_eq!(m.get("h_bucket{le=\"+Inf\"}"), Some(&f64::INFINITY));
+        assert_eq!(m.len(), 3);
+    }
+}

@@ -1,0 +1,233 @@
+use std::collections::VecDeque;
+
+use parking_lot::Mutex;
+use rand::SeedableRng;
+
+use super::*;
+use crate::fixtures;
+use crate::{BoxFuture, ExportReport};
+
+/// An exporter that answers from a script and records when each attempt happened.
+struct Scripted {
+    script: Mutex<VecDeque<Result<ExportReport, ExportError>>>,
+    attempts: Mutex<Vec<tokio::time::Instant>>,
+}
+
+impl Scripted {
+    fn new(script: Vec<Result<ExportReport, ExportError>>) -> Arc<Self> {
+        Arc::new(Self {
+            script: Mutex::new(script.into()),
+            attempts: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+impl Exporter for Scripted {
+    fn export(&self, b: Arc<MetricBatch>) -> BoxFuture<'_, Result<ExportReport, ExportError>> {
+        self.attempts.lock().push(tokio::time::Instant::now());
+        let next = self
+            .script
+            .lock()
+            .pop_front()
+            .unwrap_or_else(|| Ok(ExportReport::all_sent(b.data_points())));
+        Box::pin(async move { next })
+    }
+}
+
+fn retryable(retry_after: Option<Duration>) -> Result<ExportReport, ExportError> {
+    Err(ExportError::Retryable {
+        reason: "http_503",
+        message: "unavailable".into(),
+        retry_after,
+    })
+}
+
+fn batch(points: usize) -> Arc<MetricBatch> {
+    let vals: Vec<(f64, &[(&str, &str)])> = (0..points).map(|i| (i as f64, &[][..])).collect();
+    Arc::new(MetricBatch::new(
+        "otlp".into(),
+        vec![fixtures::resource(
+            "svc",
+            vec![fixtures::gauge("g", "", &vals)],
+        )],
+    ))
+}
+
+fn counter(t: &Telemetry, name: &str, reason: Option<&str>) -> Option<i64> {
+    match reason {
+        Some(r) => t.value(name, &[("exporter", "x"), ("reason", r)]),
+        None => t.value(name, &[("exporter", "x")]),
+    }
+}
+
+fn no_jitter() -> DriverConfig {
+    DriverConfig {
+        retry: RetryPolicy {
+            randomization_factor: 0.0,
+            initial_interval: Duration::from_millis(100),
+            max_interval: Duration::from_secs(10),
+            ..RetryPolicy::default()
+        },
+        ..DriverConfig::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_with_backoff_and_honours_retry_after_then_delivers_once() {
+    let t = Telemetry::new();
+    let exp = Scripted::new(vec![
+        retryable(None),
+        retryable(Some(Duration::from_secs(3))),
+        retryable(None),
+    ]);
+    let (h, join) = spawn_exporter(
+        "x".into(),
+        exp.clone(),
+        no_jitter(),
+        &t,
+        CancellationToken::new(),
+    );
+    h.enqueue(batch(4)).await;
+    drop(h);
+    join.await.expect("worker");
+    let at = exp.attempts.lock().clone();
+    assert_eq!(at.len(), 4, "three failures then success");
+    let gaps: Vec<u128> = at.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
+    // 100 ms, then the server's 3 s, then 100 ms × 2² = 400 ms.
+    assert_eq!(gaps, vec![100, 3000, 400]);
+    assert_eq!(
+        counter(&t, "vla_collector_exporter_sent_data_points_total", None),
+        Some(4)
+    );
+    assert_eq!(
+        counter(
+            &t,
+            "vla_collector_exporter_failed_attempts_total",
+            Some("http_503")
+        ),
+        Some(3)
+    );
+    assert_eq!(counter(&t, DROPPED, Some("retries_exhausted")), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_errors_drop_at_once_with_their_reason() {
+    let t = Telemetry::new();
+    let exp = Scripted::new(vec![Err(ExportError::Permanent {
+        reason: "http_400",
+        message: "bad sample".into(),
+    })]);
+    let (h, join) = spawn_exporter(
+        "x".into(),
+        exp.clone(),
+        no_jitter(),
+        &t,
+        CancellationToken::new(),
+    );
+    h.enqueue(batch(5)).await;
+    h.enqueue(batch(2)).await;
+    drop(h);
+    join.await.expect("worker");
+    assert_eq!(
+        exp.attempts.lock().len(),
+        2,
+        "no retry of a permanent failure"
+    );
+    assert_eq!(counter(&t, DROPPED, Some("http_400")), Some(5));
+    assert_eq!(
+        counter(&t, "vla_collector_exporter_sent_data_points_total", None),
+        Some(2)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn gives_up_after_max_elapsed_time() {
+    let t = Telemetry::new();
+    let exp = Scripted::new((0..100).map(|_| retryable(None)).collect());
+    let mut cfg = no_jitter();
+    cfg.retry.max_elapsed_time = Duration::from_secs(2);
+    let (h, join) = spawn_exporter("x".into(), exp.clone(), cfg, &t, CancellationToken::new());
+    h.enqueue(batch(3)).await;
+    drop(h);
+    join.await.expect("worker");
+    // Waits 100, 200, 400, 800 ms (1.5 s in all); the next 1.6 s would pass the 2 s budget.
+    assert_eq!(exp.attempts.lock().len(), 5);
+    assert_eq!(counter(&t, DROPPED, Some("retries_exhausted")), Some(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hard_stop_ends_retrying_and_counts_the_rest_as_shutdown() {
+    let t = Telemetry::new();
+    let exp = Scripted::new((0..1000).map(|_| retryable(None)).collect());
+    let stop = CancellationToken::new();
+    let (h, join) = spawn_exporter("x".into(), exp.clone(), no_jitter(), &t, stop.clone());
+    h.enqueue(batch(3)).await;
+    h.enqueue(batch(4)).await;
+    drop(h);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    join.await.expect("worker");
+    assert_eq!(counter(&t, DROPPED, Some("shutdown")), Some(7));
+}
+
+#[tokio::test]
+async fn drop_when_full_counts_queue_full() {
+    let t = Telemetry::new();
+    // A worker stuck in a long retry keeps the queue from draining.
+    let exp = Scripted::new(vec![retryable(Some(Duration::from_secs(3600)))]);
+    let cfg = DriverConfig {
+        queue_size: 1,
+        when_full: WhenFull::Drop,
+        ..no_jitter()
+    };
+    let stop = CancellationToken::new();
+    let (h, join) = spawn_exporter("x".into(), exp.clone(), cfg, &t, stop.clone());
+    h.enqueue(batch(1)).await;
+    while exp.attempts.lock().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    h.enqueue(batch(2)).await; // fills the queue
+    h.enqueue(batch(3)).await; // dropped
+    assert_eq!(counter(&t, DROPPED, Some("queue_full")), Some(3));
+    assert_eq!(
+        t.value("vla_collector_exporter_queue_length", &[("exporter", "x")]),
+        Some(1)
+    );
+    assert_eq!(
+        t.value(
+            "vla_collector_exporter_queue_capacity",
+            &[("exporter", "x")]
+        ),
+        Some(1)
+    );
+    stop.cancel();
+    drop(h);
+    join.await.expect("worker");
+}
+
+#[test]
+fn backoff_grows_is_capped_and_jitter_stays_in_bounds() {
+    let p = RetryPolicy {
+        initial_interval: Duration::from_millis(100),
+        max_interval: Duration::from_secs(1),
+        multiplier: 2.0,
+        randomization_factor: 0.5,
+        ..RetryPolicy::default()
+    };
+    let mut rng = StdRng::seed_from_u64(7);
+    for attempt in 0..20 {
+        let base = (0.1 * 2f64.powi(attempt as i32)).min(1.0);
+        let d = p.backoff(attempt, &mut rng).as_secs_f64();
+        assert!(
+            d >= base * 0.5 - 1e-9 && d <= (base * 1.5).min(1.0) + 1e-9,
+            "attempt {attempt}: {d}"
+        );
+    }
+    let fixed = RetryPolicy {
+        randomization_factor: 0.0,
+        ..p
+    };
+    assert_eq!(fixed.backoff(0, &mut rng), Duration::from_millis(100));
+    assert_eq!(fixed.backoff(3, &mut rng), Duration::from_millis(800));
+    assert_eq!(fixed.backoff(4, &mut rng), Duration::from_secs(1));
+}
