@@ -105,9 +105,9 @@ impl Pipeline {
                 _ = sleep_until_opt(batch_due) => self.emit_pending().await,
                 _ = sleep_until_opt(flush_due) => {
                     let now = Instant::now();
-                    for i in 0..self.processors.len() {
-                        if next_flush[i].is_some_and(|t| t <= now) {
-                            next_flush[i] = self.processors[i].flush_interval().map(|d| now + d);
+                    for (i, next) in next_flush.iter_mut().enumerate() {
+                        if next.is_some_and(|t| t <= now) {
+                            *next = self.processors[i].flush_interval().map(|d| now + d);
                             self.flush_processor(i).await;
                         }
                     }

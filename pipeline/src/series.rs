@@ -14,7 +14,7 @@ pub struct SeriesKey {
 
 /// Fixed hasher seed so a series hashes the same in every process (shard assignment must
 /// survive restarts once queues are durable).
-const SEED: u64 = 0x5eed_0f_5e41e5;
+const SEED: u64 = 0x005e_ed0f_5e41_e5a1;
 
 impl SeriesKey {
     /// Builds a key; `labels` are sorted by name and, for repeated names, the last wins.

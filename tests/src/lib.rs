@@ -146,10 +146,10 @@ async fn wait_ready(
     let client = reqwest::Client::new();
     let deadline = Instant::now() + timeout;
     loop {
-        if let Ok(r) = client.get(url).timeout(Duration::from_secs(1)).send().await {
-            if r.status().is_success() {
-                return Ok(());
-            }
+        if let Ok(r) = client.get(url).timeout(Duration::from_secs(1)).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
         }
         let exited = guard
             .child

@@ -1,0 +1,334 @@
+//! `vla-loadgen`: drives a running `vla-collector` with OTLP gRPC and counts what comes out of
+//! its remote-write exporter in a built-in sink.
+//!
+//! ```text
+//! vla-loadgen --grpc 127.0.0.1:4317 --sink 127.0.0.1:19291 --duration 10s \
+//!             --points-per-request 1000 --concurrency 4 --collector-pid $(pidof vla-collector)
+//! ```
+//!
+//! Workload (DESIGN.md's benchmark shape): each request holds `points-per-request` data points
+//! over 40% gauges, 40% monotonic cumulative sums and 20% 12-bucket histograms, the same series
+//! every time with advancing timestamps, as an SDK's periodic export looks. The sink answers
+//! 204 to every remote-write request and counts samples. With `--collector-pid` the collector's
+//! CPU time is read from /proc, giving data points per collector CPU-second.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+struct Args {
+    grpc: String,
+    sink: Option<String>,
+    duration: Duration,
+    points: usize,
+    concurrency: usize,
+    pid: Option<u32>,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        grpc: "127.0.0.1:4317".into(),
+        sink: None,
+        duration: Duration::from_secs(10),
+        points: 1000,
+        concurrency: 4,
+        pid: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--grpc" => a.grpc = val(),
+            "--sink" => a.sink = Some(val()),
+            "--duration" => {
+                let v = val();
+                a.duration = Duration::from_secs_f64(
+                    v.trim_end_matches('s')
+                        .parse()
+                        .expect("--duration like 10s"),
+                );
+            }
+            "--points-per-request" => a.points = val().parse().expect("number"),
+            "--concurrency" => a.concurrency = val().parse().expect("number"),
+            "--collector-pid" => a.pid = Some(val().parse().expect("pid")),
+            "-h" | "--help" => {
+                println!(
+                    "vla-loadgen [--grpc ADDR] [--sink ADDR] [--duration 10s] [--points-per-request 1000] [--concurrency 4] [--collector-pid PID]"
+                );
+                std::process::exit(0);
+            }
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+fn kv(k: &str, v: String) -> KeyValue {
+    KeyValue {
+        key: k.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v)),
+        }),
+        ..Default::default()
+    }
+}
+
+const BOUNDS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The request: `points` data points, 40/40/20 gauge/sum/histogram, 100 series per metric.
+fn build_request(points: usize, worker: usize) -> ExportMetricsServiceRequest {
+    let per_metric = 100;
+    let mut metrics = Vec::new();
+    let mut made = 0;
+    let mut m = 0;
+    while made < points {
+        let n = per_metric.min(points - made);
+        let attrs = |i: usize| {
+            vec![
+                kv("model", format!("model-{}", i % 5)),
+                kv("robot_type", format!("robot-{}", i % 4)),
+                kv("customer_id", format!("cust-{worker}-{i}")),
+                kv("gpu_id", (i % 8).to_string()),
+            ]
+        };
+        let number = |i: usize| NumberDataPoint {
+            attributes: attrs(i),
+            value: Some(number_data_point::Value::AsDouble(i as f64)),
+            ..Default::default()
+        };
+        let data = match m % 5 {
+            0 | 1 => metric::Data::Gauge(Gauge {
+                data_points: (0..n).map(number).collect(),
+            }),
+            2 | 3 => metric::Data::Sum(Sum {
+                data_points: (0..n).map(number).collect(),
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                is_monotonic: true,
+            }),
+            _ => metric::Data::Histogram(Histogram {
+                data_points: (0..n)
+                    .map(|i| HistogramDataPoint {
+                        attributes: attrs(i),
+                        count: 12,
+                        sum: Some(3.5),
+                        bucket_counts: vec![1; 12],
+                        explicit_bounds: BOUNDS.to_vec(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            }),
+        };
+        let unit = if m % 5 == 4 { "s" } else { "1" };
+        metrics.push(Metric {
+            name: format!("vla.load.metric{m}"),
+            unit: unit.to_owned(),
+            data: Some(data),
+            ..Default::default()
+        });
+        made += n;
+        m += 1;
+    }
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", "vla-api".into()),
+                    kv("service.instance.id", format!("loadgen-{worker}")),
+                ],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope {
+                    name: "vla-loadgen".into(),
+                    ..Default::default()
+                }),
+                metrics,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+fn stamp(req: &mut ExportMetricsServiceRequest) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    for m in req
+        .resource_metrics
+        .iter_mut()
+        .flat_map(|r| &mut r.scope_metrics)
+        .flat_map(|s| &mut s.metrics)
+    {
+        match &mut m.data {
+            Some(metric::Data::Gauge(g)) => g
+                .data_points
+                .iter_mut()
+                .for_each(|p| p.time_unix_nano = now),
+            Some(metric::Data::Sum(s)) => s
+                .data_points
+                .iter_mut()
+                .for_each(|p| p.time_unix_nano = now),
+            Some(metric::Data::Histogram(h)) => h
+                .data_points
+                .iter_mut()
+                .for_each(|p| p.time_unix_nano = now),
+            _ => {}
+        }
+    }
+}
+
+/// CPU seconds (user + system) of a process, from /proc/PID/stat.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Remote-write messages, just enough to count samples.
+mod rw {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct WriteRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub timeseries: Vec<TimeSeries>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TimeSeries {
+        #[prost(message, repeated, tag = "2")]
+        pub samples: Vec<Sample>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Sample {
+        #[prost(double, tag = "1")]
+        pub value: f64,
+        #[prost(int64, tag = "2")]
+        pub timestamp: i64,
+    }
+}
+
+async fn run_sink(addr: String, samples: Arc<AtomicU64>, requests: Arc<AtomicU64>) {
+    use axum::body::Bytes;
+    use prost::Message;
+    let app = axum::Router::new().route(
+        "/api/v1/write",
+        axum::routing::post(move |body: Bytes| {
+            let (samples, requests) = (samples.clone(), requests.clone());
+            async move {
+                let raw = snap::raw::Decoder::new().decompress_vec(&body);
+                let Ok(raw) = raw else {
+                    return axum::http::StatusCode::BAD_REQUEST;
+                };
+                match rw::WriteRequest::decode(raw.as_slice()) {
+                    Ok(w) => {
+                        let n: usize = w.timeseries.iter().map(|t| t.samples.len()).sum();
+                        samples.fetch_add(n as u64, Ordering::Relaxed);
+                        requests.fetch_add(1, Ordering::Relaxed);
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                    Err(_) => axum::http::StatusCode::BAD_REQUEST,
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .expect("bind sink");
+    axum::serve(listener, app).await.expect("sink");
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = parse_args();
+    let samples = Arc::new(AtomicU64::new(0));
+    let sink_requests = Arc::new(AtomicU64::new(0));
+    if let Some(addr) = args.sink.clone() {
+        tokio::spawn(run_sink(addr, samples.clone(), sink_requests.clone()));
+    }
+    let sent_points = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let cpu0 = args.pid.and_then(cpu_seconds);
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..args.concurrency {
+        let (grpc, points, dur) = (args.grpc.clone(), args.points, args.duration);
+        let (sent_points, refused) = (sent_points.clone(), refused.clone());
+        workers.push(tokio::spawn(async move {
+            let mut client = MetricsServiceClient::connect(format!("http://{grpc}"))
+                .await
+                .expect("connect to collector")
+                .max_encoding_message_size(64 << 20);
+            let mut req = build_request(points, w);
+            while start.elapsed() < dur {
+                stamp(&mut req);
+                match client.export(req.clone()).await {
+                    Ok(_) => {
+                        sent_points.fetch_add(points as u64, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    let wall = start.elapsed().as_secs_f64();
+    // Let the collector finish what it accepted before reading its CPU and the sink.
+    let settle = Instant::now();
+    let mut last = u64::MAX;
+    while args.sink.is_some() && settle.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = samples.load(Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let cpu = match (args.pid.and_then(cpu_seconds), cpu0) {
+        (Some(b), Some(a)) => Some(b - a),
+        _ => None,
+    };
+    let points = sent_points.load(Ordering::Relaxed);
+    println!("duration_s            {wall:.2}");
+    println!("points_accepted       {points}");
+    println!("requests_refused      {}", refused.load(Ordering::Relaxed));
+    println!("points_per_s          {:.0}", points as f64 / wall);
+    if args.sink.is_some() {
+        let s = samples.load(Ordering::Relaxed);
+        println!("rw_samples_received   {s}");
+        println!(
+            "rw_requests_received  {}",
+            sink_requests.load(Ordering::Relaxed)
+        );
+        if points > 0 {
+            println!("samples_per_point     {:.2}", s as f64 / points as f64);
+        }
+    }
+    if let Some(cpu) = cpu {
+        println!("collector_cpu_s       {cpu:.2}");
+        if cpu > 0.0 {
+            println!("points_per_cpu_s      {:.0}", points as f64 / cpu);
+        }
+    }
+}
