@@ -1,0 +1,212 @@
+//! The `prometheusremotewrite` exporter's config and its pure validation.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use vla_pipeline::config::{ConfigProblem, RetryConfig, SendingQueueConfig};
+use vla_pipeline::driver::DriverConfig;
+
+use crate::translate::{is_valid_label_name, is_valid_metric_name};
+
+/// Headers the remote-write 1.0 spec reserves; user `headers` may not set them.
+pub const RESERVED_HEADERS: [&str; 4] = [
+    "content-encoding",
+    "content-type",
+    "user-agent",
+    "x-prometheus-remote-write-version",
+];
+
+/// Config of the `prometheusremotewrite` exporter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The remote-write URL, `http://host:port/path` (required).
+    pub endpoint: String,
+    /// Extra request headers (e.g. `X-Scope-OrgID`); the four reserved headers are refused.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Timeout of one HTTP request (default `5s`).
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "vla_pipeline::config::duration"
+    )]
+    pub timeout: Duration,
+    /// Prefix of every metric name (`namespace_metric`).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Labels added to every series; a series' own label of the same name wins.
+    #[serde(default)]
+    pub external_labels: BTreeMap<String, String>,
+    /// Most samples in one remote-write request (default 2000).
+    #[serde(default = "default_max_samples")]
+    pub max_samples_per_send: usize,
+    /// Parallel senders; series are assigned by label-set hash, so a series' samples stay in
+    /// order (default 4).
+    #[serde(default = "default_shards")]
+    pub shards: usize,
+    /// The `target_info` series per resource.
+    #[serde(default)]
+    pub target_info: TargetInfo,
+    /// When true, the `otel_scope_name` / `otel_scope_version` labels are left out
+    /// (default false: they are added, as the OpenTelemetry spec recommends).
+    #[serde(default)]
+    pub disable_scope_info: bool,
+    /// The driver's queue.
+    #[serde(default)]
+    pub sending_queue: SendingQueueConfig,
+    /// The driver's retries.
+    #[serde(default)]
+    pub retry_on_failure: RetryConfig,
+}
+
+/// The `target_info` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TargetInfo {
+    /// Emit one `target_info` series per resource with its non-identifying attributes.
+    pub enabled: bool,
+}
+
+impl Default for TargetInfo {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_max_samples() -> usize {
+    2000
+}
+
+fn default_shards() -> usize {
+    4
+}
+
+impl Config {
+    /// A config with every default and the given endpoint.
+    pub fn with_endpoint(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            headers: BTreeMap::new(),
+            timeout: default_timeout(),
+            namespace: None,
+            external_labels: BTreeMap::new(),
+            max_samples_per_send: default_max_samples(),
+            shards: default_shards(),
+            target_info: TargetInfo::default(),
+            disable_scope_info: false,
+            sending_queue: SendingQueueConfig::default(),
+            retry_on_failure: RetryConfig::default(),
+        }
+    }
+
+    /// Checks the config without I/O; every problem is reported at `{path}.field`.
+    pub fn validate(&self, path: &str) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        if let Err(msg) = check_endpoint(&self.endpoint) {
+            problems.push(ConfigProblem::new(format!("{path}.endpoint"), msg));
+        }
+        for (name, value) in &self.headers {
+            let at = format!("{path}.headers.{name}");
+            if RESERVED_HEADERS
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(name))
+            {
+                problems.push(ConfigProblem::new(
+                    at,
+                    format!(
+                        "header {name:?} is set by the remote-write protocol and cannot be \
+                         overridden (reserved: Content-Encoding, Content-Type, User-Agent, \
+                         X-Prometheus-Remote-Write-Version)"
+                    ),
+                ));
+            } else if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                problems.push(ConfigProblem::new(
+                    at,
+                    format!("{name:?} is not a valid HTTP header name"),
+                ));
+            } else if http::HeaderValue::from_str(value).is_err() {
+                // Never echo the value: headers often carry secrets.
+                problems.push(ConfigProblem::new(
+                    at,
+                    "the value is not a valid HTTP header value (visible ASCII expected)",
+                ));
+            }
+        }
+        if self.timeout.is_zero() {
+            problems.push(ConfigProblem::new(
+                format!("{path}.timeout"),
+                "must be greater than 0",
+            ));
+        }
+        if let Some(ns) = &self.namespace
+            && (ns.is_empty() || !is_valid_metric_name(ns))
+        {
+            problems.push(ConfigProblem::new(
+                format!("{path}.namespace"),
+                format!(
+                    "{ns:?} is not a valid metric name prefix: expected [a-zA-Z_:][a-zA-Z0-9_:]*"
+                ),
+            ));
+        }
+        for (name, value) in &self.external_labels {
+            let at = format!("{path}.external_labels.{name}");
+            if !is_valid_label_name(name) || name.starts_with("__") {
+                problems.push(ConfigProblem::new(
+                    at,
+                    format!(
+                        "{name:?} is not a valid label name: expected [a-zA-Z_][a-zA-Z0-9_]* \
+                         not starting with \"__\""
+                    ),
+                ));
+            } else if value.is_empty() {
+                problems.push(ConfigProblem::new(at, "the label value must not be empty"));
+            }
+        }
+        if self.max_samples_per_send == 0 {
+            problems.push(ConfigProblem::new(
+                format!("{path}.max_samples_per_send"),
+                "must be at least 1",
+            ));
+        }
+        if self.shards == 0 {
+            problems.push(ConfigProblem::new(
+                format!("{path}.shards"),
+                "must be at least 1",
+            ));
+        }
+        if let Err(more) = self.driver_config(path) {
+            problems.extend(more);
+        }
+        problems
+    }
+
+    /// The driver's queue and retry settings, checked.
+    pub fn driver_config(&self, path: &str) -> Result<DriverConfig, Vec<ConfigProblem>> {
+        vla_pipeline::config::driver_config(path, &self.sending_queue, &self.retry_on_failure)
+    }
+}
+
+/// Accepts `http://host[:port][/path]`; TLS is not built in.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let expected = "expected an http:// URL such as http://127.0.0.1:9090/api/v1/write";
+    if endpoint.is_empty() {
+        return Err(format!("is required: {expected}"));
+    }
+    if endpoint.starts_with("https://") {
+        return Err(format!(
+            "https is not supported by this build (no TLS): {expected}"
+        ));
+    }
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|_| format!("{endpoint:?} is not a valid URL: {expected}"))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{endpoint:?} is not an http:// URL: {expected}"));
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! Prometheus remote-write 1.0 messages (`prometheus.WriteRequest`), declared by hand.
+//!
+//! The exporter writes these bytes directly (see `encode.rs`) so that a series' labels are
+//! encoded once per point rather than built as structs per sample; the prost structs are the
+//! reference shape and the decode path tests and the in-test receivers use.
+
+/// `prometheus.WriteRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WriteRequest {
+    /// The series with their samples.
+    #[prost(message, repeated, tag = "1")]
+    pub timeseries: Vec<TimeSeries>,
+    /// Metric metadata (not sent by this exporter yet).
+    #[prost(message, repeated, tag = "3")]
+    pub metadata: Vec<MetricMetadata>,
+}
+
+/// `prometheus.TimeSeries`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TimeSeries {
+    /// Sorted, unique labels, `__name__` included.
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    /// Samples in timestamp order.
+    #[prost(message, repeated, tag = "2")]
+    pub samples: Vec<Sample>,
+}
+
+/// `prometheus.Label`.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct Label {
+    /// Label name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Label value.
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+/// `prometheus.Sample`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Sample {
+    /// The value.
+    #[prost(double, tag = "1")]
+    pub value: f64,
+    /// Milliseconds since the Unix epoch.
+    #[prost(int64, tag = "2")]
+    pub timestamp: i64,
+}
+
+/// `prometheus.MetricMetadata`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MetricMetadata {
+    /// Metric type (`COUNTER` = 1, `GAUGE` = 2, `HISTOGRAM` = 3, `SUMMARY` = 5, ...).
+    #[prost(int32, tag = "1")]
+    pub r#type: i32,
+    /// Family name.
+    #[prost(string, tag = "2")]
+    pub metric_family_name: String,
+    /// Help text.
+    #[prost(string, tag = "4")]
+    pub help: String,
+    /// Unit.
+    #[prost(string, tag = "5")]
+    pub unit: String,
+}
+
+/// Field 1, length-delimited (`TimeSeries.labels`, `Label.name`, `WriteRequest.timeseries`).
+pub(crate) const TAG_1_LEN: u8 = 0x0a;
+/// Field 2, length-delimited (`TimeSeries.samples`, `Label.value`).
+pub(crate) const TAG_2_LEN: u8 = 0x12;
+/// Field 1, 64-bit (`Sample.value`).
+pub(crate) const TAG_1_I64: u8 = 0x09;
+/// Field 2, varint (`Sample.timestamp`).
+pub(crate) const TAG_2_VARINT: u8 = 0x10;
+
+/// Bytes a varint takes.
+#[inline]
+pub(crate) fn varint_len(v: u64) -> usize {
+    // 1 byte per started group of 7 bits; 0 takes one byte.
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Appends a varint.
+#[inline]
+pub(crate) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+/// Encoded length of one `TimeSeries.labels` entry (tag and length prefix included).
+#[inline]
+pub(crate) fn label_len(name: &str, value: &str) -> usize {
+    let inner = label_inner_len(name, value);
+    1 + varint_len(inner as u64) + inner
+}
+
+#[inline]
+fn label_inner_len(name: &str, value: &str) -> usize {
+    1 + varint_len(name.len() as u64)
+        + name.len()
+        + 1
+        + varint_len(value.len() as u64)
+        + value.len()
+}
+
+/// Appends one `Label` as a `TimeSeries.labels` entry.
+pub(crate) fn put_label(buf: &mut Vec<u8>, name: &str, value: &str) {
+    let inner = label_inner_len(name, value);
+    buf.reserve(inner + 6);
+    buf.push(TAG_1_LEN);
+    put_varint(buf, inner as u64);
+    buf.push(TAG_1_LEN);
+    put_varint(buf, name.len() as u64);
+    buf.extend_from_slice(name.as_bytes());
+    buf.push(TAG_2_LEN);
+    put_varint(buf, value.len() as u64);
+    buf.extend_from_slice(value.as_bytes());
+}
+
+/// Length of the `Sample` message body.
+pub(crate) fn sample_len(timestamp: i64) -> usize {
+    1 + 8 + 1 + varint_len(timestamp as u64)
+}
+
+/// Appends one `Sample` as a `TimeSeries.samples` entry.
+#[inline]
+pub(crate) fn put_sample(buf: &mut Vec<u8>, value: f64, timestamp: i64) {
+    buf.push(TAG_2_LEN);
+    put_varint(buf, sample_len(timestamp) as u64);
+    buf.push(TAG_1_I64);
+    buf.extend_from_slice(&value.to_le_bytes());
+    buf.push(TAG_2_VARINT);
+    // int64 is encoded as the two's-complement varint of its u64 bits.
+    put_varint(buf, timestamp as u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_match_prost() {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut ours = Vec::new();
+            put_varint(&mut ours, v);
+            let mut theirs = Vec::new();
+            prost::encoding::encode_varint(v, &mut theirs);
+            assert_eq!(ours, theirs, "{v}");
+            assert_eq!(varint_len(v), prost::encoding::encoded_len_varint(v), "{v}");
+        }
+        let mut buf = Vec::new();
+        put_label(&mut buf, "job", "api");
+        assert_eq!(buf.len(), label_len("job", "api"));
+    }
+}

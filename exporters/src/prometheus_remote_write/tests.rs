@@ -1,0 +1,775 @@
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use parking_lot::Mutex;
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+use vla_pipeline::fixtures::{self, T0_NANOS};
+use vla_pipeline::{ExportError, Exporter, MetricBatch, Telemetry};
+
+use super::proto::{Label, WriteRequest};
+use super::*;
+use crate::translate::{STALE_NAN_BITS, TranslateOptions, Translator};
+
+const T0_MS: i64 = (T0_NANOS / 1_000_000) as i64;
+
+fn mixed_batch() -> MetricBatch {
+    MetricBatch::new(
+        "otlp".into(),
+        vec![fixtures::resource_with(
+            &[
+                ("service.name", "vla-api"),
+                ("service.instance.id", "pod-1"),
+                ("host.name", "node-a"),
+            ],
+            vec![
+                fixtures::gauge("vla.gpu.temperature", "Cel", &[(66.0, &[("gpu.id", "0")])]),
+                fixtures::cumulative_sum(
+                    "vla.inference.requests",
+                    "{request}",
+                    true,
+                    &[(12.0, &[("model", "m1"), ("Zone", "a")])],
+                ),
+                fixtures::histogram(
+                    "vla.inference.duration",
+                    "s",
+                    &[0.1, 1.0],
+                    &[3, 4, 1],
+                    2.5,
+                    &[("model", "m1")],
+                ),
+                fixtures::summary("rpc.time", "ms", &[(0.5, 2.0)], 4, 9.0, &[]),
+                fixtures::delta_sum("vla.delta", "", true, &[(1.0, &[]), (1.0, &[("a", "b")])]),
+            ],
+        )],
+    )
+}
+
+fn l(n: &str, v: &str) -> Label {
+    Label {
+        name: n.into(),
+        value: v.into(),
+    }
+}
+
+/// Encodes a batch with the exporter's encoder and decodes every request back.
+fn encode_decode(batch: &MetricBatch, shards: usize, max: usize) -> Vec<Vec<WriteRequest>> {
+    let mut translator = Translator::new(TranslateOptions {
+        scope_info: false,
+        ..TranslateOptions::default()
+    });
+    let mut encoder = encode::ShardedEncoder::new(shards, max);
+    // Twice, to prove buffers are reset and reused correctly.
+    for _ in 0..2 {
+        encoder.reset();
+        translator.translate(batch, &mut encoder);
+    }
+    encoder
+        .shards()
+        .iter()
+        .map(|s| {
+            s.filled()
+                .iter()
+                .map(|r| WriteRequest::decode(&r.body[..]).unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+fn all_series(shards: &[Vec<WriteRequest>]) -> Vec<super::proto::TimeSeries> {
+    let mut out: Vec<_> = shards
+        .iter()
+        .flatten()
+        .flat_map(|r| r.timeseries.clone())
+        .collect();
+    out.sort_by(|a, b| {
+        let key = |t: &super::proto::TimeSeries| {
+            t.labels
+                .iter()
+                .map(|l| format!("{}={}", l.name, l.value))
+                .collect::<Vec<_>>()
+        };
+        key(a).cmp(&key(b))
+    });
+    out
+}
+
+#[test]
+fn encodes_a_mixed_batch_that_decodes_back_exactly() {
+    let batch = mixed_batch();
+    let shards = encode_decode(&batch, 1, 2000);
+    assert_eq!(shards.len(), 1);
+    assert_eq!(shards[0].len(), 1);
+    let series = &shards[0][0].timeseries;
+    let flat: Vec<(Vec<Label>, f64, i64)> = series
+        .iter()
+        .map(|t| {
+            assert_eq!(t.samples.len(), 1);
+            (t.labels.clone(), t.samples[0].value, t.samples[0].timestamp)
+        })
+        .collect();
+    let base = |extra: &[(&str, &str)]| -> Vec<Label> {
+        let mut v: Vec<Label> = extra.iter().map(|(n, v)| l(n, v)).collect();
+        v.push(l("instance", "pod-1"));
+        v.push(l("job", "vla-api"));
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    };
+    let expected = vec![
+        (
+            base(&[("__name__", "vla_gpu_temperature_celsius"), ("gpu_id", "0")]),
+            66.0,
+        ),
+        (
+            // `Zone` sorts before `__name__` (byte order): the label order is by bytes.
+            vec![
+                l("Zone", "a"),
+                l("__name__", "vla_inference_requests_total"),
+                l("instance", "pod-1"),
+                l("job", "vla-api"),
+                l("model", "m1"),
+            ],
+            12.0,
+        ),
+        (
+            base(&[
+                ("__name__", "vla_inference_duration_seconds_bucket"),
+                ("le", "0.1"),
+                ("model", "m1"),
+            ]),
+            3.0,
+        ),
+        (
+            base(&[
+                ("__name__", "vla_inference_duration_seconds_bucket"),
+                ("le", "1"),
+                ("model", "m1"),
+            ]),
+            7.0,
+        ),
+        (
+            base(&[
+                ("__name__", "vla_inference_duration_seconds_bucket"),
+                ("le", "+Inf"),
+                ("model", "m1"),
+            ]),
+            8.0,
+        ),
+        (
+            base(&[
+                ("__name__", "vla_inference_duration_seconds_sum"),
+                ("model", "m1"),
+            ]),
+            2.5,
+        ),
+        (
+            base(&[
+                ("__name__", "vla_inference_duration_seconds_count"),
+                ("model", "m1"),
+            ]),
+            8.0,
+        ),
+        (
+            base(&[("__name__", "rpc_time_milliseconds"), ("quantile", "0.5")]),
+            2.0,
+        ),
+        (base(&[("__name__", "rpc_time_milliseconds_sum")]), 9.0),
+        (base(&[("__name__", "rpc_time_milliseconds_count")]), 4.0),
+        (
+            base(&[("__name__", "target_info"), ("host_name", "node-a")]),
+            1.0,
+        ),
+    ];
+    let expected: Vec<(Vec<Label>, f64, i64)> =
+        expected.into_iter().map(|(l, v)| (l, v, T0_MS)).collect();
+    assert_eq!(flat, expected);
+    for t in series {
+        let names: Vec<&str> = t.labels.iter().map(|l| l.name.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(names, sorted, "labels sorted and unique");
+    }
+}
+
+#[test]
+fn shards_split_by_series_and_requests_respect_max_samples() {
+    let points: Vec<(f64, Vec<(String, String)>)> = (0..100)
+        .map(|i| (f64::from(i), vec![("i".to_owned(), i.to_string())]))
+        .collect();
+    let borrowed: Vec<Vec<(&str, &str)>> = points
+        .iter()
+        .map(|(_, l)| l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+        .collect();
+    let pts: Vec<(f64, &[(&str, &str)])> = points
+        .iter()
+        .zip(&borrowed)
+        .map(|((v, _), l)| (*v, l.as_slice()))
+        .collect();
+    let batch = MetricBatch::new(
+        "otlp".into(),
+        vec![fixtures::resource(
+            "api",
+            vec![fixtures::gauge("g", "", &pts)],
+        )],
+    );
+    let one = encode_decode(&batch, 1, 2000);
+    let sharded = encode_decode(&batch, 4, 7);
+    assert_eq!(all_series(&one), all_series(&sharded));
+    let mut total = 0;
+    for shard in &sharded {
+        assert!(!shard.is_empty(), "100 series spread over every shard");
+        for (i, req) in shard.iter().enumerate() {
+            assert!(req.timeseries.len() <= 7);
+            if i + 1 < shard.len() {
+                assert_eq!(req.timeseries.len(), 7, "only the last request is partial");
+            }
+            total += req.timeseries.len();
+        }
+    }
+    assert_eq!(total, 100);
+    // The same series always lands in the same shard.
+    let again = encode_decode(&batch, 4, 7);
+    assert_eq!(sharded, again);
+}
+
+#[test]
+fn a_bucket_le_replaces_an_attribute_named_le() {
+    let batch = MetricBatch::new(
+        "otlp".into(),
+        vec![fixtures::resource(
+            "api",
+            vec![fixtures::histogram(
+                "h",
+                "",
+                &[2.0],
+                &[1, 1],
+                3.0,
+                &[("le", "attr"), ("z", "1")],
+            )],
+        )],
+    );
+    let series = all_series(&encode_decode(&batch, 3, 1));
+    let rendered: Vec<String> = series
+        .iter()
+        .map(|t| {
+            t.labels
+                .iter()
+                .map(|l| format!("{}={}", l.name, l.value))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    assert_eq!(
+        rendered,
+        vec![
+            "__name__=h_bucket,job=api,le=+Inf,z=1",
+            "__name__=h_bucket,job=api,le=2,z=1",
+            "__name__=h_count,job=api,le=attr,z=1",
+            "__name__=h_sum,job=api,le=attr,z=1",
+        ]
+    );
+}
+
+#[test]
+fn stale_marker_bits_survive_encoding() {
+    let mut g = fixtures::gauge("g", "", &[(5.0, &[])]);
+    if let Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Gauge(g)) = &mut g.data {
+        g.data_points[0].flags = 1;
+    }
+    let batch = MetricBatch::new("otlp".into(), vec![fixtures::resource("api", vec![g])]);
+    let shards = encode_decode(&batch, 1, 10);
+    let v = shards[0][0].timeseries[0].samples[0].value;
+    assert_eq!(v.to_bits(), STALE_NAN_BITS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config validation.
+
+#[test]
+fn config_defaults_and_validation_messages() {
+    let c = Config::with_endpoint("http://127.0.0.1:9090/api/v1/write");
+    assert_eq!(c.timeout, Duration::from_secs(5));
+    assert_eq!(c.max_samples_per_send, 2000);
+    assert_eq!(c.shards, 4);
+    assert!(c.target_info.enabled);
+    assert!(c.validate("exporters.prometheusremotewrite").is_empty());
+
+    let mut bad = Config::with_endpoint("ftp://x");
+    bad.headers
+        .insert("content-TYPE".into(), "text/plain".into());
+    bad.headers.insert("User-Agent".into(), "me".into());
+    bad.headers.insert("X-Scope-OrgID".into(), "tenant".into());
+    bad.external_labels.insert("1bad".into(), "v".into());
+    bad.external_labels.insert("__x".into(), "v".into());
+    bad.external_labels.insert("empty".into(), String::new());
+    bad.external_labels.insert("cluster".into(), "eu".into());
+    bad.max_samples_per_send = 0;
+    bad.shards = 0;
+    bad.namespace = Some("9ns".into());
+    bad.timeout = Duration::ZERO;
+    let problems = bad.validate("exporters.rw");
+    let got: Vec<(&str, &str)> = problems
+        .iter()
+        .map(|p| (p.path.as_str(), p.message.as_str()))
+        .collect();
+    let paths: Vec<&str> = got.iter().map(|(p, _)| *p).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "exporters.rw.endpoint",
+            "exporters.rw.headers.User-Agent",
+            "exporters.rw.headers.content-TYPE",
+            "exporters.rw.timeout",
+            "exporters.rw.namespace",
+            "exporters.rw.external_labels.1bad",
+            "exporters.rw.external_labels.__x",
+            "exporters.rw.external_labels.empty",
+            "exporters.rw.max_samples_per_send",
+            "exporters.rw.shards",
+        ]
+    );
+    assert_eq!(
+        got[0].1,
+        "\"ftp://x\" is not an http:// URL: expected an http:// URL such as \
+         http://127.0.0.1:9090/api/v1/write"
+    );
+    assert!(
+        got[2].1.starts_with(
+            "header \"content-TYPE\" is set by the remote-write protocol and cannot be overridden"
+        ),
+        "{}",
+        got[2].1
+    );
+    assert_eq!(got[7].1, "the label value must not be empty");
+    assert_eq!(got[8].1, "must be at least 1");
+
+    let https = Config::with_endpoint("https://x/api");
+    assert!(
+        https.validate("e")[0]
+            .message
+            .contains("https is not supported")
+    );
+    let empty = Config::with_endpoint("");
+    assert!(empty.validate("e")[0].message.starts_with("is required"));
+
+    let mut retry = Config::with_endpoint("http://h/w");
+    retry.sending_queue.queue_size = 0;
+    let problems = retry.validate("e");
+    assert_eq!(problems[0].path, "e.sending_queue.queue_size");
+    assert!(retry.driver_config("e").is_err());
+}
+
+#[test]
+fn config_parses_with_durations_defaults_and_rejects_unknown_fields() {
+    let c: Config = serde_json::from_value(serde_json::json!({
+        "endpoint": "http://127.0.0.1:9090/api/v1/write",
+        "timeout": "250ms",
+        "external_labels": { "cluster": "eu-1" },
+        "target_info": { "enabled": false },
+        "retry_on_failure": { "max_elapsed_time": "1m" },
+    }))
+    .unwrap();
+    assert_eq!(c.timeout, Duration::from_millis(250));
+    assert_eq!(c.external_labels["cluster"], "eu-1");
+    assert!(!c.target_info.enabled);
+    assert_eq!(c.retry_on_failure.max_elapsed_time, Duration::from_secs(60));
+    assert_eq!(c.shards, 4);
+    assert_eq!(c.max_samples_per_send, 2000);
+    let err = serde_json::from_value::<Config>(serde_json::json!({
+        "endpoint": "http://h/w", "shard": 2
+    }))
+    .unwrap_err();
+    assert!(err.to_string().contains("unknown field `shard`"), "{err}");
+    let err = serde_json::from_value::<Config>(serde_json::json!({})).unwrap_err();
+    assert!(
+        err.to_string().contains("missing field `endpoint`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn constructor_refuses_an_invalid_config() {
+    let mut c = Config::with_endpoint("http://127.0.0.1:1/w");
+    c.headers.insert("Content-Type".into(), "text/plain".into());
+    let err =
+        PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &Telemetry::new())
+            .unwrap_err();
+    match err {
+        crate::ExporterBuildError::InvalidConfig(p) => {
+            assert_eq!(
+                p[0].path,
+                "exporters.prometheusremotewrite.headers.Content-Type"
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Component tests against an in-test remote-write server on 127.0.0.1:0.
+
+#[derive(Clone)]
+struct Reply {
+    status: StatusCode,
+    headers: Vec<(&'static str, &'static str)>,
+    body: &'static str,
+}
+
+fn reply(status: u16) -> Reply {
+    Reply {
+        status: StatusCode::from_u16(status).unwrap(),
+        headers: Vec::new(),
+        body: "",
+    }
+}
+
+#[derive(Default)]
+struct Received {
+    requests: Vec<(HeaderMap, WriteRequest)>,
+}
+
+#[derive(Clone)]
+struct ServerState {
+    replies: Arc<Mutex<VecDeque<Reply>>>,
+    received: Arc<Mutex<Received>>,
+}
+
+async fn write_handler(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, HeaderMap, String) {
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(&body)
+        .expect("snappy block format");
+    let req = WriteRequest::decode(&raw[..]).expect("protobuf WriteRequest");
+    let r = state
+        .replies
+        .lock()
+        .pop_front()
+        .unwrap_or_else(|| reply(204));
+    if r.status.is_success() {
+        state.received.lock().requests.push((headers, req));
+    }
+    let mut h = HeaderMap::new();
+    for (k, v) in r.headers {
+        h.insert(k, v.parse().unwrap());
+    }
+    (r.status, h, r.body.to_owned())
+}
+
+struct TestServer {
+    addr: SocketAddr,
+    state: ServerState,
+    stop: CancellationToken,
+}
+
+impl TestServer {
+    async fn start(replies: Vec<Reply>) -> Self {
+        let state = ServerState {
+            replies: Arc::new(Mutex::new(replies.into())),
+            received: Arc::default(),
+        };
+        let app = Router::new()
+            .route("/api/v1/write", post(write_handler))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { s.cancelled().await })
+                .await
+                .unwrap();
+        });
+        Self { addr, state, stop }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/api/v1/write", self.addr)
+    }
+
+    fn received(&self) -> Vec<(HeaderMap, WriteRequest)> {
+        std::mem::take(&mut self.state.received.lock().requests)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn exporter_for(server: &TestServer, telemetry: &Telemetry) -> PrometheusRemoteWriteExporter {
+    let mut c = Config::with_endpoint(server.url());
+    c.headers.insert("X-Scope-OrgID".into(), "tenant-a".into());
+    c.shards = 2;
+    PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, telemetry).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_delivers_samples_with_reserved_and_custom_headers() {
+    let server = TestServer::start(vec![]).await;
+    let telemetry = Telemetry::new();
+    let exporter = exporter_for(&server, &telemetry);
+    let report = exporter.export(Arc::new(mixed_batch())).await.unwrap();
+    assert_eq!(report.sent, 4);
+    assert_eq!(report.dropped, vec![("delta_temporality", 2)]);
+    let received = server.received();
+    assert!(!received.is_empty() && received.len() <= 2);
+    for (headers, _) in &received {
+        assert_eq!(headers["content-encoding"], "snappy");
+        assert_eq!(headers["content-type"], "application/x-protobuf");
+        assert_eq!(headers["x-prometheus-remote-write-version"], "0.1.0");
+        assert_eq!(
+            headers["user-agent"],
+            concat!("vla-collector/", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(headers["x-scope-orgid"], "tenant-a");
+    }
+    let series: Vec<_> = received
+        .iter()
+        .flat_map(|(_, r)| r.timeseries.clone())
+        .collect();
+    assert_eq!(series.len(), 11);
+    for t in &series {
+        let names: Vec<&str> = t.labels.iter().map(|l| l.name.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted);
+        assert!(names.contains(&"__name__"));
+    }
+    let counter = series
+        .iter()
+        .find(|t| {
+            t.labels
+                .iter()
+                .any(|l| l.value == "vla_inference_requests_total")
+        })
+        .unwrap();
+    assert_eq!(counter.samples[0].value, 12.0);
+    assert_eq!(counter.samples[0].timestamp, T0_MS);
+    assert_eq!(
+        telemetry.value(
+            "vla_collector_remote_write_samples_sent_total",
+            &[("exporter", "prometheusremotewrite")]
+        ),
+        Some(11)
+    );
+    assert_eq!(
+        telemetry.value(
+            "vla_collector_remote_write_requests_total",
+            &[("exporter", "prometheusremotewrite"), ("status", "2xx")]
+        ),
+        Some(received.len() as i64)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_error_is_retryable() {
+    let server = TestServer::start(vec![reply(503), reply(503)]).await;
+    let telemetry = Telemetry::new();
+    let mut c = Config::with_endpoint(server.url());
+    c.shards = 1;
+    let exporter =
+        PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &telemetry).unwrap();
+    match exporter.export(Arc::new(mixed_batch())).await {
+        Err(ExportError::Retryable {
+            reason,
+            retry_after,
+            message,
+        }) => {
+            assert_eq!(reason, "http_5xx");
+            assert_eq!(retry_after, None);
+            assert!(message.contains("503"), "{message}");
+        }
+        other => panic!("expected retryable, got {other:?}"),
+    }
+    assert_eq!(
+        telemetry.value(
+            "vla_collector_remote_write_requests_total",
+            &[("exporter", "prometheusremotewrite"), ("status", "5xx")]
+        ),
+        Some(1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_requests_carries_retry_after() {
+    let server = TestServer::start(vec![Reply {
+        headers: vec![("retry-after", "2")],
+        ..reply(429)
+    }])
+    .await;
+    let mut c = Config::with_endpoint(server.url());
+    c.shards = 1;
+    let exporter =
+        PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &Telemetry::new())
+            .unwrap();
+    match exporter.export(Arc::new(mixed_batch())).await {
+        Err(ExportError::Retryable {
+            reason,
+            retry_after,
+            ..
+        }) => {
+            assert_eq!(reason, "http_429");
+            assert_eq!(retry_after, Some(Duration::from_secs(2)));
+        }
+        other => panic!("expected retryable, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_request_is_permanent_with_the_body() {
+    let server = TestServer::start(vec![Reply {
+        body: "out of order sample for series vla_x",
+        ..reply(400)
+    }])
+    .await;
+    let mut c = Config::with_endpoint(server.url());
+    c.shards = 1;
+    let exporter =
+        PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &Telemetry::new())
+            .unwrap();
+    match exporter.export(Arc::new(mixed_batch())).await {
+        Err(ExportError::Permanent { reason, message }) => {
+            assert_eq!(reason, "http_400");
+            assert!(message.contains("400 Bad Request"), "{message}");
+            assert!(
+                message.contains("out of order sample for series vla_x"),
+                "{message}"
+            );
+        }
+        other => panic!("expected permanent, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_endpoint_is_retryable() {
+    // Bind and drop to get a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let c = Config::with_endpoint(format!("http://127.0.0.1:{port}/api/v1/write"));
+    let exporter =
+        PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &Telemetry::new())
+            .unwrap();
+    match exporter.export(Arc::new(mixed_batch())).await {
+        Err(ExportError::Retryable { reason, .. }) => assert_eq!(reason, "transport_error"),
+        other => panic!("expected retryable, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_of_the_same_batch_skips_requests_already_delivered() {
+    // Request 1 succeeds, request 2 fails; the retry must send only request 2 (and 3).
+    let server = TestServer::start(vec![reply(204), reply(503)]).await;
+    let mut c = Config::with_endpoint(server.url());
+    c.shards = 1;
+    c.max_samples_per_send = 4;
+    let exporter =
+        PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &Telemetry::new())
+            .unwrap();
+    let batch = Arc::new(mixed_batch());
+    assert!(exporter.export(batch.clone()).await.is_err());
+    assert_eq!(server.received().len(), 1);
+    exporter.export(batch.clone()).await.unwrap();
+    let retried = server.received();
+    assert_eq!(retried.len(), 2, "11 samples in requests of 4: 3 requests");
+    let samples: usize = retried.iter().map(|(_, r)| r.timeseries.len()).sum();
+    assert_eq!(samples, 7);
+    // A different batch starts from scratch.
+    exporter.export(Arc::new(mixed_batch())).await.unwrap();
+    assert_eq!(server.received().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_retries_5xx_then_delivers_once_and_drops_400_counted() {
+    use vla_pipeline::driver::{DriverConfig, RetryPolicy, spawn_exporter};
+
+    let server = TestServer::start(vec![
+        reply(503),
+        reply(204),
+        Reply {
+            body: "bad",
+            ..reply(400)
+        },
+    ])
+    .await;
+    let telemetry = Telemetry::new();
+    let mut c = Config::with_endpoint(server.url());
+    c.shards = 1;
+    let exporter: Arc<dyn Exporter> = Arc::new(
+        PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &telemetry).unwrap(),
+    );
+    let config = DriverConfig {
+        retry: RetryPolicy {
+            initial_interval: Duration::from_millis(10),
+            max_interval: Duration::from_millis(50),
+            ..RetryPolicy::default()
+        },
+        ..DriverConfig::default()
+    };
+    let (handle, worker) = spawn_exporter(
+        "prometheusremotewrite".into(),
+        exporter,
+        config,
+        &telemetry,
+        CancellationToken::new(),
+    );
+    handle.enqueue(Arc::new(mixed_batch())).await;
+    handle.enqueue(Arc::new(mixed_batch())).await;
+    drop(handle);
+    tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .unwrap()
+        .unwrap();
+    let received = server.received();
+    assert_eq!(received.len(), 1, "the first batch arrives exactly once");
+    assert_eq!(received[0].1.timeseries.len(), 11);
+    let v = |name: &str, labels: &[(&str, &str)]| telemetry.value(name, labels);
+    let id = ("exporter", "prometheusremotewrite");
+    assert_eq!(
+        v(
+            "vla_collector_exporter_dropped_data_points_total",
+            &[id, ("reason", "http_400")]
+        ),
+        Some(6)
+    );
+    assert_eq!(
+        v(
+            "vla_collector_exporter_dropped_data_points_total",
+            &[id, ("reason", "delta_temporality")]
+        ),
+        Some(2)
+    );
+    assert_eq!(
+        v("vla_collector_exporter_sent_data_points_total", &[id]),
+        Some(4)
+    );
+    assert_eq!(
+        v(
+            "vla_collector_exporter_failed_attempts_total",
+            &[id, ("reason", "http_5xx")]
+        ),
+        Some(1)
+    );
+    assert_eq!(
+        v(
+            "vla_collector_remote_write_requests_total",
+            &[id, ("status", "4xx")]
+        ),
+        Some(1)
+    );
+}

@@ -1,0 +1,65 @@
+//! OpenTelemetry → Prometheus translation, written once for both Prometheus exporters.
+//!
+//! Follows the OpenTelemetry "Prometheus and OpenMetrics Compatibility" spec (metric points
+//! to Prometheus), with the choices of the OpenTelemetry Collector's translator where the spec
+//! leaves room:
+//!
+//! - **Metric names**: characters outside `[a-zA-Z0-9_:]` become `_`, runs of `_` collapse and
+//!   leading/trailing `_` are trimmed; a leading digit gets a `_` prefix; the optional
+//!   `namespace` is prefixed as `namespace_`.
+//! - **Units** (UCUM) become a suffix unless the name already has that word as one of its
+//!   `_`-separated tokens: `s`→`seconds`, `ms`→`milliseconds`, `By`→`bytes`, `Cel`→`celsius`,
+//!   `%`→`percent`, `X/Y`→`X_per_Y` (`m/s`→`meters_per_second`), `{annotation}` dropped,
+//!   unknown units sanitised and appended as they are; `1` becomes `ratio` for gauges only.
+//! - **Types**: a monotonic cumulative sum is a counter and gets `_total` after the unit (a
+//!   trailing `_total` already in the name is stripped first); a non-monotonic cumulative sum is
+//!   a gauge; histograms become `_bucket{le}` (cumulative, `+Inf` = count), `_sum`, `_count`;
+//!   summaries `{quantile}`, `_sum`, `_count`. Delta sums and histograms are dropped with reason
+//!   `delta_temporality` (until a `delta_to_cumulative` processor runs before the exporter);
+//!   exponential histograms with `unsupported_exponential_histogram`.
+//! - **Labels**: attribute keys have characters outside `[a-zA-Z0-9_]` replaced by `_` and runs
+//!   of `_` collapsed (so attributes can never produce the reserved `__` prefix); a leading
+//!   digit gets a `key_` prefix. Two attributes that sanitise to the same name keep one label
+//!   whose value is their values joined by `;`, in the order of the original keys. Empty values
+//!   are left out (Prometheus treats them as absent).
+//! - **Resource**: `job` = `service.namespace/service.name` (or `service.name`), `instance` =
+//!   `service.instance.id`; these win over point attributes of the same name. The other resource
+//!   attributes go on one `target_info` gauge (value 1) per resource, emitted only when there
+//!   are any. `otel_scope_name` / `otel_scope_version` are added unless `disable_scope_info`
+//!   (the spec's current recommendation is to add them).
+//! - **External labels** (remote write) and **const labels** (scrape) never override a series'
+//!   own labels, as in the OpenTelemetry Collector.
+//! - **Values**: a point flagged "no recorded value" becomes the Prometheus stale marker
+//!   (NaN `0x7ff0000000000002`); timestamps are milliseconds.
+//!
+//! Hot path: names are translated once per metric (and cached across batches), the label set
+//! of a point is built once into reused buffers and shared by all the series the point yields
+//! (`_bucket`×n, `_sum`, `_count`), and sinks see it as a sorted slice with the series' own
+//! `__name__` and `le`/`quantile` merged in on the fly; nothing is formatted per point except
+//! non-string attribute values and bucket bounds that differ from the previous point's.
+
+mod labels;
+mod names;
+mod walk;
+
+pub use labels::LabelSet;
+pub use names::{
+    PromType, is_valid_label_name, is_valid_metric_name, metric_name, sanitize_label_name,
+    sanitize_metric_name, unit_suffix,
+};
+pub use walk::{Family, Sample, SampleSink, TranslateOptions, TranslateStats, Translator};
+
+/// The Prometheus stale marker (a NaN with a fixed bit pattern).
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// Drop reason: delta temporality sums and histograms.
+pub const DROP_DELTA: &str = "delta_temporality";
+/// Drop reason: exponential histograms.
+pub const DROP_EXPONENTIAL: &str = "unsupported_exponential_histogram";
+/// Drop reason: temporality unspecified.
+pub const DROP_UNSPECIFIED_TEMPORALITY: &str = "unspecified_temporality";
+/// Drop reason: a number point without a value.
+pub const DROP_NO_VALUE: &str = "missing_value";
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,558 @@
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
+use vla_pipeline::MetricBatch;
+use vla_pipeline::fixtures::{self, T0_NANOS};
+
+use super::*;
+
+#[test]
+fn metric_names_table() {
+    use PromType::*;
+    let cases: &[(&str, &str, PromType, Option<&str>, &str)] = &[
+        // The seed's names.
+        (
+            "vla.inference.requests",
+            "",
+            Counter,
+            None,
+            "vla_inference_requests_total",
+        ),
+        (
+            "vla.inference.requests",
+            "{request}",
+            Counter,
+            None,
+            "vla_inference_requests_total",
+        ),
+        (
+            "vla.inference.duration",
+            "s",
+            Histogram,
+            None,
+            "vla_inference_duration_seconds",
+        ),
+        (
+            "vla.gpu.temperature",
+            "Cel",
+            Gauge,
+            None,
+            "vla_gpu_temperature_celsius",
+        ),
+        (
+            "vla.gpu.utilization",
+            "%",
+            Gauge,
+            None,
+            "vla_gpu_utilization_percent",
+        ),
+        (
+            "vla.gpu.memory.used",
+            "By",
+            Gauge,
+            None,
+            "vla_gpu_memory_used_bytes",
+        ),
+        ("vla.cache.hit", "1", Gauge, None, "vla_cache_hit_ratio"),
+        // `1` is `ratio` for gauges only.
+        ("vla.cache.hits", "1", Counter, None, "vla_cache_hits_total"),
+        ("vla.batch.size", "1", Histogram, None, "vla_batch_size"),
+        // Units.
+        (
+            "rpc.latency",
+            "ms",
+            Histogram,
+            None,
+            "rpc_latency_milliseconds",
+        ),
+        ("rpc.latency", "us", Gauge, None, "rpc_latency_microseconds"),
+        ("rpc.latency", "ns", Gauge, None, "rpc_latency_nanoseconds"),
+        ("uptime", "min", Gauge, None, "uptime_minutes"),
+        ("uptime", "h", Gauge, None, "uptime_hours"),
+        ("uptime", "d", Gauge, None, "uptime_days"),
+        ("mem", "KiBy", Gauge, None, "mem_kibibytes"),
+        ("mem", "MiBy", Gauge, None, "mem_mebibytes"),
+        ("mem", "GiBy", Gauge, None, "mem_gibibytes"),
+        ("mem", "KBy", Gauge, None, "mem_kilobytes"),
+        ("mem", "MBy", Gauge, None, "mem_megabytes"),
+        ("mem", "GBy", Gauge, None, "mem_gigabytes"),
+        ("distance", "m", Gauge, None, "distance_meters"),
+        ("psu", "V", Gauge, None, "psu_volts"),
+        ("psu", "A", Gauge, None, "psu_amperes"),
+        ("energy", "J", Counter, None, "energy_joules_total"),
+        ("gpu.power", "W", Gauge, None, "gpu_power_watts"),
+        ("weight", "g", Gauge, None, "weight_grams"),
+        ("clock", "Hz", Gauge, None, "clock_hertz"),
+        ("cost", "$", Counter, None, "cost_dollars_total"),
+        ("speed", "m/s", Gauge, None, "speed_meters_per_second"),
+        ("net.io", "By/s", Gauge, None, "net_io_bytes_per_second"),
+        (
+            "tokens.rate",
+            "{token}/s",
+            Gauge,
+            None,
+            "tokens_rate_per_second",
+        ),
+        (
+            "tokens.rate",
+            "{token}/min",
+            Gauge,
+            None,
+            "tokens_rate_per_min",
+        ),
+        (
+            "net.dropped",
+            "{packets}",
+            Counter,
+            None,
+            "net_dropped_total",
+        ),
+        (
+            "net.dropped",
+            "packets",
+            Counter,
+            None,
+            "net_dropped_packets_total",
+        ),
+        ("weird", "foo bar", Gauge, None, "weird_foo_bar"),
+        // No duplicate unit suffix.
+        (
+            "http.duration.seconds",
+            "s",
+            Histogram,
+            None,
+            "http_duration_seconds",
+        ),
+        (
+            "vla.gpu.memory.used_bytes",
+            "By",
+            Gauge,
+            None,
+            "vla_gpu_memory_used_bytes",
+        ),
+        (
+            "speed_meters_per_second",
+            "m/s",
+            Gauge,
+            None,
+            "speed_meters_per_second",
+        ),
+        // `_total` comes after the unit; a `_total` already there is moved.
+        ("requests_total", "", Counter, None, "requests_total"),
+        ("io.total", "By", Counter, None, "io_bytes_total"),
+        ("requests.total", "", Gauge, None, "requests_total"),
+        // Sanitising.
+        (
+            "(lambda).function.executions(#)",
+            "",
+            Gauge,
+            None,
+            "lambda_function_executions",
+        ),
+        ("a..b__c", "", Gauge, None, "a_b_c"),
+        ("job:rate5m", "", Gauge, None, "job:rate5m"),
+        ("2xx.count", "", Counter, None, "_2xx_count_total"),
+        ("température", "", Gauge, None, "temp_rature"),
+        ("...", "", Gauge, None, "_"),
+        // Namespace.
+        (
+            "vla.inference.requests",
+            "",
+            Counter,
+            Some("edge"),
+            "edge_vla_inference_requests_total",
+        ),
+        ("2xx", "", Gauge, Some("ns"), "ns_2xx"),
+    ];
+    for (name, unit, ty, ns, want) in cases {
+        assert_eq!(
+            metric_name(name, unit, *ty, *ns),
+            *want,
+            "{name:?} unit {unit:?} {ty:?} ns {ns:?}"
+        );
+    }
+}
+
+#[test]
+fn unit_suffix_table() {
+    assert_eq!(
+        unit_suffix("s", PromType::Gauge).as_deref(),
+        Some("seconds")
+    );
+    assert_eq!(unit_suffix("1", PromType::Gauge).as_deref(), Some("ratio"));
+    assert_eq!(unit_suffix("1", PromType::Counter), None);
+    assert_eq!(unit_suffix("{req}", PromType::Counter), None);
+    assert_eq!(unit_suffix("", PromType::Gauge), None);
+    assert_eq!(
+        unit_suffix("By/s", PromType::Counter).as_deref(),
+        Some("bytes_per_second")
+    );
+}
+
+#[test]
+fn label_names_table() {
+    let cases = [
+        ("model", "model"),
+        ("customer_tier", "customer_tier"),
+        ("http.request.method", "http_request_method"),
+        ("gpu-id", "gpu_id"),
+        ("a..b", "a_b"),
+        ("2cents", "key_2cents"),
+        ("2 cents", "key_2_cents"),
+        ("_private", "_private"),
+        ("__name__", "_name_"),
+        ("__reserved", "_reserved"),
+        ("ünïcode", "_n_code"),
+        ("", ""),
+    ];
+    for (key, want) in cases {
+        assert_eq!(sanitize_label_name(key), want, "{key:?}");
+    }
+    assert!(is_valid_label_name("a_1"));
+    assert!(!is_valid_label_name("1a"));
+    assert!(!is_valid_label_name("a:b"));
+    assert!(is_valid_metric_name("a:b"));
+    assert!(!is_valid_metric_name(""));
+}
+
+/// A sample as `(all labels incl. __name__, value, timestamp)`.
+type Row = (Vec<(String, String)>, f64, i64);
+
+/// Every sample, and every family in order of appearance.
+#[derive(Default)]
+struct Collect(Vec<Row>, Vec<(String, PromType)>);
+
+impl SampleSink for Collect {
+    fn sample(&mut self, s: &Sample<'_>) {
+        let mut labels = Vec::new();
+        s.for_each_label(|n, v| labels.push((n.to_owned(), v.to_owned())));
+        self.0.push((labels, s.value, s.timestamp_ms));
+        if self.1.last().is_none_or(|(n, _)| n != s.family.name) {
+            self.1.push((s.family.name.to_owned(), s.family.ty));
+        }
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+const T0_MS: i64 = (T0_NANOS / 1_000_000) as i64;
+
+fn translate(
+    options: TranslateOptions,
+    rms: Vec<opentelemetry_proto::tonic::metrics::v1::ResourceMetrics>,
+) -> (Collect, TranslateStats) {
+    let batch = MetricBatch::new("otlp".into(), rms);
+    let mut t = Translator::new(options);
+    let mut sink = Collect::default();
+    let stats = t.translate(&batch, &mut sink);
+    (sink, stats)
+}
+
+#[test]
+fn job_instance_scope_and_target_info() {
+    let rm = fixtures::resource_with(
+        &[
+            ("service.name", "vla-api"),
+            ("service.namespace", "prod"),
+            ("service.instance.id", "pod-1"),
+            ("host.name", "node-a"),
+            ("deployment.environment", "eu"),
+        ],
+        vec![fixtures::gauge(
+            "vla.gpu.temperature",
+            "Cel",
+            &[(71.5, &[("gpu.id", "0"), ("job", "ignored")])],
+        )],
+    );
+    let (sink, stats) = translate(TranslateOptions::default(), vec![rm]);
+    assert_eq!(stats.points, 1);
+    assert_eq!(stats.samples, 2);
+    assert_eq!(
+        sink.0,
+        vec![
+            (
+                labels(&[
+                    ("__name__", "vla_gpu_temperature_celsius"),
+                    ("gpu_id", "0"),
+                    ("instance", "pod-1"),
+                    ("job", "prod/vla-api"),
+                    ("otel_scope_name", "vla-test"),
+                    ("otel_scope_version", "1.0"),
+                ]),
+                71.5,
+                T0_MS
+            ),
+            (
+                labels(&[
+                    ("__name__", "target_info"),
+                    ("deployment_environment", "eu"),
+                    ("host_name", "node-a"),
+                    ("instance", "pod-1"),
+                    ("job", "prod/vla-api"),
+                ]),
+                1.0,
+                T0_MS
+            ),
+        ]
+    );
+    assert_eq!(
+        sink.1,
+        vec![
+            ("vla_gpu_temperature_celsius".to_owned(), PromType::Gauge),
+            ("target_info".to_owned(), PromType::Gauge)
+        ]
+    );
+}
+
+#[test]
+fn no_target_info_without_extra_resource_attributes_or_when_disabled() {
+    let only_service = fixtures::resource("api", vec![fixtures::gauge("g", "", &[(1.0, &[])])]);
+    let (sink, _) = translate(TranslateOptions::default(), vec![only_service]);
+    assert_eq!(sink.0.len(), 1);
+    assert_eq!(
+        sink.0[0].0,
+        labels(&[
+            ("__name__", "g"),
+            ("job", "api"),
+            ("otel_scope_name", "vla-test"),
+            ("otel_scope_version", "1.0")
+        ])
+    );
+
+    let rich = fixtures::resource_with(
+        &[("service.name", "api"), ("host.name", "h")],
+        vec![fixtures::gauge("g", "", &[(1.0, &[])])],
+    );
+    let options = TranslateOptions {
+        target_info: false,
+        scope_info: false,
+        ..TranslateOptions::default()
+    };
+    let (sink, _) = translate(options, vec![rich]);
+    assert_eq!(sink.0.len(), 1);
+    assert_eq!(sink.0[0].0, labels(&[("__name__", "g"), ("job", "api")]));
+}
+
+#[test]
+fn attribute_collisions_join_values_in_key_order() {
+    let rm = fixtures::resource(
+        "api",
+        vec![fixtures::gauge(
+            "g",
+            "",
+            &[(
+                1.0,
+                &[
+                    ("b.c", "dot"),
+                    ("b_c", "underscore"),
+                    ("b-c", "dash"),
+                    ("a", "x"),
+                ],
+            )],
+        )],
+    );
+    let options = TranslateOptions {
+        scope_info: false,
+        target_info: false,
+        ..TranslateOptions::default()
+    };
+    let (sink, _) = translate(options, vec![rm]);
+    // Original keys sorted: "b-c" < "b.c" < "b_c".
+    assert_eq!(
+        sink.0[0].0,
+        labels(&[
+            ("__name__", "g"),
+            ("a", "x"),
+            ("b_c", "dash;dot;underscore"),
+            ("job", "api"),
+        ])
+    );
+}
+
+#[test]
+fn external_labels_never_override_and_non_string_values_render() {
+    let mut g = fixtures::gauge("g", "", &[(1.0, &[("region", "own")])]);
+    if let Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Gauge(g)) = &mut g.data {
+        let p = &mut g.data_points[0];
+        for (k, v) in [
+            ("int", any_value::Value::IntValue(-42)),
+            ("dbl", any_value::Value::DoubleValue(0.25)),
+            ("flag", any_value::Value::BoolValue(true)),
+            ("raw", any_value::Value::BytesValue(b"hi!".to_vec())),
+            ("empty", any_value::Value::StringValue(String::new())),
+        ] {
+            p.attributes.push(KeyValue {
+                key: k.into(),
+                value: Some(AnyValue { value: Some(v) }),
+                ..Default::default()
+            });
+        }
+    }
+    let options = TranslateOptions {
+        extra_labels: vec![
+            ("region".into(), "ext".into()),
+            ("cluster".into(), "c1".into()),
+        ],
+        scope_info: false,
+        target_info: false,
+        ..TranslateOptions::default()
+    };
+    let (sink, _) = translate(options, vec![fixtures::resource("api", vec![g])]);
+    assert_eq!(
+        sink.0[0].0,
+        labels(&[
+            ("__name__", "g"),
+            ("cluster", "c1"),
+            ("dbl", "0.25"),
+            ("flag", "true"),
+            ("int", "-42"),
+            ("job", "api"),
+            ("raw", "aGkh"),
+            ("region", "own"),
+        ])
+    );
+}
+
+#[test]
+fn histogram_summary_sum_kinds_and_drops() {
+    let options = TranslateOptions {
+        scope_info: false,
+        target_info: false,
+        ..TranslateOptions::default()
+    };
+    let rm = fixtures::resource(
+        "api",
+        vec![
+            fixtures::histogram(
+                "vla.inference.duration",
+                "s",
+                &[0.1, 0.5, 1.0],
+                &[2, 3, 4, 1],
+                4.2,
+                &[("model", "m1"), ("le", "attr")],
+            ),
+            fixtures::summary("rpc", "ms", &[(0.5, 3.0), (0.99, 9.0)], 10, 40.0, &[]),
+            fixtures::cumulative_sum("vla.inference.requests", "", true, &[(7.0, &[])]),
+            fixtures::cumulative_sum("queue.depth", "", false, &[(3.0, &[])]),
+            fixtures::delta_sum("delta.requests", "", true, &[(1.0, &[]), (2.0, &[])]),
+            fixtures::histogram_with(
+                "delta.hist",
+                "s",
+                AggregationTemporality::Delta,
+                &[1.0],
+                &[1, 1],
+                1.0,
+                &[],
+            ),
+        ],
+    );
+    let (sink, stats) = translate(options, vec![rm]);
+    let got: Vec<(String, Option<String>, f64)> = sink
+        .0
+        .iter()
+        .map(|(l, v, _)| {
+            let name = l[0].1.clone();
+            let extra = l
+                .iter()
+                .find(|(n, _)| n == "le" || n == "quantile")
+                .map(|(n, v)| format!("{n}={v}"));
+            (name, extra, *v)
+        })
+        .collect();
+    let s = |n: &str, e: Option<&str>, v: f64| (n.to_owned(), e.map(str::to_owned), v);
+    assert_eq!(
+        got,
+        vec![
+            s("vla_inference_duration_seconds_bucket", Some("le=0.1"), 2.0),
+            s("vla_inference_duration_seconds_bucket", Some("le=0.5"), 5.0),
+            s("vla_inference_duration_seconds_bucket", Some("le=1"), 9.0),
+            s(
+                "vla_inference_duration_seconds_bucket",
+                Some("le=+Inf"),
+                10.0
+            ),
+            s("vla_inference_duration_seconds_sum", Some("le=attr"), 4.2),
+            s(
+                "vla_inference_duration_seconds_count",
+                Some("le=attr"),
+                10.0
+            ),
+            s("rpc_milliseconds", Some("quantile=0.5"), 3.0),
+            s("rpc_milliseconds", Some("quantile=0.99"), 9.0),
+            s("rpc_milliseconds_sum", None, 40.0),
+            s("rpc_milliseconds_count", None, 10.0),
+            s("vla_inference_requests_total", None, 7.0),
+            s("queue_depth", None, 3.0),
+        ]
+    );
+    // The bucket's own `le` replaced the attribute; labels stay sorted and unique.
+    assert_eq!(
+        sink.0[0].0,
+        labels(&[
+            ("__name__", "vla_inference_duration_seconds_bucket"),
+            ("job", "api"),
+            ("le", "0.1"),
+            ("model", "m1"),
+        ])
+    );
+    assert_eq!(
+        sink.1
+            .iter()
+            .map(|(n, t)| (n.as_str(), *t))
+            .collect::<Vec<_>>(),
+        vec![
+            ("vla_inference_duration_seconds", PromType::Histogram),
+            ("rpc_milliseconds", PromType::Summary),
+            ("vla_inference_requests_total", PromType::Counter),
+            ("queue_depth", PromType::Gauge),
+        ]
+    );
+    assert_eq!(stats.points, 4);
+    assert_eq!(stats.samples, 12);
+    assert_eq!(stats.dropped, vec![(DROP_DELTA, 3)]);
+}
+
+#[test]
+fn no_recorded_value_becomes_stale_marker() {
+    let mut g = fixtures::gauge("g", "", &[(5.0, &[])]);
+    if let Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Gauge(g)) = &mut g.data {
+        g.data_points[0].flags = 1;
+    }
+    let mut h = fixtures::histogram("h", "", &[1.0], &[1, 1], 2.0, &[]);
+    if let Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Histogram(h)) = &mut h.data {
+        h.data_points[0].flags = 1;
+    }
+    let (sink, _) = translate(
+        TranslateOptions::default(),
+        vec![fixtures::resource("api", vec![g, h])],
+    );
+    assert_eq!(sink.0.len(), 5);
+    for (l, v, _) in &sink.0 {
+        assert_eq!(v.to_bits(), STALE_NAN_BITS, "{l:?}");
+    }
+}
+
+#[test]
+fn names_are_cached_and_stable_across_batches() {
+    let batch = Arc::new(MetricBatch::new(
+        "otlp".into(),
+        vec![fixtures::resource(
+            "api",
+            vec![fixtures::gauge("a.b", "By", &[(1.0, &[("k.1", "v")])])],
+        )],
+    ));
+    let mut t = Translator::new(TranslateOptions::default());
+    let mut first = Collect::default();
+    t.translate(&batch, &mut first);
+    let mut second = Collect::default();
+    t.translate(&batch, &mut second);
+    assert_eq!(first.0, second.0);
+    assert_eq!(first.0[0].0[0].1, "a_b_bytes");
+    assert_eq!(first.0[0].0[2], ("k_1".to_owned(), "v".to_owned()));
+}

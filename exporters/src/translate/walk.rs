@@ -1,0 +1,637 @@
+//! Walking a batch: one call per metric to name it, one label set per point, and the
+//! Prometheus samples each point yields, handed to a sink.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use hashbrown::{Equivalent, HashMap};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Metric, NumberDataPoint, metric, number_data_point,
+};
+use vla_pipeline::MetricBatch;
+
+use super::labels::{LabelSet, prio};
+use super::names::{PromType, metric_name};
+use super::{
+    DROP_DELTA, DROP_EXPONENTIAL, DROP_NO_VALUE, DROP_UNSPECIFIED_TEMPORALITY, STALE_NAN_BITS,
+};
+
+/// What the translation adds beyond the data itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranslateOptions {
+    /// Prefix of every metric name.
+    pub namespace: Option<String>,
+    /// Labels added to every series unless the series has its own (`external_labels`).
+    pub extra_labels: Vec<(String, String)>,
+    /// Emit `target_info` per resource.
+    pub target_info: bool,
+    /// Add `otel_scope_name` / `otel_scope_version`.
+    pub scope_info: bool,
+}
+
+impl Default for TranslateOptions {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            extra_labels: Vec::new(),
+            target_info: true,
+            scope_info: true,
+        }
+    }
+}
+
+/// A metric family: what the `# HELP` / `# TYPE` lines say.
+#[derive(Debug, Clone, Copy)]
+pub struct Family<'a> {
+    /// The family name (`vla_inference_duration_seconds`, `vla_inference_requests_total`).
+    pub name: &'a str,
+    /// The Prometheus type.
+    pub ty: PromType,
+    /// The OTel description.
+    pub help: &'a str,
+}
+
+/// One Prometheus sample.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample<'a> {
+    /// The family it belongs to.
+    pub family: Family<'a>,
+    /// The series' metric name (`__name__`): the family name, or with `_bucket`/`_sum`/`_count`.
+    pub name: &'a str,
+    /// The labels shared by every series of the point (sorted; no `__name__`, `le`, `quantile`).
+    pub labels: &'a LabelSet,
+    /// `le` or `quantile` with its value; it replaces a shared label of the same name.
+    pub extra: Option<(&'static str, &'a str)>,
+    /// Changes whenever `labels` changes, so sinks can reuse work done for the previous sample.
+    pub label_set_id: u64,
+    /// The value (the stale-marker NaN for points flagged "no recorded value").
+    pub value: f64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+}
+
+impl Sample<'_> {
+    /// Calls `f` for every label of the series in sorted order, `__name__` included.
+    pub fn for_each_label(&self, mut f: impl FnMut(&str, &str)) {
+        let mut name_done = false;
+        let mut extra = self.extra;
+        for (n, v) in self.labels.iter() {
+            if !name_done && n > "__name__" {
+                f("__name__", self.name);
+                name_done = true;
+            }
+            if let Some((en, ev)) = extra
+                && n >= en
+            {
+                f(en, ev);
+                extra = None;
+                if n == en {
+                    continue;
+                }
+            }
+            f(n, v);
+        }
+        if !name_done {
+            f("__name__", self.name);
+        }
+        if let Some((en, ev)) = extra {
+            f(en, ev);
+        }
+    }
+}
+
+/// Receives the samples of a translated batch.
+pub trait SampleSink {
+    /// One sample; called in batch order.
+    fn sample(&mut self, sample: &Sample<'_>);
+}
+
+/// What a translation did with the batch's points.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TranslateStats {
+    /// OTLP data points translated into samples.
+    pub points: u64,
+    /// Samples produced (including `target_info`).
+    pub samples: u64,
+    /// Data points not translated, by reason.
+    pub dropped: Vec<(&'static str, u64)>,
+}
+
+impl TranslateStats {
+    fn drop(&mut self, reason: &'static str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        match self.dropped.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, c)) => *c += n,
+            None => self.dropped.push((reason, n)),
+        }
+    }
+
+    /// Points dropped for `reason`.
+    pub fn dropped_for(&self, reason: &str) -> u64 {
+        self.dropped
+            .iter()
+            .filter(|(r, _)| *r == reason)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct FamilyKey {
+    name: Box<str>,
+    unit: Box<str>,
+    ty: PromType,
+}
+
+/// Borrowed lookup key; hashes exactly like [`FamilyKey`].
+#[derive(Hash)]
+struct FamilyKeyRef<'a> {
+    name: &'a str,
+    unit: &'a str,
+    ty: PromType,
+}
+
+impl Equivalent<FamilyKey> for FamilyKeyRef<'_> {
+    fn equivalent(&self, key: &FamilyKey) -> bool {
+        self.ty == key.ty && *self.name == *key.name && *self.unit == *key.unit
+    }
+}
+
+/// The translated names of one metric, shared by all its points.
+#[derive(Debug)]
+struct FamilyNames {
+    base: Arc<str>,
+    bucket: Arc<str>,
+    sum: Arc<str>,
+    count: Arc<str>,
+}
+
+const FAMILY_CACHE_MAX: usize = 16_384;
+
+/// Float label values (`le`, `quantile`) formatted once and reused while they repeat.
+#[derive(Debug, Default)]
+struct FloatLabels {
+    values: Vec<f64>,
+    text: String,
+    spans: Vec<(usize, usize)>,
+}
+
+impl FloatLabels {
+    fn update(&mut self, values: impl ExactSizeIterator<Item = f64> + Clone) {
+        let same = values.len() == self.values.len()
+            && values
+                .clone()
+                .zip(&self.values)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+        if same {
+            return;
+        }
+        self.values.clear();
+        self.text.clear();
+        self.spans.clear();
+        for v in values {
+            self.values.push(v);
+            let start = self.text.len();
+            write_float(&mut self.text, v);
+            self.spans.push((start, self.text.len()));
+        }
+    }
+
+    fn get(&self, i: usize) -> &str {
+        self.spans
+            .get(i)
+            .and_then(|&(s, e)| self.text.get(s..e))
+            .unwrap_or_default()
+    }
+}
+
+/// Formats a float as Prometheus expects in `le` / `quantile` (`+Inf`, shortest round-trip).
+pub(crate) fn write_float(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+/// Translates batches; keeps caches (names, label keys, buffers) between batches.
+#[derive(Debug)]
+pub struct Translator {
+    options: TranslateOptions,
+    target_info_name: Arc<str>,
+    families: HashMap<FamilyKey, FamilyNames, foldhash::fast::RandomState>,
+    labels: LabelSet,
+    label_set_id: u64,
+    les: FloatLabels,
+    quantiles: FloatLabels,
+    scratch: String,
+}
+
+const SERVICE_NAME: &str = "service.name";
+const SERVICE_NAMESPACE: &str = "service.namespace";
+const SERVICE_INSTANCE_ID: &str = "service.instance.id";
+
+impl Translator {
+    /// A translator with the given options.
+    pub fn new(options: TranslateOptions) -> Self {
+        let target_info_name = metric_name("target_info", "", PromType::Gauge, None);
+        let target_info_name = match options.namespace.as_deref().filter(|n| !n.is_empty()) {
+            Some(ns) => format!("{}_{target_info_name}", super::sanitize_metric_name(ns)),
+            None => target_info_name,
+        };
+        Self {
+            options,
+            target_info_name: target_info_name.into(),
+            families: HashMap::default(),
+            labels: LabelSet::default(),
+            label_set_id: 0,
+            les: FloatLabels::default(),
+            quantiles: FloatLabels::default(),
+            scratch: String::new(),
+        }
+    }
+
+    /// The options it translates with.
+    pub fn options(&self) -> &TranslateOptions {
+        &self.options
+    }
+
+    fn names(&mut self, name: &str, unit: &str, ty: PromType) -> &FamilyNames {
+        let key = FamilyKeyRef { name, unit, ty };
+        if !self.families.contains_key(&key) {
+            if self.families.len() >= FAMILY_CACHE_MAX {
+                self.families.clear();
+            }
+            let base = metric_name(name, unit, ty, self.options.namespace.as_deref());
+            let names = FamilyNames {
+                bucket: format!("{base}_bucket").into(),
+                sum: format!("{base}_sum").into(),
+                count: format!("{base}_count").into(),
+                base: base.into(),
+            };
+            self.families.insert(
+                FamilyKey {
+                    name: name.into(),
+                    unit: unit.into(),
+                    ty,
+                },
+                names,
+            );
+        }
+        // Just inserted or present; the fallback is never taken.
+        self.families.get(&key).unwrap_or(&EMPTY_NAMES)
+    }
+
+    /// Translates a batch, handing every sample to `sink`.
+    pub fn translate(&mut self, batch: &MetricBatch, sink: &mut impl SampleSink) -> TranslateStats {
+        let mut stats = TranslateStats::default();
+        let fallback_ms = batch
+            .meta()
+            .received_at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        for rm in batch.resource_metrics() {
+            let resource_attrs: &[KeyValue] = rm
+                .resource
+                .as_ref()
+                .map_or(&[], |r| r.attributes.as_slice());
+            self.labels.clear();
+            self.push_context(resource_attrs);
+            let resource_mark = self.labels.seal();
+            let mut latest_ms: Option<i64> = None;
+            for sm in &rm.scope_metrics {
+                self.labels.truncate(resource_mark);
+                if self.options.scope_info
+                    && let Some(scope) = &sm.scope
+                {
+                    self.labels
+                        .push("otel_scope_name", &scope.name, prio::CONTEXT);
+                    self.labels
+                        .push("otel_scope_version", &scope.version, prio::CONTEXT);
+                }
+                let scope_mark = self.labels.seal();
+                for m in &sm.metrics {
+                    self.metric(m, scope_mark, fallback_ms, &mut latest_ms, &mut stats, sink);
+                }
+            }
+            if self.options.target_info {
+                self.target_info(
+                    resource_attrs,
+                    latest_ms.unwrap_or(fallback_ms),
+                    &mut stats,
+                    sink,
+                );
+            }
+        }
+        stats
+    }
+
+    /// External labels, `job` and `instance`.
+    fn push_context(&mut self, resource_attrs: &[KeyValue]) {
+        for (k, v) in &self.options.extra_labels {
+            self.labels.push(k, v, prio::EXTERNAL);
+        }
+        let get = |key: &str| {
+            resource_attrs
+                .iter()
+                .find(|kv| kv.key == key)
+                .and_then(|kv| kv.value.as_ref())
+        };
+        let mut job = std::mem::take(&mut self.scratch);
+        job.clear();
+        if let Some(name) = get(SERVICE_NAME) {
+            if let Some(ns) = get(SERVICE_NAMESPACE) {
+                super::labels::render_value(&mut job, Some(ns));
+                if !job.is_empty() {
+                    job.push('/');
+                }
+            }
+            super::labels::render_value(&mut job, Some(name));
+            self.labels.push("job", &job, prio::CONTEXT);
+        }
+        job.clear();
+        if let Some(id) = get(SERVICE_INSTANCE_ID) {
+            super::labels::render_value(&mut job, Some(id));
+            self.labels.push("instance", &job, prio::CONTEXT);
+        }
+        self.scratch = job;
+    }
+
+    fn target_info(
+        &mut self,
+        resource_attrs: &[KeyValue],
+        timestamp_ms: i64,
+        stats: &mut TranslateStats,
+        sink: &mut impl SampleSink,
+    ) {
+        let is_identifying =
+            |k: &str| k == SERVICE_NAME || k == SERVICE_NAMESPACE || k == SERVICE_INSTANCE_ID;
+        if resource_attrs.iter().all(|kv| is_identifying(&kv.key)) {
+            return;
+        }
+        self.labels.clear();
+        self.push_context(resource_attrs);
+        self.labels.seal();
+        for kv in resource_attrs.iter().filter(|kv| !is_identifying(&kv.key)) {
+            self.labels
+                .push_attr(&kv.key, kv.value.as_ref(), prio::ATTRIBUTE);
+        }
+        self.labels.finish();
+        self.label_set_id += 1;
+        let name = self.target_info_name.clone();
+        let family = Family {
+            name: &name,
+            ty: PromType::Gauge,
+            help: "Target metadata",
+        };
+        sink.sample(&Sample {
+            family,
+            name: &name,
+            labels: &self.labels,
+            extra: None,
+            label_set_id: self.label_set_id,
+            value: 1.0,
+            timestamp_ms,
+        });
+        stats.samples += 1;
+    }
+
+    fn point_labels(&mut self, scope_mark: super::labels::Mark, attrs: &[KeyValue]) {
+        self.labels.truncate(scope_mark);
+        for kv in attrs {
+            self.labels
+                .push_attr(&kv.key, kv.value.as_ref(), prio::ATTRIBUTE);
+        }
+        self.labels.finish();
+        self.label_set_id += 1;
+    }
+
+    #[allow(clippy::too_many_lines)]
+    fn metric(
+        &mut self,
+        m: &Metric,
+        scope_mark: super::labels::Mark,
+        fallback_ms: i64,
+        latest_ms: &mut Option<i64>,
+        stats: &mut TranslateStats,
+        sink: &mut impl SampleSink,
+    ) {
+        let Some(data) = &m.data else { return };
+        let ms = |nanos: u64| -> i64 {
+            if nanos == 0 {
+                fallback_ms
+            } else {
+                i64::try_from(nanos / 1_000_000).unwrap_or(i64::MAX)
+            }
+        };
+        let mut note_ts = |t: i64| {
+            if latest_ms.is_none_or(|l| t > l) {
+                *latest_ms = Some(t);
+            }
+        };
+        let stale = f64::from_bits(STALE_NAN_BITS);
+        match data {
+            metric::Data::Gauge(g) => {
+                let names = self.names(&m.name, &m.unit, PromType::Gauge);
+                let base = names.base.clone();
+                let family = Family {
+                    name: &base,
+                    ty: PromType::Gauge,
+                    help: &m.description,
+                };
+                self.number_points(
+                    &g.data_points,
+                    family,
+                    ms,
+                    &mut note_ts,
+                    scope_mark,
+                    stats,
+                    sink,
+                );
+            }
+            metric::Data::Sum(s) => {
+                let temporality = s.aggregation_temporality;
+                if temporality == AggregationTemporality::Delta as i32 {
+                    stats.drop(DROP_DELTA, s.data_points.len() as u64);
+                    return;
+                }
+                if temporality != AggregationTemporality::Cumulative as i32 {
+                    stats.drop(DROP_UNSPECIFIED_TEMPORALITY, s.data_points.len() as u64);
+                    return;
+                }
+                let ty = if s.is_monotonic {
+                    PromType::Counter
+                } else {
+                    PromType::Gauge
+                };
+                let base = self.names(&m.name, &m.unit, ty).base.clone();
+                let family = Family {
+                    name: &base,
+                    ty,
+                    help: &m.description,
+                };
+                self.number_points(
+                    &s.data_points,
+                    family,
+                    ms,
+                    &mut note_ts,
+                    scope_mark,
+                    stats,
+                    sink,
+                );
+            }
+            metric::Data::Histogram(h) => {
+                let temporality = h.aggregation_temporality;
+                if temporality == AggregationTemporality::Delta as i32 {
+                    stats.drop(DROP_DELTA, h.data_points.len() as u64);
+                    return;
+                }
+                if temporality != AggregationTemporality::Cumulative as i32 {
+                    stats.drop(DROP_UNSPECIFIED_TEMPORALITY, h.data_points.len() as u64);
+                    return;
+                }
+                let names = self.names(&m.name, &m.unit, PromType::Histogram);
+                let (base, bucket, sum_name, count_name) = (
+                    names.base.clone(),
+                    names.bucket.clone(),
+                    names.sum.clone(),
+                    names.count.clone(),
+                );
+                let family = Family {
+                    name: &base,
+                    ty: PromType::Histogram,
+                    help: &m.description,
+                };
+                for p in &h.data_points {
+                    self.point_labels(scope_mark, &p.attributes);
+                    self.les.update(p.explicit_bounds.iter().copied());
+                    let ts = ms(p.time_unix_nano);
+                    note_ts(ts);
+                    let no_value = p.flags & 1 != 0;
+                    let v = |x: f64| if no_value { stale } else { x };
+                    let mut emit = |name: &str, extra: Option<(&'static str, &str)>, value: f64| {
+                        sink.sample(&Sample {
+                            family,
+                            name,
+                            labels: &self.labels,
+                            extra,
+                            label_set_id: self.label_set_id,
+                            value,
+                            timestamp_ms: ts,
+                        });
+                    };
+                    let mut cumulative = 0u64;
+                    let buckets = p.explicit_bounds.len().min(p.bucket_counts.len());
+                    for (i, c) in p.bucket_counts.iter().take(buckets).enumerate() {
+                        cumulative = cumulative.saturating_add(*c);
+                        emit(&bucket, Some(("le", self.les.get(i))), v(cumulative as f64));
+                    }
+                    emit(&bucket, Some(("le", "+Inf")), v(p.count as f64));
+                    let mut n = buckets as u64 + 2;
+                    if let Some(sum) = p.sum {
+                        emit(&sum_name, None, v(sum));
+                        n += 1;
+                    }
+                    emit(&count_name, None, v(p.count as f64));
+                    stats.samples += n;
+                    stats.points += 1;
+                }
+            }
+            metric::Data::Summary(s) => {
+                let names = self.names(&m.name, &m.unit, PromType::Summary);
+                let (base, sum_name, count_name) =
+                    (names.base.clone(), names.sum.clone(), names.count.clone());
+                let family = Family {
+                    name: &base,
+                    ty: PromType::Summary,
+                    help: &m.description,
+                };
+                for p in &s.data_points {
+                    self.point_labels(scope_mark, &p.attributes);
+                    self.quantiles
+                        .update(p.quantile_values.iter().map(|q| q.quantile));
+                    let ts = ms(p.time_unix_nano);
+                    note_ts(ts);
+                    let no_value = p.flags & 1 != 0;
+                    let v = |x: f64| if no_value { stale } else { x };
+                    let mut emit = |name: &str, extra: Option<(&'static str, &str)>, value: f64| {
+                        sink.sample(&Sample {
+                            family,
+                            name,
+                            labels: &self.labels,
+                            extra,
+                            label_set_id: self.label_set_id,
+                            value,
+                            timestamp_ms: ts,
+                        });
+                    };
+                    for (i, q) in p.quantile_values.iter().enumerate() {
+                        emit(&base, Some(("quantile", self.quantiles.get(i))), v(q.value));
+                    }
+                    emit(&sum_name, None, v(p.sum));
+                    emit(&count_name, None, v(p.count as f64));
+                    stats.samples += p.quantile_values.len() as u64 + 2;
+                    stats.points += 1;
+                }
+            }
+            metric::Data::ExponentialHistogram(h) => {
+                stats.drop(DROP_EXPONENTIAL, h.data_points.len() as u64);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn number_points(
+        &mut self,
+        points: &[NumberDataPoint],
+        family: Family<'_>,
+        ms: impl Fn(u64) -> i64,
+        note_ts: &mut impl FnMut(i64),
+        scope_mark: super::labels::Mark,
+        stats: &mut TranslateStats,
+        sink: &mut impl SampleSink,
+    ) {
+        for p in points {
+            let value = if p.flags & 1 != 0 {
+                f64::from_bits(STALE_NAN_BITS)
+            } else {
+                match p.value {
+                    Some(number_data_point::Value::AsDouble(d)) => d,
+                    Some(number_data_point::Value::AsInt(i)) => i as f64,
+                    None => {
+                        stats.drop(DROP_NO_VALUE, 1);
+                        continue;
+                    }
+                }
+            };
+            self.point_labels(scope_mark, &p.attributes);
+            let ts = ms(p.time_unix_nano);
+            note_ts(ts);
+            sink.sample(&Sample {
+                family,
+                name: family.name,
+                labels: &self.labels,
+                extra: None,
+                label_set_id: self.label_set_id,
+                value,
+                timestamp_ms: ts,
+            });
+            stats.samples += 1;
+            stats.points += 1;
+        }
+    }
+}
+
+static EMPTY_NAMES: std::sync::LazyLock<FamilyNames> = std::sync::LazyLock::new(|| FamilyNames {
+    base: Arc::from("_"),
+    bucket: Arc::from("_"),
+    sum: Arc::from("_"),
+    count: Arc::from("_"),
+});
