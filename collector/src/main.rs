@@ -1,1 +1,182 @@
-fn main() {}
+//! The `vla-collector` binary.
+//!
+//! ```text
+//! vla-collector [--config FILE]               run (default: the embedded configs/collector.yaml)
+//! vla-collector validate [--config FILE]      check a config; exit 2 when it has errors
+//! vla-collector components                    list the component types
+//! ```
+//!
+//! Logs go to stderr, configured by `service.telemetry.logs` (`RUST_LOG` overrides the level).
+//! SIGINT or SIGTERM stops the collector cleanly within `service.shutdown_timeout`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+use vla_collector::config::{self, Config, Diagnostics, Kind, LogFormat, Source};
+
+/// Exit status of an invalid config.
+const EXIT_INVALID_CONFIG: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vla-collector",
+    version,
+    about = "Receives OpenTelemetry metrics over OTLP and exports them to Prometheus."
+)]
+struct Cli {
+    /// The pipeline config (YAML). Without it, the embedded configs/collector.yaml is used.
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check the config without starting anything; list every problem (exit 2 on errors).
+    Validate,
+    /// List the receiver, processor and exporter types this build knows.
+    Components,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Components) => {
+            for kind in Kind::ALL {
+                println!("{}: {}", kind.section(), kind.types().join(", "));
+            }
+            ExitCode::SUCCESS
+        }
+        Some(Command::Validate) => match load(cli.config.as_deref()) {
+            Ok(Some(c)) => {
+                print_warnings(&c.warnings);
+                println!("config OK: {} ({})", c.summary(), c.source);
+                ExitCode::SUCCESS
+            }
+            Ok(None) => ExitCode::from(EXIT_INVALID_CONFIG),
+            Err(e) => fail(&e),
+        },
+        None => match load(cli.config.as_deref()) {
+            Ok(Some(c)) => match run(c) {
+                Ok(code) => code,
+                Err(e) => fail(&e),
+            },
+            Ok(None) => ExitCode::from(EXIT_INVALID_CONFIG),
+            Err(e) => fail(&e),
+        },
+    }
+}
+
+/// Loads and validates the config; `Ok(None)` when it is invalid (the problems are printed).
+fn load(path: Option<&std::path::Path>) -> anyhow::Result<Option<Config>> {
+    let source = match path {
+        Some(p) => Source::file(p).context("cannot load the config")?,
+        None => Source::embedded(),
+    };
+    match source.validate() {
+        Ok(c) => Ok(Some(c)),
+        Err(d) => {
+            print_problems(&d);
+            Ok(None)
+        }
+    }
+}
+
+fn print_problems(d: &Diagnostics) {
+    for line in d.error_lines() {
+        eprintln!("{line}");
+    }
+    print_warnings(&d.warning_lines());
+    let n = d.errors.len();
+    eprintln!(
+        "config invalid: {n} error{} in {}",
+        if n == 1 { "" } else { "s" },
+        d.source
+    );
+}
+
+fn print_warnings(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {e:#}");
+    ExitCode::FAILURE
+}
+
+fn run(config: Config) -> anyhow::Result<ExitCode> {
+    init_logging(&config.telemetry.logs);
+    for w in &config.warnings {
+        warn!("{w}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("vla-collector")
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(on_signal(shutdown.clone()));
+        let report = vla_collector::run(config, shutdown)
+            .await
+            .context("the collector could not start")?;
+        for f in &report.failures {
+            warn!("{f}");
+        }
+        if report.failures.is_empty() {
+            Ok(ExitCode::SUCCESS)
+        } else {
+            Ok(ExitCode::FAILURE)
+        }
+    })
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => info!(signal = "SIGINT", "signal received"),
+                    _ = term.recv() => info!(signal = "SIGTERM", "signal received"),
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the collector");
+                let _ = tokio::signal::ctrl_c().await;
+                info!(signal = "SIGINT", "signal received");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        info!(signal = "ctrl-c", "signal received");
+    }
+    shutdown.cancel();
+}
+
+/// Logs to stderr at the configured level and format; `RUST_LOG` wins when set.
+fn init_logging(logs: &config::LogsConfig) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(logs.level.as_str()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match logs.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,1 +1,27 @@
+//! `vla-processors`: the processors of the VLA telemetry pipeline.
+//!
+//! Each processor lives in a module named after its config `type`:
+//! - [`batch`]: groups data points before they fan out to the exporters. It is not a
+//!   [`vla_pipeline::Processor`] object: the pipeline task has a built-in batcher that runs
+//!   after every processor, so the config puts `batch` last in a pipeline's `processors` list
+//!   and the collector turns it into a [`vla_pipeline::runner::BatcherConfig`].
+//! - [`attributes`]: inserts, updates, upserts or deletes data-point attributes (the OpenTelemetry
+//!   Collector's `attributes` processor, for metrics).
+//!
+//! ```yaml
+//! processors:
+//!   attributes/env:
+//!     actions:
+//!       - { key: deployment.environment, value: prod, action: upsert }
+//!   batch: { send_batch_size: 8192, timeout: 200ms }
+//! service:
+//!   pipelines:
+//!     metrics: { receivers: [otlp], processors: [attributes/env, batch], exporters: [prometheus] }
+//! ```
 
+pub mod attributes;
+pub mod batch;
+mod serde_util;
+
+/// The processor types this crate provides, as written in a config's component keys.
+pub const PROCESSOR_TYPES: &[&str] = &[attributes::TYPE, batch::TYPE];

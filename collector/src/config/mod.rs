@@ -1,0 +1,556 @@
+//! The collector's YAML config: loading, `${env:...}` substitution, validation and the typed,
+//! validated result that `crate::build` turns into running components.
+//!
+//! The shape is the OpenTelemetry Collector's, so its users feel at home:
+//!
+//! ```yaml
+//! receivers:                      # component id → settings; ids are `type` or `type/name`
+//!   otlp:
+//!     protocols:
+//!       grpc: { endpoint: 127.0.0.1:4317 }
+//!       http: { endpoint: 127.0.0.1:4318 }
+//! processors:
+//!   batch: { send_batch_size: 8192, timeout: 200ms }
+//! exporters:
+//!   prometheus: { endpoint: 127.0.0.1:9464 }
+//!   prometheusremotewrite: { endpoint: "${env:PROM_RW_URL:-http://127.0.0.1:9090/api/v1/write}" }
+//! service:
+//!   pipelines:                    # `metrics` or `metrics/<name>` (only metrics exist)
+//!     metrics: { receivers: [otlp], processors: [batch], exporters: [prometheus] }
+//!   telemetry:
+//!     metrics: { address: 127.0.0.1:8888 }   # /metrics, /health, /ready
+//!     logs: { level: info, format: text }     # level: trace|debug|info|warn|error; format: text|json
+//!   shutdown_timeout: 15s         # how long a clean stop may take to drain and flush
+//! ```
+//!
+//! Loading is text → [`env::substitute`] (before YAML parsing) → YAML → typed checks. It does
+//! no I/O besides reading the file, and reports every problem at once, each as
+//! `<file>:<line>: <yaml.path>: <message>`. Unknown fields are errors; a component defined but
+//! used by no pipeline is a warning (it is not started).
+
+mod components;
+mod diag;
+pub mod env;
+mod locate;
+mod pipelines;
+mod suggest;
+mod telemetry;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use vla_pipeline::ComponentId;
+use vla_pipeline::runner::BatcherConfig;
+
+pub use components::{
+    EXPORTER_TYPES, ExporterConfig, Kind, PROCESSOR_TYPES, ProcessorConfig, RECEIVER_TYPES,
+    ReceiverConfig,
+};
+pub use diag::{Diagnostic, Diagnostics, Seg, YamlPath};
+pub use telemetry::{LogFormat, LogLevel, LogsConfig, TelemetryConfig};
+
+/// The default config, compiled into the binary; used when no `--config` is given.
+pub const EMBEDDED_CONFIG: &str = include_str!("../../../configs/collector.yaml");
+/// The name of the embedded config in messages.
+pub const EMBEDDED_NAME: &str = "<embedded configs/collector.yaml>";
+/// Default of `service.shutdown_timeout`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config has problems; every one is listed.
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+/// A config's text and its name in messages.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The file path as given, or [`EMBEDDED_NAME`].
+    pub name: String,
+    /// The raw text, before substitution.
+    pub text: String,
+}
+
+impl Source {
+    /// Reads a config file.
+    pub fn file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            name: path.display().to_string(),
+            text,
+        })
+    }
+
+    /// The embedded default config.
+    pub fn embedded() -> Self {
+        Self {
+            name: EMBEDDED_NAME.to_owned(),
+            text: EMBEDDED_CONFIG.to_owned(),
+        }
+    }
+
+    /// A config given as text (tests, tools).
+    pub fn text(name: impl Into<String>, text: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            text: text.into(),
+        }
+    }
+
+    /// Validates this source with the process environment.
+    pub fn validate(&self) -> Result<Config, Diagnostics> {
+        validate(self, &|name| std::env::var(name).ok())
+    }
+}
+
+/// Loads `path` (or the embedded default when `None`) and validates it with the process
+/// environment.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    let source = match path {
+        Some(p) => Source::file(p)?,
+        None => Source::embedded(),
+    };
+    source.validate().map_err(ConfigError::Invalid)
+}
+
+/// One pipeline, validated: component ids resolved, `batch` turned into the batcher.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineConfig {
+    /// `metrics` or `metrics/<name>`.
+    pub name: Arc<str>,
+    /// The receivers feeding it.
+    pub receivers: Vec<ComponentId>,
+    /// Its processors in order, without `batch` (one instance of each per pipeline).
+    pub processors: Vec<ComponentId>,
+    /// The batcher, when the pipeline lists a `batch` processor (always last).
+    pub batch: Option<BatcherConfig>,
+    /// The exporters it fans out to.
+    pub exporters: Vec<ComponentId>,
+}
+
+/// A validated config: every component typed and checked, every reference resolved. Only
+/// components used by a pipeline are kept (unused ones are reported in `warnings`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where the config came from (for messages).
+    pub source: String,
+    /// Receivers used by at least one pipeline.
+    pub receivers: BTreeMap<ComponentId, ReceiverConfig>,
+    /// Processors used by at least one pipeline (`batch` included).
+    pub processors: BTreeMap<ComponentId, ProcessorConfig>,
+    /// Exporters used by at least one pipeline.
+    pub exporters: BTreeMap<ComponentId, ExporterConfig>,
+    /// The pipelines, by name.
+    pub pipelines: Vec<PipelineConfig>,
+    /// `service.telemetry`.
+    pub telemetry: TelemetryConfig,
+    /// `service.shutdown_timeout`: how long a clean stop may take.
+    pub shutdown_timeout: Duration,
+    /// Warnings, rendered (`<file>:<line>: <path>: <message>`).
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// `2 pipelines, 1 receiver, 1 processor, 2 exporters`.
+    pub fn summary(&self) -> String {
+        fn n(count: usize, noun: &str) -> String {
+            format!("{count} {noun}{}", if count == 1 { "" } else { "s" })
+        }
+        format!(
+            "{}, {}, {}, {}",
+            n(self.pipelines.len(), "pipeline"),
+            n(self.receivers.len(), "receiver"),
+            n(self.processors.len(), "processor"),
+            n(self.exporters.len(), "exporter"),
+        )
+    }
+}
+
+/// Validates `source`, resolving `${env:...}` with `env`; every problem is reported at once.
+pub fn validate(
+    source: &Source,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Diagnostics> {
+    let mut diags = Diagnostics {
+        source: source.name.clone(),
+        ..Diagnostics::default()
+    };
+    let text = match env::substitute(&source.text, env) {
+        Ok(t) => t,
+        Err(problems) => {
+            diags.errors = problems
+                .into_iter()
+                .map(|p| Diagnostic::on_line(Some(p.line), p.message))
+                .collect();
+            return Err(diags);
+        }
+    };
+    let opts = serde_saphyr::options! {
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+    };
+    let root: Value = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        match serde_saphyr::from_str_with_options(&text, opts) {
+            Ok(v) => v,
+            Err(e) => {
+                let location = e.location();
+                let line = location.map(|l| l.line() as usize);
+                let message = yaml_error_message(&e.without_snippet().to_string());
+                let column = location
+                    .map(|l| format!(" (column {})", l.column()))
+                    .unwrap_or_default();
+                diags.errors.push(Diagnostic::on_line(
+                    line,
+                    format!("invalid YAML: {message}{column}"),
+                ));
+                return Err(diags);
+            }
+        }
+    };
+    let mut v = Validator::default();
+    let config = v.root(&root, &source.name);
+    // Lines are looked up in the raw text, so they match the file even when a substituted
+    // value spans lines.
+    let locator = locate::Locator::new(&source.text);
+    for d in v.errors.iter_mut().chain(v.warnings.iter_mut()) {
+        if d.line.is_none() {
+            d.line = locator.line_of(&d.path);
+        }
+    }
+    // Errors in file order; those without a line last. The sort is stable.
+    v.errors.sort_by_key(|d| d.line.unwrap_or(usize::MAX));
+    v.warnings.sort_by_key(|d| d.line.unwrap_or(usize::MAX));
+    diags.errors = v.errors;
+    diags.warnings = v.warnings;
+    match config {
+        Some(mut c) if diags.errors.is_empty() => {
+            c.warnings = diags.warning_lines();
+            Ok(c)
+        }
+        _ => Err(diags),
+    }
+}
+
+/// The YAML parser's message without its position (we print it in front) and without advice
+/// meant for programmers.
+fn yaml_error_message(message: &str) -> String {
+    let mut m = message;
+    if let Some(i) = m.rfind(" at line ")
+        && m[i..].contains(", column ")
+    {
+        m = &m[..i];
+    }
+    m.replace(", set DuplicateKeyPolicy in Options if acceptable", "")
+}
+
+static EMPTY: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
+
+/// Top-level fields.
+const TOP_LEVEL: &[&str] = &["receivers", "processors", "exporters", "service"];
+/// `service` fields.
+const SERVICE: &[&str] = &["pipelines", "telemetry", "shutdown_timeout"];
+
+/// Parses one component of a given type; `None` when the type is unknown.
+type ParseFn<T> = fn(&str, &Value, &YamlPath) -> Option<Result<T, Vec<Diagnostic>>>;
+
+/// A component as defined in its section: its type, and its typed config when valid.
+struct Defined<T> {
+    ty: String,
+    config: Option<T>,
+}
+
+/// Walks the document, collecting every problem.
+#[derive(Default)]
+struct Validator {
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+}
+
+impl Validator {
+    fn error(&mut self, path: YamlPath, message: impl Into<String>) {
+        self.errors.push(Diagnostic::at(path, message));
+    }
+
+    /// `value` as a mapping with only `allowed` keys (`null` is an empty mapping).
+    fn mapping<'v>(
+        &mut self,
+        value: &'v Value,
+        path: &YamlPath,
+        allowed: Option<&[&str]>,
+    ) -> Option<&'v Map<String, Value>> {
+        let map = match value {
+            Value::Null => &*EMPTY,
+            Value::Object(m) => m,
+            other => {
+                self.error(
+                    path.clone(),
+                    format!("expected a mapping, got {}", describe(other)),
+                );
+                return None;
+            }
+        };
+        if let Some(allowed) = allowed {
+            for key in map.keys() {
+                if !allowed.contains(&key.as_str()) {
+                    let message = match (path.is_root(), key.as_str()) {
+                        (true, "extensions" | "connectors") => format!(
+                            "{key} are not supported by vla-collector (health checks and \
+                             self-metrics are built in: see service.telemetry)"
+                        ),
+                        _ => components::unknown("field", key, allowed),
+                    };
+                    self.error(path.key(key.clone()), message);
+                }
+            }
+        }
+        Some(map)
+    }
+
+    fn root(&mut self, root: &Value, source: &str) -> Option<Config> {
+        let top = YamlPath::root();
+        if root.is_null() {
+            self.error(
+                top,
+                "the config is empty: it needs receivers, exporters and service.pipelines",
+            );
+            return None;
+        }
+        let map = self.mapping(root, &top, Some(TOP_LEVEL))?;
+        let get = |k: &str| map.get(k).unwrap_or(&Value::Null);
+        let receivers = self.section(get("receivers"), Kind::Receiver, components::receiver);
+        let processors = self.section(get("processors"), Kind::Processor, components::processor);
+        let exporters = self.section(get("exporters"), Kind::Exporter, components::exporter);
+        let ids = pipelines::Ids {
+            receivers: receivers
+                .iter()
+                .map(|(k, d)| (k.clone(), d.ty.clone()))
+                .collect(),
+            processors: processors
+                .iter()
+                .map(|(k, d)| (k.clone(), d.ty.clone()))
+                .collect(),
+            exporters: exporters
+                .iter()
+                .map(|(k, d)| (k.clone(), d.ty.clone()))
+                .collect(),
+        };
+
+        let service_path = top.key("service");
+        let service = match map.get("service") {
+            Some(s) => self.mapping(s, &service_path, Some(SERVICE)),
+            None => Some(&*EMPTY),
+        };
+        let service = service.unwrap_or(&*EMPTY);
+        let pipelines = self.pipelines(service.get("pipelines"), &service_path, &ids);
+        let telemetry = telemetry::parse(self, service.get("telemetry"), &service_path);
+        let shutdown_timeout = match service.get("shutdown_timeout") {
+            None | Some(Value::Null) => DEFAULT_SHUTDOWN_TIMEOUT,
+            Some(v) => self
+                .duration(v, &service_path.key("shutdown_timeout"))
+                .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+        };
+
+        // Keep what pipelines use; warn about the rest.
+        let used = |kind: Kind| -> BTreeSet<&str> {
+            pipelines
+                .iter()
+                .flat_map(|p| match kind {
+                    Kind::Receiver => &p.receivers,
+                    Kind::Processor => &p.all_processors,
+                    Kind::Exporter => &p.exporters,
+                })
+                .map(|s| s.as_ref())
+                .collect()
+        };
+        let receivers = self.keep_used(Kind::Receiver, receivers, &used(Kind::Receiver));
+        let processors = self.keep_used(Kind::Processor, processors, &used(Kind::Processor));
+        let exporters = self.keep_used(Kind::Exporter, exporters, &used(Kind::Exporter));
+
+        self.check_endpoints(&receivers, &exporters, telemetry.as_ref());
+
+        let pipelines = pipelines
+            .into_iter()
+            .map(|p| {
+                let batch = p
+                    .all_processors
+                    .last()
+                    .and_then(|id| match processors.get(id) {
+                        Some(ProcessorConfig::Batch(b)) => Some(b.batcher_config()),
+                        _ => None,
+                    });
+                let mut procs = p.all_processors;
+                if batch.is_some() {
+                    procs.pop();
+                }
+                PipelineConfig {
+                    name: p.name,
+                    receivers: p.receivers,
+                    processors: procs,
+                    batch,
+                    exporters: p.exporters,
+                }
+            })
+            .collect();
+        Some(Config {
+            source: source.to_owned(),
+            receivers,
+            processors,
+            exporters,
+            pipelines,
+            telemetry: telemetry?,
+            shutdown_timeout,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// Parses one component section.
+    fn section<T>(
+        &mut self,
+        value: &Value,
+        kind: Kind,
+        parse: ParseFn<T>,
+    ) -> BTreeMap<ComponentId, Defined<T>> {
+        let path = YamlPath::root().key(kind.section());
+        let mut out = BTreeMap::new();
+        let Some(map) = self.mapping(value, &path, None) else {
+            return out;
+        };
+        for (id, v) in map {
+            let at = path.key(id.clone());
+            let (ty, name) = match id.split_once('/') {
+                Some((t, n)) => (t, Some(n)),
+                None => (id.as_str(), None),
+            };
+            if ty.is_empty() || name.is_some_and(|n| n.is_empty() || n.contains('/')) {
+                self.error(
+                    at,
+                    format!(
+                        "invalid {} id {id:?}: expected \"type\" or \"type/name\"",
+                        kind.noun()
+                    ),
+                );
+                continue;
+            }
+            let config = match parse(ty, v, &at) {
+                Some(Ok(c)) => Some(c),
+                Some(Err(diags)) => {
+                    self.errors.extend(diags);
+                    None
+                }
+                None => {
+                    self.error(at, unknown_type(kind, ty));
+                    None
+                }
+            };
+            out.insert(
+                ComponentId::from(id.as_str()),
+                Defined {
+                    ty: ty.to_owned(),
+                    config,
+                },
+            );
+        }
+        out
+    }
+
+    /// The used components with a valid config; warnings for the unused ones.
+    fn keep_used<T>(
+        &mut self,
+        kind: Kind,
+        defined: BTreeMap<ComponentId, Defined<T>>,
+        used: &BTreeSet<&str>,
+    ) -> BTreeMap<ComponentId, T> {
+        let mut out = BTreeMap::new();
+        for (id, d) in defined {
+            if !used.contains(id.as_ref()) {
+                if d.config.is_none() {
+                    // Already reported as an error; "unused" would only add noise.
+                    continue;
+                }
+                self.warnings.push(Diagnostic::at(
+                    YamlPath::root().key(kind.section()).key(id.as_ref()),
+                    format!(
+                        "{} {id:?} is defined but not used by any pipeline (it will not be started)",
+                        kind.noun()
+                    ),
+                ));
+                continue;
+            }
+            if let Some(c) = d.config {
+                out.insert(id, c);
+            }
+        }
+        out
+    }
+
+    /// A duration such as `15s`.
+    pub(crate) fn duration(&mut self, value: &Value, path: &YamlPath) -> Option<Duration> {
+        let parsed = match value {
+            Value::String(s) => vla_pipeline::config::parse_duration(s),
+            Value::Number(n) if n.as_u64() == Some(0) => Ok(Duration::ZERO),
+            other => Err(format!(
+                "expected a duration like 200ms, 5s or 1m30s, got {}",
+                describe(other)
+            )),
+        };
+        parsed.map_err(|m| self.error(path.clone(), m)).ok()
+    }
+}
+
+/// `unknown exporter type "prometeus" (did you mean "prometheus"?); valid types: ...`
+fn unknown_type(kind: Kind, ty: &str) -> String {
+    let valid = kind.types();
+    let hint = suggest::hint(ty, valid.iter().copied());
+    let elsewhere = Kind::ALL
+        .into_iter()
+        .find(|k| *k != kind && k.types().contains(&ty))
+        .map(|k| format!(" ({ty:?} is {} {} type)", article(k.noun()), k.noun()))
+        .unwrap_or_default();
+    format!(
+        "unknown {} type {ty:?}{hint}{elsewhere}; valid types: {}",
+        kind.noun(),
+        valid.join(", ")
+    )
+}
+
+fn article(noun: &str) -> &'static str {
+    if noun.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+/// A value's kind and, for scalars, the value: `string "x"`, `integer 5`, `a list`.
+pub(crate) fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "nothing (null)".to_owned(),
+        Value::Bool(b) => format!("boolean {b}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) => format!("string {s:?}"),
+        Value::Array(_) => "a list".to_owned(),
+        Value::Object(_) => "a mapping".to_owned(),
+    }
+}

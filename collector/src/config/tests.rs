@@ -1,0 +1,710 @@
+//! Config validation tests: one per message, env substitution, a valid full config.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "RW_URL" => Some("http://10.0.0.1:9090/api/v1/write".to_owned()),
+        "GRPC_PORT" => Some("14317".to_owned()),
+        _ => None,
+    }
+}
+
+fn check(yaml: &str) -> Result<Config, Diagnostics> {
+    validate(&Source::text("c.yaml", yaml), &env)
+}
+
+/// The rendered errors of an invalid config.
+fn errors(yaml: &str) -> Vec<String> {
+    match check(yaml) {
+        Ok(c) => panic!("expected errors, got a valid config: {c:?}"),
+        Err(d) => d.error_lines(),
+    }
+}
+
+/// A valid minimal config with `extra` appended under the top level.
+const BASE: &str = "\
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:4317
+exporters:
+  prometheus:
+    endpoint: 127.0.0.1:9464
+service:
+  pipelines:
+    metrics:
+      receivers: [otlp]
+      exporters: [prometheus]
+";
+
+#[test]
+fn base_is_valid() {
+    let c = check(BASE).unwrap();
+    assert_eq!(
+        c.summary(),
+        "1 pipeline, 1 receiver, 0 processors, 1 exporter"
+    );
+    assert!(c.warnings.is_empty());
+}
+
+#[test]
+fn valid_full_config() {
+    let yaml = "\
+receivers:
+  otlp:
+    protocols:
+      grpc: { endpoint: \"127.0.0.1:${env:GRPC_PORT}\" }
+      http:
+  otlp/internal:
+    protocols:
+      http: { endpoint: 127.0.0.1:0 }
+processors:
+  attributes/env:
+    actions:
+      - { key: deployment.environment, value: prod, action: upsert }
+  batch:
+    send_batch_size: 100
+    timeout: 1s
+exporters:
+  prometheusremotewrite:
+    endpoint: ${env:RW_URL}
+    sending_queue: { queue_size: 10, when_full: drop }
+  prometheus:
+  debug/verbose:
+    verbosity: detailed
+service:
+  pipelines:
+    metrics:
+      receivers: [otlp]
+      processors: [attributes/env, batch]
+      exporters: [prometheusremotewrite, prometheus]
+    metrics/internal:
+      receivers: [otlp, otlp/internal]
+      exporters: [prometheus, debug/verbose]
+  telemetry:
+    metrics: { address: 0.0.0.0:18888 }
+    logs: { level: debug, format: json }
+  shutdown_timeout: 30s
+";
+    let c = check(yaml).unwrap();
+    assert_eq!(
+        c.summary(),
+        "2 pipelines, 2 receivers, 2 processors, 3 exporters"
+    );
+    let ReceiverConfig::Otlp(otlp) = &c.receivers["otlp"];
+    let grpc = otlp.protocols.grpc.as_ref().unwrap();
+    assert_eq!(grpc.endpoint, "127.0.0.1:14317");
+    assert_eq!(
+        otlp.protocols.http.as_ref().unwrap().endpoint,
+        "127.0.0.1:4318"
+    );
+    match &c.exporters["prometheusremotewrite"] {
+        ExporterConfig::PrometheusRemoteWrite(cfg, driver) => {
+            assert_eq!(cfg.endpoint, "http://10.0.0.1:9090/api/v1/write");
+            assert_eq!(driver.queue_size, 10);
+            assert_eq!(driver.when_full, vla_pipeline::driver::WhenFull::Drop);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        c.exporters["prometheus"],
+        ExporterConfig::Prometheus(..)
+    ));
+    let p = &c.pipelines[0];
+    assert_eq!(&*p.name, "metrics");
+    assert_eq!(p.processors, vec![ComponentId::from("attributes/env")]);
+    assert_eq!(
+        p.batch,
+        Some(BatcherConfig {
+            send_batch_size: 100,
+            timeout: Duration::from_secs(1)
+        })
+    );
+    assert_eq!(p.exporters.len(), 2);
+    let p2 = &c.pipelines[1];
+    assert_eq!(&*p2.name, "metrics/internal");
+    assert_eq!(p2.batch, None);
+    assert!(p2.processors.is_empty());
+    assert_eq!(c.telemetry.metrics.address.to_string(), "0.0.0.0:18888");
+    assert_eq!(c.telemetry.logs.level, LogLevel::Debug);
+    assert_eq!(c.telemetry.logs.format, LogFormat::Json);
+    assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn defaults() {
+    let c = check(BASE).unwrap();
+    assert_eq!(c.telemetry, TelemetryConfig::default());
+    assert_eq!(c.telemetry.metrics.address.to_string(), "127.0.0.1:8888");
+    assert_eq!(c.telemetry.logs.level, LogLevel::Info);
+    assert_eq!(c.telemetry.logs.format, LogFormat::Text);
+    assert_eq!(c.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
+}
+
+#[test]
+fn the_embedded_config_is_valid() {
+    let c = validate(&Source::embedded(), &|_| None).unwrap();
+    assert_eq!(c.source, EMBEDDED_NAME);
+    assert_eq!(
+        c.summary(),
+        "1 pipeline, 1 receiver, 1 processor, 1 exporter"
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn unset_env_variable_names_it_and_the_line() {
+    let yaml = BASE.replace("127.0.0.1:9464", "${env:PROM_ADDR}");
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:8: environment variable PROM_ADDR is not set (used as \"${env:PROM_ADDR}\"); \
+             set it, or give a default: \"${env:PROM_ADDR:-value}\""
+        ]
+    );
+    let with_default = BASE.replace("127.0.0.1:9464", "${env:PROM_ADDR:-127.0.0.1:9999}");
+    let c = check(&with_default).unwrap();
+    match &c.exporters["prometheus"] {
+        ExporterConfig::Prometheus(p, _) => assert_eq!(p.endpoint, "127.0.0.1:9999"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn yaml_syntax_error_has_a_line() {
+    assert_eq!(
+        errors("receivers:\n  otlp: [\n"),
+        vec!["c.yaml:2: invalid YAML: unclosed bracket '[' (column 9)"]
+    );
+    assert_eq!(
+        errors(&format!("{BASE}receivers:\n")),
+        vec!["c.yaml:14: invalid YAML: duplicate mapping key: receivers (column 1)"]
+    );
+}
+
+#[test]
+fn yaml_1_1_booleans_and_leading_zeros_stay_strings() {
+    // `on`/`yes` would be booleans under YAML 1.1; `0700` an octal number.
+    let yaml = BASE.replace(
+        "exporters:\n",
+        "processors:\n  attributes:\n    actions:\n      - { key: a, value: on, action: insert }\n      - { key: b, value: 0700, action: insert }\nexporters:\n",
+    )
+    .replace("      exporters:", "      processors: [attributes]\n      exporters:");
+    let c = check(&yaml).unwrap();
+    match &c.processors["attributes"] {
+        ProcessorConfig::Attributes(a) => {
+            use vla_processors::attributes::AttrValue;
+            assert_eq!(a.actions[0].value, Some(AttrValue::String("on".into())));
+            assert_eq!(a.actions[1].value, Some(AttrValue::String("0700".into())));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn empty_config() {
+    assert_eq!(
+        errors("# nothing\n"),
+        vec!["c.yaml: the config is empty: it needs receivers, exporters and service.pipelines"]
+    );
+}
+
+#[test]
+fn unknown_top_level_field() {
+    let yaml = BASE.replace("receivers:\n", "recievers:\n");
+    assert_eq!(
+        errors(&yaml)[0],
+        "c.yaml:1: recievers: unknown field \"recievers\" (did you mean \"receivers\"?)"
+    );
+    let yaml = format!("{BASE}extensions:\n  health_check:\n");
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:14: extensions: extensions are not supported by vla-collector (health \
+             checks and self-metrics are built in: see service.telemetry)"
+        ]
+    );
+}
+
+#[test]
+fn unknown_component_type_suggests_and_lists() {
+    let yaml = BASE.replace("  prometheus:\n", "  prometeus:\n");
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:7: exporters.prometeus: unknown exporter type \"prometeus\" (did you mean \
+             \"prometheus\"?); valid types: debug, prometheus, prometheusremotewrite",
+            // The pipeline's reference is then undefined too, with the suggestion reversed.
+            "c.yaml:13: service.pipelines.metrics.exporters[0]: exporter \"prometheus\" is not \
+             defined under exporters (did you mean \"prometeus\"?)",
+        ]
+    );
+    let yaml = BASE
+        .replace("  otlp:\n", "  kafka/x:\n")
+        .replace("[otlp]", "[kafka/x]");
+    assert_eq!(
+        errors(&yaml),
+        vec!["c.yaml:2: receivers.kafka/x: unknown receiver type \"kafka\"; valid types: otlp"]
+    );
+    let yaml = format!("{BASE}processors:\n  prometheus:\n");
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:15: processors.prometheus: unknown processor type \"prometheus\" \
+             (\"prometheus\" is an exporter type); valid types: attributes, batch"
+        ]
+    );
+}
+
+#[test]
+fn invalid_component_id() {
+    let yaml = BASE.replace("  otlp:\n", "  otlp/:\n");
+    assert_eq!(
+        errors(&yaml)[0],
+        "c.yaml:2: receivers.otlp/: invalid receiver id \"otlp/\": expected \"type\" or \"type/name\""
+    );
+}
+
+#[test]
+fn unknown_field_inside_a_component_gets_path_and_suggestion() {
+    let yaml = BASE.replace(
+        "        endpoint: 127.0.0.1:4317",
+        "        endpont: 127.0.0.1:4317",
+    );
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:5: receivers.otlp.protocols.grpc.endpont: unknown field \"endpont\" (did \
+             you mean \"endpoint\"?)"
+        ]
+    );
+    let yaml = BASE.replace("    endpoint: 127.0.0.1:9464", "    colour: blue");
+    let errs = errors(&yaml);
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0].starts_with(
+            "c.yaml:8: exporters.prometheus.colour: unknown field \"colour\"; valid fields: "
+        ),
+        "{errs:?}"
+    );
+    assert!(errs[0].contains("endpoint"), "{errs:?}");
+}
+
+#[test]
+fn wrong_types_say_what_was_expected() {
+    let yaml = format!("{BASE}processors:\n  batch:\n    timeout: 5\n    send_batch_size: lots\n");
+    let yaml = yaml.replace(
+        "      exporters:",
+        "      processors: [batch]\n      exporters:",
+    );
+    // serde stops at the first error inside one component.
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:18: processors.batch.send_batch_size: expected a non-negative integer, got \
+             string \"lots\""
+        ]
+    );
+    let yaml = format!("{BASE}processors:\n  batch:\n    timeout: 5\n").replace(
+        "      exporters:",
+        "      processors: [batch]\n      exporters:",
+    );
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:17: processors.batch.timeout: expected a duration like 200ms, 5s or 1m30s, \
+             got integer `5`"
+        ]
+    );
+    let yaml = format!("{BASE}processors:\n  batch:\n    timeout: soon\n").replace(
+        "      exporters:",
+        "      processors: [batch]\n      exporters:",
+    );
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:17: processors.batch.timeout: invalid duration \"soon\": expected a number \
+             with a unit, e.g. 200ms, 5s, 1m30s"
+        ]
+    );
+    let yaml = format!("{BASE}processors:\n  batch:\n    send_batch_size: lots\n").replace(
+        "      exporters:",
+        "      processors: [batch]\n      exporters:",
+    );
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:17: processors.batch.send_batch_size: expected a non-negative integer, got \
+             string \"lots\""
+        ]
+    );
+    let yaml = BASE.replace("  pipelines:\n", "  shutdown_timeout: 5\n  pipelines:\n");
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:10: service.shutdown_timeout: expected a duration like 200ms, 5s or 1m30s, \
+             got number 5"
+        ]
+    );
+    let yaml = BASE.replace("receivers: [otlp]", "receivers: otlp");
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:12: service.pipelines.metrics.receivers: expected a list of receiver ids, \
+             got string \"otlp\""
+        ]
+    );
+}
+
+#[test]
+fn component_validation_problems_get_lines() {
+    let yaml = BASE.replace("127.0.0.1:4317", "localhost:4317");
+    let errs = errors(&yaml);
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0].starts_with(
+            "c.yaml:5: receivers.otlp.protocols.grpc.endpoint: invalid endpoint \"localhost:4317\""
+        ),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn undefined_component_in_pipeline() {
+    let yaml = BASE.replace(
+        "exporters: [prometheus]",
+        "exporters: [prometheus, promethues/x]",
+    );
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:13: service.pipelines.metrics.exporters[1]: exporter \"promethues/x\" is not \
+             defined under exporters"
+        ]
+    );
+    let yaml = BASE.replace(
+        "exporters: [prometheus]",
+        "exporters: [prometheus, prometheu]",
+    );
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:13: service.pipelines.metrics.exporters[1]: exporter \"prometheu\" is not \
+             defined under exporters (did you mean \"prometheus\"?)"
+        ]
+    );
+    let yaml = BASE.replace("exporters: [prometheus]", "exporters: [otlp]");
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:13: service.pipelines.metrics.exporters[0]: \"otlp\" is a receiver, not an \
+             exporter (it is defined under receivers)"
+        ]
+    );
+}
+
+#[test]
+fn listed_twice() {
+    let yaml = BASE.replace("receivers: [otlp]", "receivers: [otlp, otlp]");
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:12: service.pipelines.metrics.receivers[1]: receiver \"otlp\" is listed twice"
+        ]
+    );
+}
+
+#[test]
+fn pipeline_without_receivers_or_exporters() {
+    let yaml = BASE.replace("      receivers: [otlp]\n", "");
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:11: service.pipelines.metrics: a pipeline needs at least one receiver: add \
+             `receivers: [...]`"
+        ]
+    );
+    let yaml = BASE.replace("exporters: [prometheus]", "exporters: []");
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:13: service.pipelines.metrics.exporters: a pipeline needs at least one \
+             exporter: add `exporters: [...]`"
+        ]
+    );
+}
+
+#[test]
+fn no_pipelines() {
+    let yaml = "receivers:\n  otlp:\n    protocols: { grpc: }\nservice:\n  telemetry: {}\n";
+    let d = check(yaml).unwrap_err();
+    assert_eq!(
+        d.error_lines(),
+        vec![
+            "c.yaml:4: service: no pipelines defined: add service.pipelines.metrics with \
+             receivers and exporters"
+        ]
+    );
+    assert_eq!(
+        d.warning_lines(),
+        vec![
+            "c.yaml:2: receivers.otlp: receiver \"otlp\" is defined but not used by any \
+             pipeline (it will not be started)"
+        ]
+    );
+    let yaml = "service:\n  pipelines: {}\n";
+    assert_eq!(
+        errors(yaml),
+        vec![
+            "c.yaml:2: service.pipelines: no pipelines defined: add service.pipelines.metrics \
+             with receivers and exporters"
+        ]
+    );
+}
+
+#[test]
+fn batch_must_be_last() {
+    let yaml = format!(
+        "{BASE}processors:\n  batch:\n  attributes:\n    actions: [{{ key: a, value: b, action: insert }}]\n"
+    )
+    .replace(
+        "      exporters:",
+        "      processors:\n        - batch\n        - attributes\n      exporters:",
+    );
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:14: service.pipelines.metrics.processors[0]: \"batch\" must be the last \
+             processor of the pipeline: batching happens after every other processor"
+        ]
+    );
+}
+
+#[test]
+fn same_endpoint_claimed_twice() {
+    let yaml = BASE.replace("127.0.0.1:4317", "127.0.0.1:9464");
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:8: exporters.prometheus.endpoint: 127.0.0.1:9464 is already claimed by \
+             receivers.otlp.protocols.grpc.endpoint: use another port"
+        ]
+    );
+    let yaml = BASE.replace(
+        "  pipelines:\n",
+        "  telemetry:\n    metrics:\n      address: 0.0.0.0:4317\n  pipelines:\n",
+    );
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:5: receivers.otlp.protocols.grpc.endpoint: 127.0.0.1:4317 is already claimed \
+             by service.telemetry.metrics.address: use another port"
+        ]
+    );
+    // Port 0 never clashes; an unused component does not bind.
+    let yaml = BASE
+        .replace("127.0.0.1:4317", "127.0.0.1:0")
+        .replace("127.0.0.1:9464", "127.0.0.1:0");
+    assert!(check(&yaml).is_ok());
+}
+
+#[test]
+fn unused_components_are_warnings() {
+    let yaml = format!("{BASE}processors:\n  batch:\n")
+        .replace("  prometheus:\n", "  debug:\n  prometheus:\n");
+    let c = check(&yaml).unwrap();
+    assert_eq!(
+        c.warnings,
+        vec![
+            "c.yaml:7: exporters.debug: exporter \"debug\" is defined but not used by any \
+             pipeline (it will not be started)",
+            "c.yaml:16: processors.batch: processor \"batch\" is defined but not used by any \
+             pipeline (it will not be started)",
+        ]
+    );
+    assert!(!c.exporters.contains_key("debug"));
+    assert!(c.processors.is_empty());
+}
+
+#[test]
+fn log_level_and_format() {
+    let yaml = BASE.replace(
+        "  pipelines:\n",
+        "  telemetry:\n    logs:\n      level: warning\n      format: yaml\n  pipelines:\n",
+    );
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:12: service.telemetry.logs.level: unknown value \"warning\" (did you mean \
+             \"warn\"?)",
+            "c.yaml:13: service.telemetry.logs.format: unknown value \"yaml\"; valid values: \
+             text, json",
+        ]
+    );
+    let yaml = BASE.replace(
+        "  pipelines:\n",
+        "  telemetry:\n    metrics:\n      address: localhost\n      level: detailed\n  pipelines:\n",
+    );
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:12: service.telemetry.metrics.address: invalid address \"localhost\": \
+             expected an IP address and port, e.g. 127.0.0.1:8888 or 0.0.0.0:8888",
+            "c.yaml:13: service.telemetry.metrics.level: unknown field \"level\"; valid fields: \
+             address",
+        ]
+    );
+}
+
+#[test]
+fn pipeline_names() {
+    let yaml = BASE.replace("    metrics:\n", "    traces:\n");
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:11: service.pipelines.traces: traces pipelines are not supported: \
+             vla-collector handles metrics only; name the pipeline \"metrics\" or \
+             \"metrics/<name>\""
+        ]
+    );
+    let yaml = BASE.replace("    metrics:\n", "    metrics/:\n");
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:11: service.pipelines.metrics/: invalid pipeline name \"metrics/\": expected \
+             \"metrics\" or \"metrics/<name>\""
+        ]
+    );
+    let yaml = BASE.replace("    metrics:\n", "    metrics/fast:\n");
+    assert_eq!(&*check(&yaml).unwrap().pipelines[0].name, "metrics/fast");
+}
+
+#[test]
+fn unknown_pipeline_field() {
+    let yaml = BASE.replace(
+        "exporters: [prometheus]",
+        "exporters: [prometheus]\n      exporter: [x]",
+    );
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:14: service.pipelines.metrics.exporter: unknown field \"exporter\" (did you \
+             mean \"exporters\"?)"
+        ]
+    );
+}
+
+#[test]
+fn unknown_value_in_a_component_enum() {
+    let yaml = format!(
+        "{BASE}processors:\n  attributes:\n    actions:\n      - key: a\n        action: hash\n"
+    )
+    .replace(
+        "      exporters:",
+        "      processors: [attributes]\n      exporters:",
+    );
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "c.yaml:19: processors.attributes.actions[0].action: unknown value \"hash\"; valid \
+             values: insert, update, upsert, delete"
+        ]
+    );
+}
+
+#[test]
+fn missing_required_field() {
+    let yaml = format!("{BASE}  prometheusremotewrite:\n    timeout: 5s\n").replace(
+        "exporters: [prometheus]",
+        "exporters: [prometheus, prometheusremotewrite]",
+    );
+    // `exporters:` section got the new entry appended after service; move it.
+    let yaml = yaml.replace("  prometheusremotewrite:\n    timeout: 5s\n", "");
+    let yaml = yaml.replace(
+        "    endpoint: 127.0.0.1:9464\n",
+        "    endpoint: 127.0.0.1:9464\n  prometheusremotewrite:\n    timeout: 5s\n",
+    );
+    assert_eq!(
+        errors(&yaml),
+        vec!["c.yaml:9: exporters.prometheusremotewrite: missing required field \"endpoint\""]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once_in_file_order() {
+    let yaml = "\
+receivers:
+  otlp:
+    protocols:
+      grpc: { endpont: 127.0.0.1:4317 }
+processors:
+  batch:
+    timeout: 0
+exporters:
+  prometheus:
+    endpoint: 127.0.0.1:9464
+  lorging:
+service:
+  pipelines:
+    metrics:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [prometheus, debug]
+    logs:
+      receivers: [otlp]
+  telemetry:
+    logs: { level: loud }
+";
+    assert_eq!(
+        errors(yaml),
+        vec![
+            "c.yaml:4: receivers.otlp.protocols.grpc.endpont: unknown field \"endpont\" (did you mean \"endpoint\"?)",
+            "c.yaml:7: processors.batch.timeout: must be greater than 0 (e.g. 200ms)",
+            "c.yaml:11: exporters.lorging: unknown exporter type \"lorging\"; valid types: debug, prometheus, prometheusremotewrite",
+            "c.yaml:17: service.pipelines.metrics.exporters[1]: exporter \"debug\" is not defined under exporters",
+            "c.yaml:18: service.pipelines.logs: logs pipelines are not supported: vla-collector handles metrics only; name the pipeline \"metrics\" or \"metrics/<name>\"",
+            "c.yaml:21: service.telemetry.logs.level: unknown value \"loud\"; valid values: trace, debug, info, warn, error",
+        ]
+    );
+}
+
+#[test]
+fn diagnostics_display_lists_everything() {
+    let d = check("service:\n  pipelines: {}\nfoo: 1\n").unwrap_err();
+    assert_eq!(
+        d.to_string(),
+        "c.yaml has 2 problems:\n  c.yaml:2: service.pipelines: no pipelines defined: add \
+         service.pipelines.metrics with receivers and exporters\n  c.yaml:3: foo: unknown field \
+         \"foo\"; valid fields: receivers, processors, exporters, service"
+    );
+}
+
+#[test]
+fn load_reads_files_and_reports_problems_as_config_error() {
+    let dir = std::env::temp_dir().join(format!("vla-collector-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.yaml");
+    std::fs::write(&good, BASE).unwrap();
+    assert_eq!(load(Some(&good)).unwrap().pipelines.len(), 1);
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "service:\n  pipelines: {}\n").unwrap();
+    match load(Some(&bad)) {
+        Err(ConfigError::Invalid(d)) => assert_eq!(d.errors.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    match load(Some(&dir.join("missing.yaml"))) {
+        Err(e @ ConfigError::Read { .. }) => {
+            assert!(e.to_string().starts_with("cannot read config file "), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(load(None).is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

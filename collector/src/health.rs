@@ -1,0 +1,274 @@
+//! The telemetry endpoint (`service.telemetry.metrics.address`): the collector's own metrics
+//! and its health.
+//!
+//! - `GET /health`: liveness, `200 ok` while the process serves HTTP at all.
+//! - `GET /ready`: `200` when every receiver, pipeline and exporter task is running and the
+//!   collector is not shutting down, else `503`; the JSON body lists each component's state:
+//!   `{"status":"ready","components":[{"kind":"receiver","id":"otlp","state":"running"}, ...]}`.
+//! - `GET /metrics`: the self-metrics in the Prometheus text format 0.0.4 (see
+//!   [`vla_pipeline::Telemetry`]) plus `vla_collector_uptime_seconds`,
+//!   `vla_collector_build_info{version}` and `vla_collector_process_resident_memory_bytes`
+//!   (from `/proc/self/status`, when there is one).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use parking_lot::Mutex;
+use serde::Serialize;
+use vla_pipeline::Telemetry;
+
+/// The state of one component task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentState {
+    /// Serving / processing.
+    Running,
+    /// Finished (after shutdown began, or its input closed).
+    Stopped,
+    /// Ended with an error.
+    Failed,
+}
+
+/// One component's entry in `/ready`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ComponentStatus {
+    /// `receiver`, `pipeline` or `exporter`.
+    pub kind: &'static str,
+    /// The component id or pipeline name.
+    pub id: String,
+    /// Its state.
+    pub state: ComponentState,
+}
+
+/// The body of `/ready`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Readiness {
+    /// `ready`, `shutting_down` or `not_ready`.
+    pub status: &'static str,
+    /// Every component task.
+    pub components: Vec<ComponentStatus>,
+}
+
+/// The shared health state: component task states and the shutting-down flag.
+#[derive(Debug, Default)]
+pub struct Health {
+    components: Mutex<Vec<ComponentStatus>>,
+    shutting_down: AtomicBool,
+}
+
+impl Health {
+    /// Records (or updates) a component's state.
+    pub fn set(&self, kind: &'static str, id: &str, state: ComponentState) {
+        let mut components = self.components.lock();
+        match components.iter_mut().find(|c| c.kind == kind && c.id == id) {
+            Some(c) => c.state = state,
+            None => components.push(ComponentStatus {
+                kind,
+                id: id.to_owned(),
+                state,
+            }),
+        }
+    }
+
+    /// Marks the collector as shutting down (`/ready` answers 503 from now on).
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// The readiness verdict and the component list.
+    pub fn readiness(&self) -> Readiness {
+        let components = self.components.lock().clone();
+        let status = if self.shutting_down.load(Ordering::Relaxed) {
+            "shutting_down"
+        } else if !components.is_empty()
+            && components
+                .iter()
+                .all(|c| c.state == ComponentState::Running)
+        {
+            "ready"
+        } else {
+            "not_ready"
+        };
+        Readiness { status, components }
+    }
+}
+
+/// What the telemetry endpoint serves from.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The self-metrics registry.
+    pub telemetry: Telemetry,
+    /// Component states.
+    pub health: Arc<Health>,
+    /// When the collector started.
+    pub started: Instant,
+}
+
+/// The telemetry endpoint's routes (tests call it without a network).
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn ready(State(s): State<AppState>) -> Response {
+    let r = s.health.readiness();
+    let code = if r.status == "ready" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(r)).into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render_metrics(&s),
+    )
+        .into_response()
+}
+
+/// The registry's series plus the process-level ones.
+pub fn render_metrics(s: &AppState) -> String {
+    let mut out = s.telemetry.render();
+    let _ = writeln!(
+        out,
+        "# HELP vla_collector_uptime_seconds Seconds since the collector started.\n\
+         # TYPE vla_collector_uptime_seconds gauge\n\
+         vla_collector_uptime_seconds {:.3}",
+        s.started.elapsed().as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP vla_collector_build_info The collector's version; always 1.\n\
+         # TYPE vla_collector_build_info gauge\n\
+         vla_collector_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    if let Some(rss) = resident_memory_bytes() {
+        let _ = writeln!(
+            out,
+            "# HELP vla_collector_process_resident_memory_bytes Resident set size of the \
+             collector process.\n\
+             # TYPE vla_collector_process_resident_memory_bytes gauge\n\
+             vla_collector_process_resident_memory_bytes {rss}"
+        );
+    }
+    out
+}
+
+/// `VmRSS` from `/proc/self/status` (Linux), in bytes.
+fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn get(app: Router, path: &str) -> (StatusCode, String) {
+        let resp = app
+            .oneshot(axum::http::Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn health_ready_and_metrics() {
+        let state = AppState {
+            telemetry: Telemetry::new(),
+            health: Arc::new(Health::default()),
+            started: Instant::now(),
+        };
+        state.telemetry.counter("x_total", "X.", &[]).add(3);
+        let app = app(state.clone());
+        assert_eq!(
+            get(app.clone(), "/health").await,
+            (StatusCode::OK, "ok".into())
+        );
+        // Nothing registered yet: not ready.
+        assert_eq!(
+            get(app.clone(), "/ready").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        state
+            .health
+            .set("receiver", "otlp", ComponentState::Running);
+        state
+            .health
+            .set("pipeline", "metrics", ComponentState::Running);
+        let (code, body) = get(app.clone(), "/ready").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(
+            body,
+            r#"{"status":"ready","components":[{"kind":"receiver","id":"otlp","state":"running"},{"kind":"pipeline","id":"metrics","state":"running"}]}"#
+        );
+        state.health.set("receiver", "otlp", ComponentState::Failed);
+        let (code, body) = get(app.clone(), "/ready").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains(r#""status":"not_ready""#), "{body}");
+        state
+            .health
+            .set("receiver", "otlp", ComponentState::Running);
+        state.health.begin_shutdown();
+        let (code, body) = get(app.clone(), "/ready").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains(r#""status":"shutting_down""#), "{body}");
+        let (code, text) = get(app, "/metrics").await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(text.contains("x_total 3\n"), "{text}");
+        assert!(
+            text.contains(
+                "# TYPE vla_collector_uptime_seconds gauge\nvla_collector_uptime_seconds "
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "vla_collector_build_info{{version=\"{}\"}} 1\n",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        if std::path::Path::new("/proc/self/status").exists() {
+            let rss = text
+                .lines()
+                .find_map(|l| l.strip_prefix("vla_collector_process_resident_memory_bytes "))
+                .expect("rss line");
+            assert!(rss.parse::<u64>().unwrap() > 1024 * 1024, "{rss}");
+        }
+    }
+}

@@ -1,0 +1,555 @@
+//! Building and running the component graph from a validated [`Config`], and stopping it
+//! cleanly.
+//!
+//! Start-up, in an order that fails fast and leaks nothing:
+//! 1. bind every listener (telemetry, receivers, scrape endpoints): a port clash fails here,
+//!    naming the endpoint and the component, before any task runs;
+//! 2. build every exporter and receiver object;
+//! 3. spawn one driver per exporter (an exporter used by several pipelines is ONE instance
+//!    with one queue), one task per pipeline (its own bounded input channel, its own processor
+//!    instances, the built-in batcher when it lists `batch`), one task per receiver fed by a
+//!    [`PipelineSender`] targeting every pipeline that lists it;
+//! 4. serve the telemetry endpoint ([`crate::health`]).
+//!
+//! Shutdown ([`RunningCollector::shutdown`]), each phase logged, all within
+//! `service.shutdown_timeout`: cancel the receivers and wait for them (they stop accepting and
+//! finish requests in flight) → the pipelines drain and flush once their inputs close → the
+//! exporter drivers drain their queues. When the deadline passes, the drivers' hard-stop token
+//! is cancelled: they stop retrying and count what is left as dropped with reason `shutdown`,
+//! so nothing accepted is lost silently. The telemetry endpoint stops last.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use vla_pipeline::driver::{ExporterHandle, spawn_exporter};
+use vla_pipeline::runner::{Pipeline, pipeline_channel};
+use vla_pipeline::{
+    ComponentId, Exporter, PipelineSender, Processor, Receiver, ReceiverContext, ReceiverError,
+    Telemetry,
+};
+
+use crate::build::{
+    Listeners, bind, bind_all, build_exporter, build_processor, build_receiver, record,
+};
+use crate::config::Config;
+use crate::health::{AppState, ComponentState, Health};
+
+/// Capacity of each pipeline's input channel, in batches (one batch per accepted request).
+pub const PIPELINE_QUEUE_SIZE: usize = 128;
+/// How long a receiver waits for room in a full pipeline before refusing with a retryable
+/// status.
+pub const RECEIVER_MAX_WAIT: Duration = Duration::from_millis(200);
+/// After the hard stop, how long the tasks get to notice it before they are aborted.
+const HARD_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the collector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listen address could not be bound (in use, not local, no permission).
+    #[error("cannot listen on {endpoint} for {what}")]
+    Bind {
+        /// The YAML path of the endpoint, e.g. `receivers.otlp.protocols.grpc.endpoint`.
+        what: String,
+        /// The address.
+        endpoint: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An endpoint that validation accepted did not parse (should not happen).
+    #[error("invalid endpoint {endpoint:?} for {what}")]
+    Endpoint {
+        /// The YAML path of the endpoint.
+        what: String,
+        /// The text.
+        endpoint: String,
+    },
+    /// A receiver could not be built.
+    #[error("cannot build receiver {id}")]
+    Receiver {
+        /// The receiver's id.
+        id: ComponentId,
+        /// Why.
+        #[source]
+        source: vla_receivers::ReceiverBuildError,
+    },
+    /// An exporter could not be built.
+    #[error("cannot build exporter {id}")]
+    Exporter {
+        /// The exporter's id.
+        id: ComponentId,
+        /// Why.
+        #[source]
+        source: vla_exporters::ExporterBuildError,
+    },
+}
+
+/// How a shutdown went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Everything drained before the deadline (no hard stop was needed).
+    pub clean: bool,
+    /// How long the shutdown took.
+    pub elapsed: Duration,
+    /// Components that failed while running (`receiver otlp: ...`).
+    pub failures: Vec<String>,
+}
+
+/// Every bound listen address, by the YAML path of its setting: e.g.
+/// `receivers.otlp.protocols.grpc.endpoint`, `exporters.prometheus.endpoint`,
+/// `service.telemetry.metrics.address`. With port 0 in the config, these are the real ports.
+pub type BoundAddrs = BTreeMap<String, SocketAddr>;
+
+/// A started collector.
+pub struct RunningCollector {
+    telemetry: Telemetry,
+    health: Arc<Health>,
+    addrs: BoundAddrs,
+    shutdown_timeout: Duration,
+    stop_receivers: CancellationToken,
+    hard_stop: CancellationToken,
+    stop_telemetry: CancellationToken,
+    failed: CancellationToken,
+    receivers: Vec<Task<Result<(), ReceiverError>>>,
+    pipelines: Vec<Task<Option<String>>>,
+    exporters: Vec<Task<Option<String>>>,
+    telemetry_server: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RunningCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningCollector")
+            .field("addrs", &self.addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs the collector until `shutdown` is cancelled (or a component fails), then stops it
+/// cleanly.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<ShutdownReport, StartError> {
+    let collector = RunningCollector::start(config).await?;
+    tokio::select! {
+        _ = shutdown.cancelled() => info!("shutdown requested"),
+        _ = collector.failed.cancelled() => error!("a component failed; shutting down"),
+    }
+    Ok(collector.shutdown().await)
+}
+
+/// A spawned component task: what to await, and what to abort if it never ends.
+struct Task<T> {
+    id: Arc<str>,
+    join: JoinHandle<T>,
+    abort: AbortHandle,
+}
+
+impl RunningCollector {
+    /// Binds, builds and starts everything `config` describes.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let started = Instant::now();
+        let telemetry = Telemetry::new();
+        let health = Arc::new(Health::default());
+        let mut addrs = BoundAddrs::new();
+
+        // 1. Listeners first, so a clash fails before anything runs.
+        let telemetry_path = "service.telemetry.metrics.address".to_owned();
+        let telemetry_listener = bind(&telemetry_path, config.telemetry.metrics.address)?;
+        record(&mut addrs, telemetry_path, &telemetry_listener);
+        let telemetry_addr = config.telemetry.metrics.address;
+        let telemetry_listener = telemetry_listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(telemetry_listener))
+            .map_err(|source| StartError::Bind {
+                what: "service.telemetry.metrics.address".to_owned(),
+                endpoint: telemetry_addr,
+                source,
+            })?;
+        let mut receiver_listeners: BTreeMap<ComponentId, Listeners> = BTreeMap::new();
+        for (id, rc) in &config.receivers {
+            let listeners = bind_all(
+                &format!("receivers.{id}"),
+                rc.listen_endpoints(),
+                &mut addrs,
+            )?;
+            receiver_listeners.insert(id.clone(), listeners);
+        }
+        let mut exporter_listeners: BTreeMap<ComponentId, Listeners> = BTreeMap::new();
+        for (id, ec) in &config.exporters {
+            let listeners = bind_all(
+                &format!("exporters.{id}"),
+                ec.listen_endpoints(),
+                &mut addrs,
+            )?;
+            exporter_listeners.insert(id.clone(), listeners);
+        }
+
+        // 2. Component objects.
+        let mut exporters: Vec<(ComponentId, Arc<dyn Exporter>)> = Vec::new();
+        for (id, ec) in &config.exporters {
+            let listeners = exporter_listeners.remove(id).unwrap_or_default();
+            match build_exporter(id, ec, listeners, &telemetry) {
+                Ok(e) => exporters.push((id.clone(), e)),
+                Err(source) => {
+                    for (_, e) in &exporters {
+                        e.shutdown().await;
+                    }
+                    return Err(StartError::Exporter {
+                        id: id.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        let mut receivers: Vec<(ComponentId, Box<dyn Receiver>)> = Vec::new();
+        for (id, rc) in &config.receivers {
+            let listeners = receiver_listeners.remove(id).unwrap_or_default();
+            match build_receiver(id, rc, listeners, &telemetry) {
+                Ok(r) => receivers.push((id.clone(), r)),
+                Err(source) => {
+                    for (_, e) in &exporters {
+                        e.shutdown().await;
+                    }
+                    return Err(StartError::Receiver {
+                        id: id.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+
+        // 3. Tasks: exporter drivers, pipelines, receivers.
+        let hard_stop = CancellationToken::new();
+        let failed = CancellationToken::new();
+        let mut handles: BTreeMap<ComponentId, ExporterHandle> = BTreeMap::new();
+        let mut exporter_tasks = Vec::new();
+        for (id, exporter) in exporters {
+            let driver = config
+                .exporters
+                .get(&id)
+                .map(|c| c.driver_config().clone())
+                .unwrap_or_default();
+            let (handle, join) =
+                spawn_exporter(id.clone(), exporter, driver, &telemetry, hard_stop.clone());
+            health.set("exporter", &id, ComponentState::Running);
+            exporter_tasks.push(watch(join, &health, &failed, "exporter", id.clone()));
+            handles.insert(id, handle);
+        }
+        let mut inputs: BTreeMap<ComponentId, Vec<tokio::sync::mpsc::Sender<_>>> = BTreeMap::new();
+        let mut pipeline_tasks = Vec::new();
+        for p in &config.pipelines {
+            let (tx, rx) = pipeline_channel(&p.name, PIPELINE_QUEUE_SIZE, &telemetry);
+            let processors: Vec<Box<dyn Processor>> = p
+                .processors
+                .iter()
+                .filter_map(|id| config.processors.get(id))
+                .filter_map(build_processor)
+                .collect();
+            let outputs: Vec<ExporterHandle> = p
+                .exporters
+                .iter()
+                .filter_map(|id| handles.get(id).cloned())
+                .collect();
+            let pipeline = Pipeline::new(p.name.clone(), processors, p.batch.clone(), outputs);
+            for r in &p.receivers {
+                inputs.entry(r.clone()).or_default().push(tx.clone());
+            }
+            health.set("pipeline", &p.name, ComponentState::Running);
+            let join = tokio::spawn(pipeline.run(rx));
+            pipeline_tasks.push(watch(join, &health, &failed, "pipeline", p.name.clone()));
+        }
+        // The pipelines keep only their exporters' handles: once every pipeline has drained,
+        // the drivers see their queues close and finish.
+        drop(handles);
+
+        let stop_receivers = CancellationToken::new();
+        let mut receiver_tasks = Vec::new();
+        for (id, receiver) in receivers {
+            let targets = inputs.remove(&id).unwrap_or_default();
+            let output = PipelineSender::new(&id, targets, RECEIVER_MAX_WAIT, &telemetry);
+            let ctx = ReceiverContext {
+                output,
+                shutdown: stop_receivers.child_token(),
+            };
+            health.set("receiver", &id, ComponentState::Running);
+            let guard = StateGuard {
+                health: health.clone(),
+                failed: failed.clone(),
+                kind: "receiver",
+                id: id.clone(),
+            };
+            let join = tokio::spawn(async move {
+                let result = receiver.run(ctx).await;
+                if let Err(e) = &result {
+                    error!(receiver = %guard.id, error = %error_chain(e), "receiver failed");
+                    guard.fail();
+                }
+                drop(guard);
+                result
+            });
+            receiver_tasks.push(Task {
+                id,
+                abort: join.abort_handle(),
+                join,
+            });
+        }
+        drop(inputs);
+
+        // 4. The telemetry endpoint.
+        let stop_telemetry = CancellationToken::new();
+        let app = crate::health::app(AppState {
+            telemetry: telemetry.clone(),
+            health: health.clone(),
+            started,
+        });
+        let telemetry_server = {
+            let stop = stop_telemetry.clone();
+            tokio::spawn(async move {
+                let serve = axum::serve(telemetry_listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await });
+                if let Err(e) = serve.await {
+                    error!(addr = %telemetry_addr, error = %e, "telemetry endpoint failed");
+                }
+            })
+        };
+
+        info!(
+            source = %config.source,
+            summary = %config.summary(),
+            telemetry = %addrs.get("service.telemetry.metrics.address").map(ToString::to_string).unwrap_or_default(),
+            "collector started"
+        );
+        for (what, addr) in &addrs {
+            info!(setting = %what, %addr, "listening");
+        }
+        Ok(Self {
+            telemetry,
+            health,
+            addrs,
+            shutdown_timeout: config.shutdown_timeout,
+            stop_receivers,
+            hard_stop,
+            stop_telemetry,
+            failed,
+            receivers: receiver_tasks,
+            pipelines: pipeline_tasks,
+            exporters: exporter_tasks,
+            telemetry_server,
+        })
+    }
+
+    /// Every bound listen address, by the YAML path of its setting.
+    pub fn addrs(&self) -> &BoundAddrs {
+        &self.addrs
+    }
+
+    /// The bound address of one setting, e.g. `receivers.otlp.protocols.http.endpoint`.
+    pub fn addr(&self, setting: &str) -> Option<SocketAddr> {
+        self.addrs.get(setting).copied()
+    }
+
+    /// The self-metrics registry.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// Cancelled when a component fails while running.
+    pub fn failed(&self) -> CancellationToken {
+        self.failed.clone()
+    }
+
+    /// Stops the collector: receivers, then pipelines, then exporters, within the shutdown
+    /// timeout (see the module docs).
+    pub async fn shutdown(self) -> ShutdownReport {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        let mut failures = Vec::new();
+        let mut clean = true;
+        self.health.begin_shutdown();
+
+        info!(
+            timeout_ms = self.shutdown_timeout.as_millis() as u64,
+            "shutdown: stopping receivers"
+        );
+        self.stop_receivers.cancel();
+        let mut receivers = self.receivers;
+        let mut pipelines = self.pipelines;
+        let mut exporters = self.exporters;
+
+        clean &= join_all(&mut receivers, deadline, &mut failures, |id, r| match r {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("receiver {id}: {}", error_chain(&e))),
+            Err(e) => Some(format!("receiver {id}: task ended abnormally: {e}")),
+        })
+        .await;
+        if clean {
+            info!("shutdown: receivers stopped; draining pipelines");
+        }
+        clean &= join_all(&mut pipelines, deadline, &mut failures, watched).await;
+        if clean {
+            info!("shutdown: pipelines drained; flushing exporters");
+        }
+        clean &= join_all(&mut exporters, deadline, &mut failures, watched).await;
+
+        if !clean {
+            warn!(
+                receivers = receivers.len(),
+                pipelines = pipelines.len(),
+                exporters = exporters.len(),
+                "shutdown: deadline passed; exporters stop retrying and count what is still \
+                 queued as dropped (reason \"shutdown\")"
+            );
+            self.hard_stop.cancel();
+            let grace = tokio::time::Instant::now() + HARD_STOP_GRACE;
+            join_all(&mut receivers, grace, &mut failures, |_, _| None).await;
+            join_all(&mut pipelines, grace, &mut failures, |_, _| None).await;
+            join_all(&mut exporters, grace, &mut failures, |_, _| None).await;
+            for (kind, left) in [
+                ("receiver", names(&receivers)),
+                ("pipeline", names(&pipelines)),
+                ("exporter", names(&exporters)),
+            ] {
+                if !left.is_empty() {
+                    error!(kind, tasks = %left.join(","), "shutdown: aborting tasks that did not stop");
+                    failures.push(format!("{kind}s aborted at shutdown: {}", left.join(", ")));
+                }
+            }
+            receivers.iter().for_each(|t| t.abort.abort());
+            pipelines.iter().for_each(|t| t.abort.abort());
+            exporters.iter().for_each(|t| t.abort.abort());
+        }
+        if clean {
+            info!("shutdown: exporters flushed; stopping the telemetry endpoint");
+        }
+        self.stop_telemetry.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.telemetry_server).await;
+        let elapsed = started.elapsed();
+        info!(
+            clean,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "shutdown complete"
+        );
+        ShutdownReport {
+            clean,
+            elapsed,
+            failures,
+        }
+    }
+}
+
+/// Awaits the tasks in order until `deadline`; finished ones are removed from `tasks`.
+/// Returns whether all finished in time.
+async fn join_all<T>(
+    tasks: &mut Vec<Task<T>>,
+    deadline: tokio::time::Instant,
+    failures: &mut Vec<String>,
+    check: impl Fn(&str, Result<T, tokio::task::JoinError>) -> Option<String>,
+) -> bool {
+    while let Some(task) = tasks.first_mut() {
+        match tokio::time::timeout_at(deadline, &mut task.join).await {
+            Ok(result) => {
+                if let Some(f) = check(&task.id, result) {
+                    failures.push(f);
+                }
+                tasks.remove(0);
+            }
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// The failure a watcher reported, if any.
+fn watched(id: &str, r: Result<Option<String>, tokio::task::JoinError>) -> Option<String> {
+    match r {
+        Ok(failure) => failure,
+        Err(e) => Some(format!("{id}: watcher ended abnormally: {e}")),
+    }
+}
+
+fn names<T>(tasks: &[Task<T>]) -> Vec<String> {
+    tasks.iter().map(|t| t.id.to_string()).collect()
+}
+
+/// Records a component task's end in the health state, even when it panics: `Stopped` on a
+/// normal end, `Failed` (and the collector-wide `failed` token cancelled) on a failure.
+struct StateGuard {
+    health: Arc<Health>,
+    failed: CancellationToken,
+    kind: &'static str,
+    id: Arc<str>,
+}
+
+impl StateGuard {
+    fn fail(&self) {
+        self.health.set(self.kind, &self.id, ComponentState::Failed);
+        self.failed.cancel();
+    }
+}
+
+impl Drop for StateGuard {
+    fn drop(&mut self) {
+        let failed =
+            self.health.readiness().components.iter().any(|c| {
+                c.kind == self.kind && *c.id == *self.id && c.state == ComponentState::Failed
+            });
+        if std::thread::panicking() {
+            self.fail();
+        } else if !failed {
+            self.health
+                .set(self.kind, &self.id, ComponentState::Stopped);
+        }
+    }
+}
+
+/// Watches a task spawned elsewhere (the exporter driver, a pipeline) for the health state;
+/// aborting the returned task's `abort` handle aborts the watched task itself.
+fn watch(
+    join: JoinHandle<()>,
+    health: &Arc<Health>,
+    failed: &CancellationToken,
+    kind: &'static str,
+    id: Arc<str>,
+) -> Task<Option<String>> {
+    let abort = join.abort_handle();
+    let guard = StateGuard {
+        health: health.clone(),
+        failed: failed.clone(),
+        kind,
+        id: id.clone(),
+    };
+    let watcher = tokio::spawn(async move {
+        match join.await {
+            Ok(()) => None,
+            Err(e) if e.is_cancelled() => None,
+            Err(e) => {
+                error!(kind, id = %guard.id, error = %e, "task ended abnormally");
+                guard.fail();
+                Some(format!("{kind} {}: task ended abnormally: {e}", guard.id))
+            }
+        }
+    });
+    Task {
+        id,
+        join: watcher,
+        abort,
+    }
+}
+
+/// `error: cause: cause` on one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

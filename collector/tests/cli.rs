@@ -1,0 +1,244 @@
+//! The `vla-collector` binary: `validate`, `components`, and a run stopped by SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vla-collector");
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn validate_prints_every_problem_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "broken.yaml",
+        "\
+receivers:
+  otlp:
+    protocols:
+      grpc: { endpont: 127.0.0.1:4317 }
+exporters:
+  prometeus:
+  debug:
+service:
+  pipelines:
+    metrics:
+      receivers: [otlp]
+      exporters: [prometheus]
+",
+    );
+    let out = Command::new(BIN)
+        .args(["validate", "--config", &file])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let expected = [
+        format!(
+            "{file}:4: receivers.otlp.protocols.grpc.endpont: unknown field \"endpont\" (did you mean \"endpoint\"?)"
+        ),
+        format!(
+            "{file}:6: exporters.prometeus: unknown exporter type \"prometeus\" (did you mean \"prometheus\"?); valid types: debug, prometheus, prometheusremotewrite"
+        ),
+        format!(
+            "{file}:12: service.pipelines.metrics.exporters[0]: exporter \"prometheus\" is not defined under exporters (did you mean \"prometeus\"?)"
+        ),
+        format!(
+            "warning: {file}:7: exporters.debug: exporter \"debug\" is defined but not used by any pipeline (it will not be started)"
+        ),
+        format!("config invalid: 3 errors in {file}"),
+    ];
+    assert_eq!(stderr.lines().collect::<Vec<_>>(), expected, "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn validate_ok_prints_a_summary() {
+    let out = Command::new(BIN).arg("validate").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "config OK: 1 pipeline, 1 receiver, 1 processor, 1 exporter (<embedded configs/collector.yaml>)\n"
+    );
+    let remote_write = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../configs/collector-remote-write.yaml"
+    );
+    let out = Command::new(BIN)
+        .args(["--config", remote_write, "validate"])
+        .env_remove("PROM_RW_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .starts_with("config OK: 1 pipeline, 1 receiver, 1 processor, 2 exporters")
+    );
+}
+
+#[test]
+fn missing_file_and_unset_variable() {
+    let out = Command::new(BIN)
+        .args(["validate", "--config", "/nonexistent/c.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "error: cannot load the config: cannot read config file /nonexistent/c.yaml: No such file or directory (os error 2)\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "env.yaml",
+        "exporters:\n  prometheusremotewrite:\n    endpoint: ${env:VLA_TEST_UNSET_URL}\n",
+    );
+    let out = Command::new(BIN)
+        .args(["validate", "-c", &file])
+        .env_remove("VLA_TEST_UNSET_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr.lines().next().unwrap(),
+        format!(
+            "{file}:3: environment variable VLA_TEST_UNSET_URL is not set (used as \"${{env:VLA_TEST_UNSET_URL}}\"); set it, or give a default: \"${{env:VLA_TEST_UNSET_URL:-value}}\""
+        )
+    );
+}
+
+#[test]
+fn components_lists_the_types() {
+    let out = Command::new(BIN).arg("components").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "receivers: otlp\nprocessors: attributes, batch\nexporters: debug, prometheus, prometheusremotewrite\n"
+    );
+}
+
+#[test]
+fn a_port_clash_fails_the_run_with_exit_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "clash.yaml",
+        &format!(
+            "\
+receivers:
+  otlp:
+    protocols:
+      http: {{ endpoint: 127.0.0.1:0 }}
+exporters:
+  prometheus: {{ endpoint: 127.0.0.1:{port} }}
+service:
+  pipelines:
+    metrics: {{ receivers: [otlp], exporters: [prometheus] }}
+  telemetry:
+    metrics: {{ address: 127.0.0.1:0 }}
+"
+        ),
+    );
+    let out = Command::new(BIN)
+        .args(["--config", &file])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with(&format!(
+            "error: the collector could not start: cannot listen on 127.0.0.1:{port} for exporters.prometheus.endpoint: "
+        )),
+        "{stderr}"
+    );
+    assert!(last.to_lowercase().contains("in use"), "{stderr}");
+}
+
+#[test]
+fn runs_until_sigterm_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "run.yaml",
+        "\
+receivers:
+  otlp:
+    protocols:
+      http: { endpoint: 127.0.0.1:0 }
+exporters:
+  debug:
+service:
+  pipelines:
+    metrics: { receivers: [otlp], exporters: [debug] }
+  telemetry:
+    metrics: { address: 127.0.0.1:0 }
+    logs: { level: info, format: text }
+  shutdown_timeout: 5s
+",
+    );
+    let mut child = Command::new(BIN)
+        .args(["--config", &file])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Wait (bounded by the log) for the telemetry address line.
+    let started = Instant::now();
+    let mut telemetry = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("setting=service.telemetry.metrics.address") {
+            telemetry = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("addr="))
+                .map(str::to_owned);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no start-up line"
+        );
+    }
+    let telemetry = telemetry.expect("telemetry address logged");
+    let client = std::net::TcpStream::connect(&telemetry);
+    assert!(
+        client.is_ok(),
+        "telemetry endpoint {telemetry} accepts connections"
+    );
+    drop(client);
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{rest:#?}");
+    let log = rest.join("\n");
+    for phase in [
+        "signal received signal=\"SIGTERM\"",
+        "shutdown: stopping receivers",
+        "shutdown: receivers stopped; draining pipelines",
+        "shutdown: pipelines drained; flushing exporters",
+        "shutdown: exporters flushed; stopping the telemetry endpoint",
+        "shutdown complete clean=true",
+    ] {
+        assert!(log.contains(phase), "{phase:?} not in\n{log}");
+    }
+}

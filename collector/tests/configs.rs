@@ -1,0 +1,74 @@
+//! Every `configs/collector*.yaml` passes validation (new files are picked up by the glob).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+
+use vla_collector::config::{Source, validate};
+
+#[test]
+fn every_collector_config_in_configs_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("configs/ exists")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.starts_with("collector") && (name.ends_with(".yaml") || name.ends_with(".yml"))
+        })
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 2,
+        "expected at least collector.yaml and collector-remote-write.yaml, found {files:?}"
+    );
+    let mut failures = Vec::new();
+    for file in &files {
+        let source = Source::file(file).expect("readable");
+        // No environment: every `${env:...}` in a shipped config must have a default.
+        match validate(&source, &|_| None) {
+            Ok(c) => {
+                assert!(
+                    c.warnings.is_empty(),
+                    "{}: {:?}",
+                    file.display(),
+                    c.warnings
+                );
+                assert!(!c.pipelines.is_empty());
+            }
+            Err(d) => failures.push(d.to_string()),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_embedded_default_is_configs_collector_yaml() {
+    let on_disk = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/collector.yaml"),
+    )
+    .unwrap();
+    assert_eq!(Source::embedded().text, on_disk);
+    let c = Source::embedded().validate().unwrap();
+    assert_eq!(c.telemetry.metrics.address.to_string(), "127.0.0.1:8888");
+    assert_eq!(c.pipelines.len(), 1);
+    assert_eq!(c.pipelines[0].exporters, vec!["prometheus".into()]);
+    assert!(c.pipelines[0].batch.is_some());
+}
+
+#[test]
+fn the_remote_write_config_uses_prom_rw_url() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/collector-remote-write.yaml");
+    let source = Source::file(&path).unwrap();
+    let endpoint = |c: &vla_collector::config::Config| match &c.exporters["prometheusremotewrite"] {
+        vla_collector::config::ExporterConfig::PrometheusRemoteWrite(p, _) => p.endpoint.clone(),
+        other => panic!("{other:?}"),
+    };
+    let default = validate(&source, &|_| None).unwrap();
+    assert_eq!(endpoint(&default), "http://127.0.0.1:9090/api/v1/write");
+    let set = validate(&source, &|n| {
+        (n == "PROM_RW_URL").then(|| "http://prom:9090/api/v1/write".to_owned())
+    })
+    .unwrap();
+    assert_eq!(endpoint(&set), "http://prom:9090/api/v1/write");
+}
