@@ -13,6 +13,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use serde::de::{self, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use crate::driver::{DriverConfig, RetryPolicy, WhenFull};
@@ -83,10 +84,39 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(total).map_err(|_| bad())
 }
 
-/// `#[serde(deserialize_with = "vla_pipeline::config::duration")]` for duration fields.
+/// `#[serde(deserialize_with = "vla_pipeline::config::duration")]` for duration fields: a
+/// string such as `200ms`, `5s`, `1m30s`, or the bare number `0`. Any other bare number is
+/// refused, because its unit would be a guess.
 pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_duration(&s).map_err(serde::de::Error::custom)
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration like 200ms, 5s or 1m30s")
+        }
+
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Duration, E> {
+            parse_duration(s).map_err(E::custom)
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+            if v == 0 {
+                Ok(Duration::ZERO)
+            } else {
+                Err(E::invalid_value(Unexpected::Unsigned(v), &self))
+            }
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+            if v == 0 {
+                Ok(Duration::ZERO)
+            } else {
+                Err(E::invalid_value(Unexpected::Signed(v), &self))
+            }
+        }
+    }
+    d.deserialize_any(V)
 }
 
 /// The `retry_on_failure` section of an exporter.
@@ -243,6 +273,28 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct D {
+        #[serde(deserialize_with = "duration")]
+        d: Duration,
+    }
+
+    #[test]
+    fn duration_fields_take_strings_and_bare_zero() {
+        let parse =
+            |v: serde_json::Value| serde_json::from_value::<D>(serde_json::json!({ "d": v }));
+        assert_eq!(
+            parse("1m30s".into()).map(|d| d.d).ok(),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(parse(0.into()).map(|d| d.d).ok(), Some(Duration::ZERO));
+        let err = parse(5.into()).expect_err("bare 5").to_string();
+        assert_eq!(
+            err,
+            "invalid value: integer `5`, expected a duration like 200ms, 5s or 1m30s"
+        );
     }
 
     #[test]

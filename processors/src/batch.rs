@@ -30,7 +30,7 @@ pub struct Config {
     /// Send once this many data points are pending (default 8192).
     pub send_batch_size: usize,
     /// Send pending data at the latest this long after the first point arrived (default 200ms).
-    #[serde(deserialize_with = "crate::serde_util::duration")]
+    #[serde(deserialize_with = "vla_pipeline::config::duration")]
     pub timeout: Duration,
 }
 

@@ -21,7 +21,6 @@
 
 pub mod attributes;
 pub mod batch;
-mod serde_util;
 
 /// The processor types this crate provides, as written in a config's component keys.
 pub const PROCESSOR_TYPES: &[&str] = &[attributes::TYPE, batch::TYPE];
