@@ -386,7 +386,7 @@ fn undefined_component_in_pipeline() {
         errors(&yaml),
         vec![
             "c.yaml:13: service.pipelines.metrics.exporters[1]: exporter \"promethues/x\" is not \
-             defined under exporters"
+             defined under exporters (did you mean \"prometheus\"?)"
         ]
     );
     let yaml = BASE.replace(
