@@ -30,7 +30,7 @@ use vla_pipeline::driver::{ExporterHandle, spawn_exporter};
 use vla_pipeline::runner::{Pipeline, pipeline_channel};
 use vla_pipeline::{
     ComponentId, Exporter, PipelineSender, Processor, Receiver, ReceiverContext, ReceiverError,
-    Telemetry,
+    Telemetry, error_chain,
 };
 
 use crate::build::{
@@ -540,16 +540,4 @@ fn watch(
         join: watcher,
         abort,
     }
-}
-
-/// `error: cause: cause` on one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -43,7 +43,7 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::error;
 use vla_pipeline::config::ConfigProblem;
 use vla_pipeline::ratelimit::LogLimiter;
 use vla_pipeline::telemetry::Gauge;
@@ -52,10 +52,7 @@ use vla_pipeline::{
 };
 
 use crate::ExporterBuildError;
-use crate::translate::{
-    DROP_DELTA, PromType, Sample, SampleSink, TranslateOptions, Translator, is_valid_label_name,
-    is_valid_metric_name,
-};
+use crate::translate::{DROP_DELTA, PromType, Sample, SampleSink, TranslateOptions, Translator};
 
 pub use crate::prometheus_remote_write::TargetInfo;
 
@@ -111,30 +108,12 @@ impl Config {
                 "must be greater than 0",
             ));
         }
-        if let Some(ns) = &self.namespace
-            && !is_valid_metric_name(ns)
-        {
-            problems.push(ConfigProblem::new(
-                format!("{path}.namespace"),
-                format!(
-                    "{ns:?} is not a valid metric name prefix: expected [a-zA-Z_:][a-zA-Z0-9_:]*"
-                ),
-            ));
-        }
-        for (name, value) in &self.const_labels {
-            let at = format!("{path}.const_labels.{name}");
-            if !is_valid_label_name(name) || name.starts_with("__") {
-                problems.push(ConfigProblem::new(
-                    at,
-                    format!(
-                        "{name:?} is not a valid label name: expected [a-zA-Z_][a-zA-Z0-9_]* \
-                         not starting with \"__\""
-                    ),
-                ));
-            } else if value.is_empty() {
-                problems.push(ConfigProblem::new(at, "the label value must not be empty"));
-            }
-        }
+        problems.extend(crate::translate::check_naming_settings(
+            path,
+            self.namespace.as_deref(),
+            "const_labels",
+            &self.const_labels,
+        ));
         problems
     }
 
@@ -549,18 +528,11 @@ impl PrometheusExporter {
             .set(i64::try_from(registry.series.len()).unwrap_or(i64::MAX));
         drop(registry);
         drop(translator);
-        let delta = stats.dropped_for(DROP_DELTA);
-        if delta > 0
-            && let Some(suppressed) = self.delta_log.allow()
-        {
-            warn!(
-                exporter = %self.id,
-                points = delta,
-                suppressed,
-                "delta temporality is not supported until delta_to_cumulative exists; \
-                 {delta} points dropped"
-            );
-        }
+        crate::translate::warn_delta_dropped(
+            &self.id,
+            stats.dropped_for(DROP_DELTA),
+            &self.delta_log,
+        );
         ExportReport {
             sent: stats.points,
             dropped: stats.dropped,

@@ -36,5 +36,17 @@ pub use sender::{PipelineSender, SendError};
 pub use series::SeriesKey;
 pub use telemetry::Telemetry;
 
+/// An error and its sources on one line: `error: cause: cause`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// Re-exported so every crate names the same OTLP types.
 pub use opentelemetry_proto;

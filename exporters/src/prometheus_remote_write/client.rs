@@ -104,7 +104,11 @@ impl Client {
             Ok(r) => r,
             Err(e) => {
                 let timeout = e.is_timeout();
-                let message = format!("remote write request to {} failed: {}", self.url, chain(&e));
+                let message = format!(
+                    "remote write request to {} failed: {}",
+                    self.url,
+                    vla_pipeline::error_chain(&e)
+                );
                 return if timeout {
                     (
                         StatusClass::Timeout,
@@ -197,17 +201,6 @@ fn excerpt(body: &[u8]) -> String {
         end -= 1;
     }
     format!("{}… ({} bytes)", &text[..end], body.len())
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Parses `Retry-After`: delay-seconds or an HTTP-date (IMF-fixdate), relative to `now`.

@@ -7,8 +7,6 @@ use serde::Deserialize;
 use vla_pipeline::config::{ConfigProblem, RetryConfig, SendingQueueConfig};
 use vla_pipeline::driver::DriverConfig;
 
-use crate::translate::{is_valid_label_name, is_valid_metric_name};
-
 /// Headers the remote-write 1.0 spec reserves; user `headers` may not set them.
 pub const RESERVED_HEADERS: [&str; 4] = [
     "content-encoding",
@@ -143,30 +141,12 @@ impl Config {
                 "must be greater than 0",
             ));
         }
-        if let Some(ns) = &self.namespace
-            && (ns.is_empty() || !is_valid_metric_name(ns))
-        {
-            problems.push(ConfigProblem::new(
-                format!("{path}.namespace"),
-                format!(
-                    "{ns:?} is not a valid metric name prefix: expected [a-zA-Z_:][a-zA-Z0-9_:]*"
-                ),
-            ));
-        }
-        for (name, value) in &self.external_labels {
-            let at = format!("{path}.external_labels.{name}");
-            if !is_valid_label_name(name) || name.starts_with("__") {
-                problems.push(ConfigProblem::new(
-                    at,
-                    format!(
-                        "{name:?} is not a valid label name: expected [a-zA-Z_][a-zA-Z0-9_]* \
-                         not starting with \"__\""
-                    ),
-                ));
-            } else if value.is_empty() {
-                problems.push(ConfigProblem::new(at, "the label value must not be empty"));
-            }
-        }
+        problems.extend(crate::translate::check_naming_settings(
+            path,
+            self.namespace.as_deref(),
+            "external_labels",
+            &self.external_labels,
+        ));
         if self.max_samples_per_send == 0 {
             problems.push(ConfigProblem::new(
                 format!("{path}.max_samples_per_send"),

@@ -52,7 +52,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tracing::warn;
 use vla_pipeline::ratelimit::LogLimiter;
 use vla_pipeline::telemetry::Counter;
 use vla_pipeline::{
@@ -253,17 +252,7 @@ impl PrometheusRemoteWriteExporter {
             .filter(|(r, _)| *r == DROP_DELTA)
             .map(|(_, n)| n)
             .sum::<u64>();
-        if delta > 0
-            && let Some(suppressed) = self.delta_log.allow()
-        {
-            warn!(
-                exporter = %self.id,
-                points = delta,
-                suppressed,
-                "delta temporality is not supported until delta_to_cumulative exists; \
-                 {delta} points dropped"
-            );
-        }
+        crate::translate::warn_delta_dropped(&self.id, delta, &self.delta_log);
         Ok(encoded)
     }
 

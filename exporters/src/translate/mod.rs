@@ -61,5 +61,59 @@ pub const DROP_UNSPECIFIED_TEMPORALITY: &str = "unspecified_temporality";
 /// Drop reason: a number point without a value.
 pub const DROP_NO_VALUE: &str = "missing_value";
 
+/// Checks the settings both exporters share: the `namespace` prefix and a map of labels added
+/// to every series (`external_labels` / `const_labels`), reporting under `path`.
+pub fn check_naming_settings(
+    path: &str,
+    namespace: Option<&str>,
+    labels_field: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Vec<vla_pipeline::config::ConfigProblem> {
+    use vla_pipeline::config::ConfigProblem;
+    let mut problems = Vec::new();
+    if let Some(ns) = namespace
+        && !is_valid_metric_name(ns)
+    {
+        problems.push(ConfigProblem::new(
+            format!("{path}.namespace"),
+            format!("{ns:?} is not a valid metric name prefix: expected [a-zA-Z_:][a-zA-Z0-9_:]*"),
+        ));
+    }
+    for (name, value) in labels {
+        let at = format!("{path}.{labels_field}.{name}");
+        if !is_valid_label_name(name) || name.starts_with("__") {
+            problems.push(ConfigProblem::new(
+                at,
+                format!(
+                    "{name:?} is not a valid label name: expected [a-zA-Z_][a-zA-Z0-9_]* \
+                     not starting with \"__\""
+                ),
+            ));
+        } else if value.is_empty() {
+            problems.push(ConfigProblem::new(at, "the label value must not be empty"));
+        }
+    }
+    problems
+}
+
+/// Logs, at most once per `limiter` interval, that delta points were dropped.
+pub(crate) fn warn_delta_dropped(
+    exporter: &str,
+    delta: u64,
+    limiter: &vla_pipeline::ratelimit::LogLimiter,
+) {
+    if delta > 0
+        && let Some(suppressed) = limiter.allow()
+    {
+        tracing::warn!(
+            exporter,
+            points = delta,
+            suppressed,
+            "delta temporality is not supported until delta_to_cumulative exists; \
+             {delta} points dropped"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests;
