@@ -40,7 +40,7 @@ use crate::config::Config;
 use crate::health::{AppState, ComponentState, Health};
 
 /// Capacity of each pipeline's input channel, in batches (one batch per accepted request).
-pub const PIPELINE_QUEUE_SIZE: usize = 128;
+pub const PIPELINE_QUEUE_SIZE: usize = 32;
 /// How long a receiver waits for room in a full pipeline before refusing with a retryable
 /// status.
 pub const RECEIVER_MAX_WAIT: Duration = Duration::from_millis(200);

@@ -109,11 +109,11 @@ async fn otlp_http_and_grpc_in_prometheus_out_then_clean_shutdown() {
         ),
         (
             "vla_collector_exporter_queue_capacity{exporter=\"prometheus\"}",
-            256.0,
+            32.0,
         ),
         (
             "vla_collector_pipeline_queue_capacity{pipeline=\"metrics\"}",
-            128.0,
+            32.0,
         ),
         (
             "vla_collector_prometheus_series{exporter=\"prometheus\"}",

@@ -6,7 +6,7 @@
 //! exporters:
 //!   prometheusremotewrite:
 //!     endpoint: http://127.0.0.1:9090/api/v1/write
-//!     sending_queue: { queue_size: 256, when_full: block }
+//!     sending_queue: { queue_size: 32, when_full: block }
 //!     retry_on_failure: { initial_interval: 100ms, max_interval: 30s, max_elapsed_time: 5m }
 //! ```
 

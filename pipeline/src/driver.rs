@@ -81,7 +81,9 @@ pub enum WhenFull {
 /// Queue and retry settings of one exporter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DriverConfig {
-    /// Capacity of the queue, in batches.
+    /// Capacity of the queue, in batches. With the batcher's default of 8192 points a batch of
+    /// decoded OTLP holds a few MB, so the default of 32 bounds the queue to roughly 100 MB at
+    /// worst; a byte-accounting memory limiter is planned (DESIGN.md).
     pub queue_size: usize,
     /// What to do when the queue is full.
     pub when_full: WhenFull,
@@ -92,7 +94,7 @@ pub struct DriverConfig {
 impl Default for DriverConfig {
     fn default() -> Self {
         Self {
-            queue_size: 256,
+            queue_size: 32,
             when_full: WhenFull::Block,
             retry: RetryPolicy::default(),
         }

@@ -20,7 +20,7 @@
 //!     shards: 4
 //!     target_info: { enabled: true }
 //!     disable_scope_info: false
-//!     sending_queue: { queue_size: 256, when_full: block }
+//!     sending_queue: { queue_size: 32, when_full: block }
 //!     retry_on_failure: { initial_interval: 100ms, max_interval: 30s, max_elapsed_time: 5m }
 //! ```
 //!
