@@ -256,7 +256,13 @@ impl RunningCollector {
                 .iter()
                 .filter_map(|id| handles.get(id).cloned())
                 .collect();
-            let pipeline = Pipeline::new(p.name.clone(), processors, p.batch.clone(), outputs);
+            let pipeline = Pipeline::new(
+                p.name.clone(),
+                processors,
+                p.batch.clone(),
+                outputs,
+                &telemetry,
+            );
             for r in &p.receivers {
                 inputs.entry(r.clone()).or_default().push(tx.clone());
             }

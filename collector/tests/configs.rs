@@ -72,3 +72,40 @@ fn the_remote_write_config_uses_prom_rw_url() {
     .unwrap();
     assert_eq!(endpoint(&set), "http://prom:9090/api/v1/write");
 }
+
+/// The remote-write block shipped commented out in the default config is valid once a user
+/// uncomments it and lists it in the pipeline, as the comment tells them to.
+#[test]
+fn the_commented_remote_write_block_of_the_default_config_is_valid() {
+    let text = Source::embedded().text;
+    let mut in_block = false;
+    let mut uncommented = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("  # prometheusremotewrite:") {
+            in_block = true;
+        } else if in_block && !line.starts_with("  #   ") {
+            in_block = false;
+        }
+        uncommented.push(if in_block {
+            line.replacen("  # ", "  ", 1)
+        } else {
+            line.to_owned()
+        });
+    }
+    let text = uncommented.join("\n").replace(
+        "exporters: [prometheus]",
+        "exporters: [prometheus, prometheusremotewrite]",
+    );
+    assert!(
+        text.contains("\n  prometheusremotewrite:\n    endpoint:"),
+        "{text}"
+    );
+    let c = validate(&Source::text("collector.yaml (uncommented)", text), &|_| {
+        None
+    })
+    .unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        c.pipelines[0].exporters,
+        vec!["prometheus".into(), "prometheusremotewrite".into()]
+    );
+}

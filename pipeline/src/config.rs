@@ -133,7 +133,7 @@ pub struct RetryConfig {
     pub max_interval: Duration,
     /// Growth factor between waits.
     pub multiplier: f64,
-    /// Jitter, 0 to 1.
+    /// Jitter: each wait is scaled by a random factor in `[1 - r, 1 + r]`; 0 ≤ r < 1.
     pub randomization_factor: f64,
     /// Give up after this long; `0` = never.
     #[serde(deserialize_with = "duration")]

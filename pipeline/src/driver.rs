@@ -197,8 +197,10 @@ pub fn spawn_exporter(
         retry_log: LogLimiter::default(),
         drop_log: LogLimiter::default(),
         rng: StdRng::from_rng(&mut rand::rng()),
+        rx,
+        in_flight: 0,
     };
-    (handle, tokio::spawn(worker.run(rx)))
+    (handle, tokio::spawn(worker.run()))
 }
 
 struct Worker {
@@ -213,14 +215,23 @@ struct Worker {
     retry_log: LogLimiter,
     drop_log: LogLimiter,
     rng: StdRng,
+    rx: mpsc::Receiver<Arc<MetricBatch>>,
+    /// Points of the batch being delivered (0 when idle), counted if the task is aborted.
+    in_flight: u64,
 }
 
 impl Worker {
-    async fn run(mut self, mut rx: mpsc::Receiver<Arc<MetricBatch>>) {
-        while let Some(batch) = rx.recv().await {
+    async fn run(mut self) {
+        while let Some(batch) = self.rx.recv().await {
+            self.in_flight = batch.data_points() as u64;
             self.deliver(batch).await;
+            self.in_flight = 0;
         }
-        self.exporter.shutdown().await;
+        let exporter = self.exporter.clone();
+        tokio::select! {
+            _ = exporter.shutdown() => {}
+            _ = self.hard_stop.cancelled() => {}
+        }
         debug!(exporter = %self.id, "exporter stopped");
     }
 
@@ -261,7 +272,16 @@ impl Worker {
                 self.give_up("shutdown", points, "shutdown deadline passed");
                 return;
             }
-            match self.exporter.export(batch.clone()).await {
+            let exporter = self.exporter.clone();
+            let attempt_result = tokio::select! {
+                r = exporter.export(batch.clone()) => r,
+                _ = self.hard_stop.cancelled() => {
+                    // The attempt is abandoned; whether it reached the backend is unknown.
+                    self.give_up("shutdown", points, "shutdown deadline passed during an export");
+                    return;
+                }
+            };
+            match attempt_result {
                 Ok(report) => {
                     self.sent.add(report.sent);
                     for (reason, n) in report.dropped {
@@ -284,8 +304,11 @@ impl Worker {
                         self.give_up("retry_disabled", points, &message);
                         return;
                     }
+                    // A server's Retry-After lengthens the wait (up to max_interval) but never
+                    // shortens it below the backoff: `Retry-After: 0` must not make us spin.
                     let backoff = self.retry.backoff(attempt, &mut self.rng);
-                    let wait = retry_after.map_or(backoff, |ra| ra.min(self.retry.max_interval));
+                    let wait = retry_after
+                        .map_or(backoff, |ra| backoff.max(ra.min(self.retry.max_interval)));
                     let max = self.retry.max_elapsed_time;
                     if !max.is_zero() && started.elapsed() + wait > max {
                         self.give_up("retries_exhausted", points, &message);
@@ -312,9 +335,24 @@ impl Worker {
     }
 
     fn give_up(&mut self, reason: &'static str, points: u64, message: &str) {
+        self.in_flight = 0;
         self.dropped(reason, points);
         if let Some(suppressed) = self.drop_log.allow() {
             error!(exporter = %self.id, reason, points, suppressed, "dropping batch: {message}");
+        }
+    }
+}
+
+impl Drop for Worker {
+    /// An aborted worker (the shutdown grace ran out, or a panic) still counts what it held.
+    fn drop(&mut self) {
+        let mut lost = std::mem::take(&mut self.in_flight);
+        while let Ok(batch) = self.rx.try_recv() {
+            lost += batch.data_points() as u64;
+        }
+        if lost > 0 {
+            self.dropped("shutdown", lost);
+            error!(exporter = %self.id, points = lost, "exporter stopped with data still queued; counted as dropped");
         }
     }
 }

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::driver::ExporterHandle;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Counter, Telemetry};
 use crate::{MetricBatch, Processor};
 
 /// Batching settings (the `batch` processor of the config).
@@ -67,6 +67,9 @@ pub struct Pipeline {
     exporters: Vec<ExporterHandle>,
     pending: Option<MetricBatch>,
     deadline: Option<Instant>,
+    /// The input, held here so that an aborted or panicking pipeline can count what it held.
+    input: Option<mpsc::Receiver<MetricBatch>>,
+    dropped: Counter,
 }
 
 impl Pipeline {
@@ -76,7 +79,13 @@ impl Pipeline {
         processors: Vec<Box<dyn Processor>>,
         batcher: Option<BatcherConfig>,
         exporters: Vec<ExporterHandle>,
+        telemetry: &Telemetry,
     ) -> Self {
+        let dropped = telemetry.counter(
+            "vla_collector_pipeline_dropped_data_points_total",
+            "Data points a pipeline held when it was aborted or failed, by reason.",
+            &[("pipeline", &name), ("reason", "aborted")],
+        );
         Self {
             name,
             processors,
@@ -84,11 +93,14 @@ impl Pipeline {
             exporters,
             pending: None,
             deadline: None,
+            input: None,
+            dropped,
         }
     }
 
     /// Runs until `input` is closed and drained, then flushes everything it holds.
-    pub async fn run(mut self, mut input: mpsc::Receiver<MetricBatch>) {
+    pub async fn run(mut self, input: mpsc::Receiver<MetricBatch>) {
+        self.input = Some(input);
         let mut next_flush: Vec<Option<Instant>> = self
             .processors
             .iter()
@@ -97,6 +109,9 @@ impl Pipeline {
         loop {
             let flush_due = next_flush.iter().flatten().min().copied();
             let batch_due = self.deadline;
+            let Some(input) = self.input.as_mut() else {
+                break;
+            };
             tokio::select! {
                 msg = input.recv() => match msg {
                     Some(batch) => self.ingest(batch, 0).await,
@@ -114,6 +129,7 @@ impl Pipeline {
                 }
             }
         }
+        self.input = None;
         for i in 0..self.processors.len() {
             self.flush_processor(i).await;
         }
@@ -160,6 +176,23 @@ impl Pipeline {
         self.deadline = None;
         if let Some(batch) = self.pending.take() {
             fan_out(&self.exporters, batch).await;
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    /// An aborted or panicking pipeline still counts the data it held.
+    fn drop(&mut self) {
+        let mut lost = self.pending.take().map_or(0, |p| p.data_points() as u64);
+        if let Some(input) = self.input.as_mut() {
+            input.close();
+            while let Ok(batch) = input.try_recv() {
+                lost += batch.data_points() as u64;
+            }
+        }
+        if lost > 0 {
+            self.dropped.add(lost);
+            tracing::error!(pipeline = %self.name, points = lost, "pipeline stopped with data still held; counted as dropped");
         }
     }
 }
@@ -236,6 +269,7 @@ mod tests {
                 vec![Box::new(AddLabel)],
                 Some(batcher),
                 vec![h],
+                &t,
             )
             .run(rx),
         );
@@ -285,7 +319,7 @@ mod tests {
         let (hb, jb) = spawn_exporter("b".into(), b.clone(), DriverConfig::default(), &t, stop);
         let (tx, rx) = pipeline_channel("metrics", 8, &t);
         let task =
-            tokio::spawn(Pipeline::new("metrics".into(), vec![], None, vec![ha, hb]).run(rx));
+            tokio::spawn(Pipeline::new("metrics".into(), vec![], None, vec![ha, hb], &t).run(rx));
         tx.send(one_point()).await.expect("open");
         drop(tx);
         task.await.expect("pipeline");
@@ -293,5 +327,28 @@ mod tests {
         jb.await.expect("b");
         assert_eq!(a.0.lock().len(), 1);
         assert_eq!(b.0.lock().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_aborted_pipeline_counts_what_it_held() {
+        let t = Telemetry::new();
+        let batcher = BatcherConfig {
+            send_batch_size: 100,
+            timeout: Duration::from_secs(3600),
+        };
+        let (tx, rx) = pipeline_channel("metrics", 8, &t);
+        let task = tokio::spawn(
+            Pipeline::new("metrics".into(), vec![], Some(batcher), vec![], &t).run(rx),
+        );
+        tx.send(one_point()).await.expect("open");
+        tokio::time::sleep(Duration::from_millis(10)).await; // the batcher now holds it
+        task.abort();
+        assert!(task.await.expect_err("aborted").is_cancelled());
+        let dropped = t.value(
+            "vla_collector_pipeline_dropped_data_points_total",
+            &[("pipeline", "metrics"), ("reason", "aborted")],
+        );
+        assert_eq!(dropped, Some(1));
+        assert!(tx.send(one_point()).await.is_err(), "input closed");
     }
 }

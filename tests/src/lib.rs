@@ -406,6 +406,62 @@ pub fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// Parses Prometheus text exposition into samples with their full label sets (`__name__`
+/// included), unescaping label values.
+pub fn parse_samples(text: &str) -> Result<Vec<Sample>, HarnessError> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|line| {
+            parse_sample_line(line).ok_or_else(|| {
+                HarnessError::Unexpected(format!("unparsable exposition line: {line}"))
+            })
+        })
+        .collect()
+}
+
+fn parse_sample_line(line: &str) -> Option<Sample> {
+    let name_end = line.find(['{', ' '])?;
+    let mut labels = BTreeMap::from([("__name__".to_owned(), line[..name_end].to_owned())]);
+    let bytes = line.as_bytes();
+    let mut i = name_end;
+    if bytes.get(i) == Some(&b'{') {
+        i += 1;
+        loop {
+            match bytes.get(i)? {
+                b'}' => {
+                    i += 1;
+                    break;
+                }
+                b',' => i += 1,
+                _ => {
+                    let eq = i + line[i..].find("=\"")?;
+                    let key = line[i..eq].to_owned();
+                    let mut value = String::new();
+                    let mut chars = line[eq + 2..].char_indices();
+                    let close = loop {
+                        match chars.next()? {
+                            (_, '\\') => match chars.next()?.1 {
+                                'n' => value.push('\n'),
+                                c => value.push(c),
+                            },
+                            (j, '"') => break eq + 2 + j,
+                            (_, c) => value.push(c),
+                        }
+                    };
+                    labels.insert(key, value);
+                    i = close + 1;
+                }
+            }
+        }
+    }
+    let value = match line[i..].split_whitespace().next()? {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    Some(Sample { labels, value })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,5 +475,19 @@ mod tests {
         assert_eq!(m.get("c_total"), Some(&3.0));
         assert_eq!(m.get("h_bucket{le=\"+Inf\"}"), Some(&f64::INFINITY));
         assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn parses_samples_with_escaped_labels() {
+        let got = parse_samples("# TYPE a gauge\na{b=\"c, d\",e=\"q\\\"x\\\\y\"} 1.5\nc_total 3\n")
+            .unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].labels["__name__"], "a");
+        assert_eq!(got[0].labels["b"], "c, d");
+        assert_eq!(got[0].labels["e"], "q\"x\\y");
+        assert_eq!(got[0].value, 1.5);
+        assert_eq!(got[1].labels.len(), 1);
+        assert_eq!(got[1].value, 3.0);
+        assert!(parse_samples("a{b=\"unterminated} 1\n").is_err());
     }
 }

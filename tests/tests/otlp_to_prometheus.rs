@@ -12,7 +12,7 @@ use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_otlp::{MetricExporter, Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
-use vla_e2e::{Collector, Prometheus, Sample, free_port, parse_exposition};
+use vla_e2e::{Collector, Prometheus, Sample, free_port, parse_samples};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -318,59 +318,48 @@ async fn sdk_metrics_arrive_in_prometheus_by_remote_write_and_on_the_scrape_endp
         .expect("target_info");
     let info = one(&info, "target_info");
     assert_eq!(
-        info.labels
-            .get("deployment_environment")
-            .map(String::as_str),
-        Some("test")
-    );
-    assert_eq!(
-        info.labels.get("instance").map(String::as_str),
-        Some("api-1")
+        info.labels,
+        labels(&[
+            ("__name__", "target_info"),
+            ("cluster", "e2e"),
+            ("deployment_environment", "test"),
+            ("instance", "api-1"),
+            ("job", "vla/vla-api"),
+        ])
     );
     assert_eq!(info.value, 1.0);
 
-    // The scrape endpoint serves the same series with the same values.
+    // The scrape endpoint serves exactly the same series with the same values (less the
+    // remote-write exporter's external label).
     let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", ports.scrape))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    let scraped = parse_exposition(&text);
-    let find = |name: &str, must: &[&str]| -> f64 {
-        let hits: Vec<_> = scraped
-            .iter()
-            .filter(|(k, _)| {
-                k.starts_with(&format!("{name}{{")) && must.iter().all(|m| k.contains(m))
-            })
-            .collect();
-        assert_eq!(hits.len(), 1, "{name} {must:?} in:\n{text}");
-        *hits[0].1
-    };
+    let mut scraped: Vec<(BTreeMap<String, String>, f64)> = parse_samples(&text)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.labels, s.value))
+        .collect();
+    let mut written: Vec<(BTreeMap<String, String>, f64)> = prom
+        .query(r#"{__name__=~"vla_.+|target_info"}"#)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|mut s| {
+            assert_eq!(s.labels.remove("cluster").as_deref(), Some("e2e"), "{s:?}");
+            (s.labels, s.value)
+        })
+        .collect();
+    scraped.sort_by(|a, b| a.0.cmp(&b.0));
+    written.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
-        find(
-            "vla_inference_requests_total",
-            &[r#"status="success""#, r#"job="vla/vla-api""#]
-        ),
-        3.0
+        written.len(),
+        13,
+        "4 gauges/counters + 5 buckets + sum + count + 2 target_info"
     );
-    assert_eq!(
-        find("vla_inference_duration_seconds_bucket", &[r#"le="0.5""#]),
-        3.0
-    );
-    assert_eq!(
-        find("vla_inference_duration_seconds_bucket", &[r#"le="+Inf""#]),
-        4.0
-    );
-    assert_eq!(find("vla_inference_duration_seconds_count", &[]), 4.0);
-    assert_eq!(
-        find("vla_gpu_temperature_celsius", &[r#"gpu_id="0""#]),
-        71.5
-    );
-    assert_eq!(
-        find("vla_gpu_utilization_percent", &[r#"gpu_id="1""#]),
-        87.0
-    );
+    assert_eq!(scraped, written, "scrape endpoint vs remote write:\n{text}");
     assert!(
         text.contains("# TYPE vla_inference_duration_seconds histogram"),
         "{text}"

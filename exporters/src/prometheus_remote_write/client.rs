@@ -53,6 +53,8 @@ impl StatusClass {
 pub(crate) struct Client {
     http: reqwest::Client,
     url: String,
+    /// The URL as logs show it: no user info, no query string (either may hold a secret).
+    shown_url: String,
     headers: HeaderMap,
 }
 
@@ -82,11 +84,14 @@ impl Client {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .no_proxy()
+            // A redirect would turn the POST into a GET and lose the body.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(ExporterBuildError::HttpClient)?;
         Ok(Self {
             http,
             url: config.endpoint.clone(),
+            shown_url: shown_url(&config.endpoint),
             headers,
         })
     }
@@ -106,8 +111,8 @@ impl Client {
                 let timeout = e.is_timeout();
                 let message = format!(
                     "remote write request to {} failed: {}",
-                    self.url,
-                    vla_pipeline::error_chain(&e)
+                    self.shown_url,
+                    vla_pipeline::error_chain(&e.without_url())
                 );
                 return if timeout {
                     (
@@ -141,10 +146,43 @@ impl Client {
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let body = response.bytes().await.unwrap_or_default();
+        let body = read_capped(response, MAX_ERROR_BODY).await;
         let excerpt = excerpt(&body);
         let message = format!("remote write endpoint answered {status}: {excerpt}");
         classify(status, retry_after, message)
+    }
+}
+
+/// How much of an error response body is read (the log shows an excerpt of it anyway).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Reads at most `cap` bytes of a response body.
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < cap {
+        match response.chunk().await {
+            Ok(Some(chunk)) => out.extend_from_slice(&chunk[..chunk.len().min(cap - out.len())]),
+            _ => break,
+        }
+    }
+    out
+}
+
+/// `scheme://host[:port]/path` of an endpoint: what logs may show of it.
+pub(crate) fn shown_url(endpoint: &str) -> String {
+    if !endpoint.contains(['@', '?']) {
+        return endpoint.to_owned();
+    }
+    match endpoint.parse::<http::Uri>() {
+        Ok(uri) => {
+            format!(
+                "{}://{}{}",
+                uri.scheme_str().unwrap_or("http"),
+                uri.host().unwrap_or_default(),
+                uri.port().map(|p| format!(":{p}")).unwrap_or_default()
+            ) + uri.path()
+        }
+        Err(_) => "<invalid endpoint>".to_owned(),
     }
 }
 

@@ -182,11 +182,19 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
             "https is not supported by this build (no TLS): {expected}"
         ));
     }
+    // Messages show the URL without user info or query: either may hold a secret.
+    let shown = super::client::shown_url(endpoint);
     let uri: http::Uri = endpoint
         .parse()
-        .map_err(|_| format!("{endpoint:?} is not a valid URL: {expected}"))?;
+        .map_err(|_| format!("not a valid URL: {expected}"))?;
     if uri.scheme_str() != Some("http") || uri.host().is_none_or(str::is_empty) {
-        return Err(format!("{endpoint:?} is not an http:// URL: {expected}"));
+        return Err(format!("{shown:?} is not an http:// URL: {expected}"));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(format!(
+            "{shown:?}: credentials in the URL are not accepted (they would end up in logs); \
+             send them as a header instead, e.g. headers: {{ Authorization: \"Basic ...\" }}"
+        ));
     }
     Ok(())
 }

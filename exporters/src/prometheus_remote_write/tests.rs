@@ -351,6 +351,20 @@ fn config_defaults_and_validation_messages() {
     assert_eq!(got[7].1, "the label value must not be empty");
     assert_eq!(got[8].1, "must be at least 1");
 
+    let creds = Config::with_endpoint("http://user:s3cret@127.0.0.1:9090/api/v1/write?token=t0k");
+    let msg = &creds.validate("e")[0].message;
+    assert!(
+        msg.starts_with(
+            "\"http://127.0.0.1:9090/api/v1/write\": credentials in the URL are not accepted"
+        ),
+        "{msg}"
+    );
+    assert!(!msg.contains("s3cret") && !msg.contains("t0k"), "{msg}");
+    assert_eq!(
+        super::client::shown_url("http://u:p@h:1/p/q?x=secret"),
+        "http://h:1/p/q"
+    );
+
     let https = Config::with_endpoint("https://x/api");
     assert!(
         https.validate("e")[0]

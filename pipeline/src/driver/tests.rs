@@ -231,3 +231,69 @@ fn backoff_grows_is_capped_and_jitter_stays_in_bounds() {
     assert_eq!(fixed.backoff(3, &mut rng), Duration::from_millis(800));
     assert_eq!(fixed.backoff(4, &mut rng), Duration::from_secs(1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_zero_still_backs_off() {
+    let t = Telemetry::new();
+    let exp = Scripted::new(vec![
+        retryable(Some(Duration::ZERO)),
+        retryable(Some(Duration::ZERO)),
+    ]);
+    let (h, join) = spawn_exporter(
+        "x".into(),
+        exp.clone(),
+        no_jitter(),
+        &t,
+        CancellationToken::new(),
+    );
+    h.enqueue(batch(1)).await;
+    drop(h);
+    join.await.expect("worker");
+    let at = exp.attempts.lock().clone();
+    let gaps: Vec<u128> = at.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
+    assert_eq!(gaps, vec![100, 200], "the backoff, not the server's zero");
+}
+
+/// An exporter whose export never finishes.
+struct Hangs;
+impl Exporter for Hangs {
+    fn export(&self, _: Arc<MetricBatch>) -> BoxFuture<'_, Result<ExportReport, ExportError>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn hard_stop_abandons_a_hung_export_and_counts_everything_left() {
+    let t = Telemetry::new();
+    let stop = CancellationToken::new();
+    let (h, join) = spawn_exporter("x".into(), Arc::new(Hangs), no_jitter(), &t, stop.clone());
+    h.enqueue(batch(2)).await;
+    h.enqueue(batch(5)).await;
+    drop(h);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(
+        !join.is_finished(),
+        "a hung export holds the worker until the hard stop"
+    );
+    stop.cancel();
+    join.await.expect("worker");
+    assert_eq!(counter(&t, DROPPED, Some("shutdown")), Some(7));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_aborted_worker_counts_what_it_held() {
+    let t = Telemetry::new();
+    let (h, join) = spawn_exporter(
+        "x".into(),
+        Arc::new(Hangs),
+        no_jitter(),
+        &t,
+        CancellationToken::new(),
+    );
+    h.enqueue(batch(3)).await;
+    h.enqueue(batch(4)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    join.abort();
+    assert!(join.await.expect_err("aborted").is_cancelled());
+    assert_eq!(counter(&t, DROPPED, Some("shutdown")), Some(7));
+}
