@@ -160,11 +160,30 @@ struct Resume {
     batch: Weak<MetricBatch>,
     /// Per shard: requests already delivered (or permanently refused) in send order.
     done: Vec<usize>,
+    /// What the endpoint refused so far, carried over to the attempt that finishes the batch.
+    refused: Refused,
+}
+
+/// Samples an endpoint refused with a non-retryable status, and the first refusal.
+#[derive(Debug, Default, Clone)]
+struct Refused {
+    samples: u64,
+    first: Option<(&'static str, String)>,
+}
+
+/// How one shard's requests went.
+struct ShardOutcome {
+    /// Requests done (delivered or refused), in send order.
+    done: usize,
+    refused: Refused,
+    /// The retryable failure that stopped the shard, if any.
+    retryable: Option<ExportError>,
 }
 
 /// Self-metrics of one remote-write exporter.
 struct Metrics {
     samples_sent: Counter,
+    samples_refused: Counter,
     requests: Vec<(StatusClass, Counter)>,
 }
 
@@ -184,6 +203,7 @@ pub struct PrometheusRemoteWriteExporter {
     resume: Mutex<Option<Resume>>,
     metrics: Metrics,
     delta_log: LogLimiter,
+    refused_log: LogLimiter,
 }
 
 impl std::fmt::Debug for PrometheusRemoteWriteExporter {
@@ -212,6 +232,11 @@ impl PrometheusRemoteWriteExporter {
                 "Samples delivered by remote write.",
                 &[("exporter", &id)],
             ),
+            samples_refused: telemetry.counter(
+                "vla_collector_remote_write_samples_refused_total",
+                "Samples the remote-write endpoint refused with a non-retryable status (4xx).",
+                &[("exporter", &id)],
+            ),
             requests: StatusClass::ALL
                 .iter()
                 .map(|&class| {
@@ -233,6 +258,7 @@ impl PrometheusRemoteWriteExporter {
             resume: Mutex::new(None),
             metrics,
             delta_log: LogLimiter::new(Duration::from_secs(60)),
+            refused_log: LogLimiter::default(),
         })
     }
 
@@ -256,77 +282,100 @@ impl PrometheusRemoteWriteExporter {
         Ok(encoded)
     }
 
-    async fn send_shard(
-        &self,
-        requests: Vec<EncodedRequest>,
-        skip: usize,
-    ) -> (usize, Option<ExportError>) {
-        let mut done = skip;
-        let mut permanent = None;
+    async fn send_shard(&self, requests: Vec<EncodedRequest>, skip: usize) -> ShardOutcome {
+        let mut out = ShardOutcome {
+            done: skip,
+            refused: Refused::default(),
+            retryable: None,
+        };
         for EncodedRequest { body, samples } in requests.into_iter().skip(skip) {
             let (class, result) = self.client.send(body).await;
             self.metrics.request(class);
             match result {
-                Ok(()) => {
-                    self.metrics.samples_sent.add(samples as u64);
-                    done += 1;
+                Ok(()) => self.metrics.samples_sent.add(samples as u64),
+                Err(ExportError::Permanent { reason, message }) => {
+                    // The endpoint refused this request's data; retrying cannot help, so it
+                    // is counted and the shard goes on.
+                    self.metrics.samples_refused.add(samples as u64);
+                    out.refused.samples += samples as u64;
+                    out.refused.first.get_or_insert((reason, message));
                 }
-                Err(e @ ExportError::Permanent { .. }) => {
-                    // The receiver refused this request's data; retrying cannot help, so it
-                    // is skipped and the shard goes on.
-                    done += 1;
-                    permanent.get_or_insert(e);
+                Err(e) => {
+                    out.retryable = Some(e);
+                    return out;
                 }
-                Err(e) => return (done, Some(e)),
             }
+            out.done += 1;
         }
-        (done, permanent)
+        out
     }
 
     async fn export_batch(&self, batch: Arc<MetricBatch>) -> Result<ExportReport, ExportError> {
-        let EncodedBatch { shards, report, .. } = self.encode(&batch)?;
-        let skip: Vec<usize> = {
+        let EncodedBatch {
+            shards,
+            mut report,
+            samples,
+        } = self.encode(&batch)?;
+        let (skip, mut refused) = {
             let resume = self.resume.lock();
             match resume.as_ref() {
                 // Only a live batch can match: a dead one's address may have been reused.
                 Some(r) if r.batch.upgrade().is_some_and(|b| Arc::ptr_eq(&b, &batch)) => {
-                    r.done.clone()
+                    (r.done.clone(), r.refused.clone())
                 }
-                _ => vec![0; shards.len()],
+                _ => (vec![0; shards.len()], Refused::default()),
             }
         };
         let sends = shards
             .into_iter()
             .enumerate()
             .map(|(i, bodies)| self.send_shard(bodies, skip.get(i).copied().unwrap_or(0)));
-        let results = futures_util::future::join_all(sends).await;
+        let outcomes = futures_util::future::join_all(sends).await;
         let mut retryable = None;
-        let mut permanent = None;
-        let mut done = Vec::with_capacity(results.len());
-        for (n, err) in results {
-            done.push(n);
-            match err {
-                Some(e @ ExportError::Retryable { .. }) => {
-                    retryable.get_or_insert(e);
-                }
-                Some(e) => {
-                    permanent.get_or_insert(e);
-                }
-                None => {}
+        let mut done = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            done.push(o.done);
+            refused.samples += o.refused.samples;
+            if refused.first.is_none() {
+                refused.first = o.refused.first;
+            }
+            if retryable.is_none() {
+                retryable = o.retryable;
             }
         }
         if let Some(e) = retryable {
             *self.resume.lock() = Some(Resume {
                 batch: Arc::downgrade(&batch),
                 done,
+                refused,
             });
             return Err(e);
         }
         *self.resume.lock() = None;
-        match permanent {
-            Some(e) => Err(e),
-            None => Ok(report),
+        let Some((reason, message)) = refused.first else {
+            return Ok(report);
+        };
+        if refused.samples >= samples {
+            return Err(ExportError::Permanent { reason, message });
         }
+        // Part of the batch was refused. Its points are estimated from the share of samples
+        // refused: one OTLP point's samples (a histogram's buckets) may travel in several
+        // requests, so an exact per-point count does not exist.
+        let refused_points = (report.sent * refused.samples)
+            .div_ceil(samples.max(1))
+            .min(report.sent);
+        report.sent -= refused_points;
+        report.dropped.push((reason, refused_points));
+        if let Some(suppressed) = self.refused_log.allow() {
+            tracing::error!(
+                exporter = %self.id,
+                reason,
+                samples = refused.samples,
+                suppressed,
+                "remote write endpoint refused part of a batch: {message}"
+            );
+        }
+        Ok(report)
     }
 }
 

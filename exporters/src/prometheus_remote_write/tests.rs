@@ -709,6 +709,60 @@ async fn retry_of_the_same_batch_skips_requests_already_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_stays_counted_when_a_retry_finishes_the_batch() {
+    // Request 1 is refused (400), request 2 fails (503); the retry delivers 2 and 3. The
+    // refused samples must not turn into "sent" on that retry.
+    let server = TestServer::start(vec![
+        Reply {
+            body: "out of order sample",
+            ..reply(400)
+        },
+        reply(503),
+    ])
+    .await;
+    let telemetry = Telemetry::new();
+    let mut c = Config::with_endpoint(server.url());
+    c.shards = 1;
+    c.max_samples_per_send = 4;
+    let exporter =
+        PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &telemetry).unwrap();
+    let batch = Arc::new(mixed_batch());
+    let points = batch.data_points() as u64;
+    assert!(matches!(
+        exporter.export(batch.clone()).await,
+        Err(ExportError::Retryable { .. })
+    ));
+    let report = exporter.export(batch.clone()).await.unwrap();
+    let delivered = server.received();
+    assert_eq!(delivered.len(), 2, "requests 2 and 3, each delivered once");
+    let delivered_samples: usize = delivered.iter().map(|(_, r)| r.timeseries.len()).sum();
+    assert_eq!(delivered_samples, 7);
+    let refused: u64 = report
+        .dropped
+        .iter()
+        .filter(|(r, _)| *r == "http_400")
+        .map(|(_, n)| n)
+        .sum();
+    assert!(refused > 0 && refused < points, "{report:?}");
+    let all_dropped: u64 = report.dropped.iter().map(|(_, n)| n).sum();
+    assert_eq!(report.sent + all_dropped, points, "{report:?}");
+    assert_eq!(
+        telemetry.value(
+            "vla_collector_remote_write_samples_refused_total",
+            &[("exporter", "prometheusremotewrite")]
+        ),
+        Some(4)
+    );
+    assert_eq!(
+        telemetry.value(
+            "vla_collector_remote_write_samples_sent_total",
+            &[("exporter", "prometheusremotewrite")]
+        ),
+        Some(7)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn driver_retries_5xx_then_delivers_once_and_drops_400_counted() {
     use vla_pipeline::driver::{DriverConfig, RetryPolicy, spawn_exporter};
 
