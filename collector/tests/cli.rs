@@ -167,6 +167,16 @@ service:
     assert!(last.to_lowercase().contains("in use"), "{stderr}");
 }
 
+/// Kills the child if the test fails before it exits.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn runs_until_sigterm_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
@@ -189,32 +199,38 @@ service:
   shutdown_timeout: 5s
 ",
     );
-    let mut child = Command::new(BIN)
-        .args(["--config", &file])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    // Wait (bounded by the log) for the telemetry address line.
-    let started = Instant::now();
-    let mut telemetry = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if line.contains("setting=service.telemetry.metrics.address") {
-            telemetry = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("addr="))
-                .map(str::to_owned);
-            break;
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["--config", &file])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Lines arrive through a channel so that every wait below is bounded.
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no start-up line"
-        );
-    }
-    let telemetry = telemetry.expect("telemetry address logged");
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let next_line = || {
+        let left = deadline.saturating_duration_since(Instant::now());
+        lines.recv_timeout(left).ok()
+    };
+    let telemetry = std::iter::from_fn(next_line)
+        .find(|line| line.contains("setting=service.telemetry.metrics.address"))
+        .and_then(|line| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix("addr="))
+                .map(str::to_owned)
+        })
+        .expect("telemetry address logged within 20 s");
     let client = std::net::TcpStream::connect(&telemetry);
     assert!(
         client.is_ok(),
@@ -223,12 +239,13 @@ service:
     drop(client);
 
     let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let status = child.wait().unwrap();
+    // The reader thread ends when the process closes stderr, i.e. when it exits.
+    let rest: Vec<String> = std::iter::from_fn(next_line).collect();
+    let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{rest:#?}");
     let log = rest.join("\n");
     for phase in [
