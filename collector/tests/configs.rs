@@ -108,4 +108,5 @@ fn the_commented_remote_write_block_of_the_default_config_is_valid() {
         c.pipelines[0].exporters,
         vec!["prometheus".into(), "prometheusremotewrite".into()]
     );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }

@@ -389,6 +389,9 @@ impl Validator {
         let exporters = self.keep_used(Kind::Exporter, exporters, &used(Kind::Exporter));
 
         self.check_endpoints(&receivers, &exporters, telemetry.as_ref());
+        for p in &pipelines {
+            self.warn_blocking_fan_out(&service_path, &p.name, &p.exporters, &exporters);
+        }
 
         let pipelines = pipelines
             .into_iter()
@@ -423,6 +426,42 @@ impl Validator {
             shutdown_timeout,
             warnings: Vec::new(),
         })
+    }
+
+    /// A pipeline fanning out to several exporters, one of which retries with a blocking
+    /// queue: while that one's backend is down, the others receive nothing either.
+    fn warn_blocking_fan_out(
+        &mut self,
+        service_path: &YamlPath,
+        pipeline: &str,
+        ids: &[ComponentId],
+        exporters: &BTreeMap<ComponentId, ExporterConfig>,
+    ) {
+        // The debug exporter stalling with it does not matter; a scrape endpoint or a second
+        // backend does.
+        let others_that_matter = |me: &ComponentId| {
+            ids.iter().any(|o| {
+                o != me && !matches!(exporters.get(o), Some(ExporterConfig::Debug(..)) | None)
+            })
+        };
+        for id in ids {
+            if !others_that_matter(id) {
+                continue;
+            }
+            if let Some(ExporterConfig::PrometheusRemoteWrite(_, driver)) = exporters.get(id)
+                && driver.when_full == vla_pipeline::driver::WhenFull::Block
+            {
+                self.warnings.push(Diagnostic::at(
+                    service_path.key("pipelines").key(pipeline).key("exporters"),
+                    format!(
+                        "while {id:?}'s backend is down its queue fills and, with \
+                         sending_queue.when_full: block, this pipeline stops feeding its other \
+                         exporters too; set when_full: drop on {id:?} to keep them flowing \
+                         (its drops are counted), or give it a pipeline of its own"
+                    ),
+                ));
+            }
+        }
     }
 
     /// Parses one component section.
