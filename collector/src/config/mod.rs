@@ -391,6 +391,27 @@ impl Validator {
         self.check_endpoints(&receivers, &exporters, telemetry.as_ref());
         for p in &pipelines {
             self.warn_blocking_fan_out(&service_path, &p.name, &p.exporters, &exporters);
+            let batched = p
+                .all_processors
+                .last()
+                .is_some_and(|id| matches!(processors.get(id), Some(ProcessorConfig::Batch(_))));
+            let remote_write = p.exporters.iter().any(|id| {
+                matches!(
+                    exporters.get(id),
+                    Some(ExporterConfig::PrometheusRemoteWrite(..))
+                )
+            });
+            if remote_write && !batched {
+                self.warnings.push(Diagnostic::at(
+                    service_path
+                        .key("pipelines")
+                        .key(p.name.as_ref())
+                        .key("processors"),
+                    "without a `batch` processor, remote write sends at least one request per \
+                     received request; add `batch` (last) to group points up to its \
+                     send_batch_size or timeout",
+                ));
+            }
         }
 
         let pipelines = pipelines

@@ -711,25 +711,42 @@ fn load_reads_files_and_reports_problems_as_config_error() {
 
 #[test]
 fn blocking_remote_write_beside_other_exporters_is_a_warning() {
-    let with_rw = |when_full: &str| {
-        BASE.replace(
-            "exporters:\n  prometheus:\n",
-            &format!(
-                "exporters:\n  prometheusremotewrite:\n    endpoint: http://127.0.0.1:9090/api/v1/write\n    sending_queue: {{ when_full: {when_full} }}\n  prometheus:\n"
-            ),
-        )
-        .replace("exporters: [prometheus]", "exporters: [prometheusremotewrite, prometheus]")
+    let with_rw = |when_full: &str, processors: &str| {
+        format!("{BASE}processors:\n  batch:\n")
+            .replace(
+                "exporters:\n  prometheus:\n",
+                &format!(
+                    "exporters:\n  prometheusremotewrite:\n    endpoint: http://127.0.0.1:9090/api/v1/write\n    sending_queue: {{ when_full: {when_full} }}\n  prometheus:\n"
+                ),
+            )
+            .replace(
+                "      exporters: [prometheus]",
+                &format!("      processors: [{processors}]\n      exporters: [prometheusremotewrite, prometheus]"),
+            )
     };
-    let c = check(&with_rw("block")).unwrap();
     assert_eq!(
-        c.warnings,
+        check(&with_rw("block", "batch")).unwrap().warnings,
         vec![
-            "c.yaml:16: service.pipelines.metrics.exporters: while \"prometheusremotewrite\"'s \
+            "c.yaml:17: service.pipelines.metrics.exporters: while \"prometheusremotewrite\"'s \
              backend is down its queue fills and, with sending_queue.when_full: block, this \
              pipeline stops feeding its other exporters too; set when_full: drop on \
              \"prometheusremotewrite\" to keep them flowing (its drops are counted), or give it \
              a pipeline of its own"
         ]
     );
-    assert!(check(&with_rw("drop")).unwrap().warnings.is_empty());
+    assert!(
+        check(&with_rw("drop", "batch"))
+            .unwrap()
+            .warnings
+            .is_empty()
+    );
+    let unbatched = with_rw("drop", "").replace("processors:\n  batch:\n", "");
+    assert_eq!(
+        check(&unbatched).unwrap().warnings,
+        vec![
+            "c.yaml:16: service.pipelines.metrics.processors: without a `batch` processor, \
+             remote write sends at least one request per received request; add `batch` (last) \
+             to group points up to its send_batch_size or timeout"
+        ]
+    );
 }

@@ -24,6 +24,11 @@
 //!     retry_on_failure: { initial_interval: 100ms, max_interval: 30s, max_elapsed_time: 5m }
 //! ```
 //!
+//! Batching: requests are cut at `max_samples_per_send`; the flush deadline is the pipeline's
+//! `batch` processor (`timeout`, `send_batch_size`), which groups received requests before
+//! they reach the exporter (`vla-collector validate` warns when a remote-write pipeline has
+//! none).
+//!
 //! One `export` call is one attempt: the batch is translated, its series split into `shards`
 //! groups by a stable hash of their labels (so one series always goes through the same
 //! sender and its samples stay in order), each shard's series cut into requests of at most
