@@ -38,9 +38,11 @@ pub(crate) fn bind_all(
     let mut out = Listeners::new();
     for (rest, endpoint) in endpoints {
         let what = format!("{base}.{rest}");
-        let addr: SocketAddr = endpoint.trim().parse().map_err(|_| StartError::Endpoint {
-            what: what.clone(),
-            endpoint: endpoint.to_owned(),
+        let addr = vla_pipeline::config::parse_listen_addr(endpoint).map_err(|_| {
+            StartError::Endpoint {
+                what: what.clone(),
+                endpoint: endpoint.to_owned(),
+            }
         })?;
         let listener = bind(&what, addr)?;
         record(addrs, what, &listener);

@@ -34,7 +34,7 @@ pub use prometheus_remote_write::PrometheusRemoteWriteExporter;
 #[derive(Debug, thiserror::Error)]
 pub enum ExporterBuildError {
     /// The config has problems (the same ones `validate` reports).
-    #[error("invalid exporter config: {}", join_problems(.0))]
+    #[error("invalid exporter config: {}", ConfigProblem::join(.0))]
     InvalidConfig(Vec<ConfigProblem>),
     /// The HTTP client could not be created.
     #[error("cannot create the HTTP client")]
@@ -45,12 +45,4 @@ pub enum ExporterBuildError {
     /// The constructor needs a running tokio runtime and was called outside of one.
     #[error("exporter must be built inside a tokio runtime")]
     NoRuntime,
-}
-
-fn join_problems(problems: &[ConfigProblem]) -> String {
-    problems
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
 }

@@ -92,15 +92,8 @@ impl Config {
     /// Checks the config without I/O; every problem is reported at `{path}.field`.
     pub fn validate(&self, path: &str) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
-        if self.endpoint.parse::<SocketAddr>().is_err() {
-            problems.push(ConfigProblem::new(
-                format!("{path}.endpoint"),
-                format!(
-                    "{:?} is not a listen address: expected host:port with an IP address, \
-                     e.g. 127.0.0.1:9464",
-                    self.endpoint
-                ),
-            ));
+        if let Err(message) = vla_pipeline::config::parse_listen_addr(&self.endpoint) {
+            problems.push(ConfigProblem::new(format!("{path}.endpoint"), message));
         }
         if self.metric_expiration.is_zero() {
             problems.push(ConfigProblem::new(
@@ -119,7 +112,7 @@ impl Config {
 
     /// The address to bind (after [`Config::validate`] passed).
     pub fn socket_addr(&self) -> Option<SocketAddr> {
-        self.endpoint.parse().ok()
+        vla_pipeline::config::parse_listen_addr(&self.endpoint).ok()
     }
 }
 

@@ -11,6 +11,7 @@
 //! ```
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::de::{self, Unexpected, Visitor};
@@ -37,10 +38,42 @@ impl ConfigProblem {
     }
 }
 
+impl ConfigProblem {
+    /// Several problems on one line, `; `-separated (for error messages).
+    pub fn join(problems: &[ConfigProblem]) -> String {
+        problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 impl fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path, self.message)
     }
+}
+
+/// Parses a listen endpoint: an IP address and port (`127.0.0.1:4317`, `0.0.0.0:4317`,
+/// `[::1]:4317`); `localhost:PORT` means `127.0.0.1:PORT`. Other host names are refused, since
+/// validation does no I/O and a listener must not depend on DNS.
+pub fn parse_listen_addr(endpoint: &str) -> Result<SocketAddr, String> {
+    let text = endpoint.trim();
+    let parsed = match text.strip_prefix("localhost:") {
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
+        None => text.parse().ok(),
+    };
+    parsed.ok_or_else(|| {
+        format!(
+            "invalid endpoint {endpoint:?}: expected an IP address and port, e.g. \
+             127.0.0.1:4317, 0.0.0.0:4317 or [::1]:4317 (host names other than localhost are \
+             not resolved)"
+        )
+    })
 }
 
 /// Parses `1h`, `5m`, `30s`, `200ms`, `10us`, `1m30s` (units may be combined, largest first).
@@ -248,6 +281,26 @@ pub fn driver_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen_addr("127.0.0.1:4317"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 4317)))
+        );
+        assert_eq!(
+            parse_listen_addr("localhost:9464"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 9464)))
+        );
+        assert_eq!(parse_listen_addr(" [::1]:0 ").map(|a| a.port()), Ok(0));
+        for bad in ["example.com:4317", "127.0.0.1", "localhost:x", ":4317"] {
+            let e = parse_listen_addr(bad).expect_err(bad);
+            assert!(
+                e.starts_with(&format!("invalid endpoint {bad:?}: expected an IP address")),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn durations() {

@@ -234,6 +234,39 @@ async fn grpc_export_delivers_exact_points() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_other_method_is_unimplemented() {
+    let h = start_default();
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for path in [
+        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Nope",
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    ] {
+        let resp = client
+            .post(format!("http://{}{path}", h.grpc))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(vec![0u8; 5])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(
+            resp.headers().get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"12"[..]),
+            "{path}: {:?}",
+            resp.headers()
+        );
+    }
+    // An unknown method of our service counts as an invalid request; another service is
+    // answered by tonic's router before it reaches the receiver.
+    assert_eq!(h.invalid("grpc"), Some(1));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_empty_request_succeeds_without_sending() {
     let mut h = start_default();
     let mut client = h.grpc_client().await;

@@ -59,10 +59,7 @@ impl Kind {
 /// Receiver types.
 pub const RECEIVER_TYPES: &[&str] = &["otlp"];
 /// Processor types.
-pub const PROCESSOR_TYPES: &[&str] = &[
-    vla_processors::attributes::TYPE,
-    vla_processors::batch::TYPE,
-];
+pub const PROCESSOR_TYPES: &[&str] = vla_processors::PROCESSOR_TYPES;
 /// Exporter types.
 pub const EXPORTER_TYPES: &[&str] = &["debug", "prometheus", "prometheusremotewrite"];
 
@@ -319,9 +316,7 @@ fn yaml_words(expected: &str) -> String {
 
 /// A parsed listen endpoint for the clash check: `None` for port 0 (never clashes).
 pub(crate) fn claimable(endpoint: &str) -> Option<SocketAddr> {
-    endpoint
-        .trim()
-        .parse::<SocketAddr>()
+    vla_pipeline::config::parse_listen_addr(endpoint)
         .ok()
         .filter(|a| a.port() != 0)
 }

@@ -365,12 +365,12 @@ fn wrong_types_say_what_was_expected() {
 
 #[test]
 fn component_validation_problems_get_lines() {
-    let yaml = BASE.replace("127.0.0.1:4317", "localhost:4317");
+    let yaml = BASE.replace("127.0.0.1:4317", "collector.internal:4317");
     let errs = errors(&yaml);
     assert_eq!(errs.len(), 1);
     assert!(
         errs[0].starts_with(
-            "c.yaml:5: receivers.otlp.protocols.grpc.endpoint: invalid endpoint \"localhost:4317\""
+            "c.yaml:5: receivers.otlp.protocols.grpc.endpoint: invalid endpoint \"collector.internal:4317\""
         ),
         "{errs:?}"
     );

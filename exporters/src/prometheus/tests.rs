@@ -212,7 +212,8 @@ fn config_defaults_and_validation() {
         vec![
             (
                 "exporters.prometheus.endpoint",
-                "\"localhost\" is not a listen address: expected host:port with an IP address, e.g. 127.0.0.1:9464"
+                "invalid endpoint \"localhost\": expected an IP address and port, e.g. 127.0.0.1:4317, \
+                 0.0.0.0:4317 or [::1]:4317 (host names other than localhost are not resolved)"
             ),
             (
                 "exporters.prometheus.metric_expiration",

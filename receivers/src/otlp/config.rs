@@ -176,12 +176,7 @@ where
 }
 
 fn parse_endpoint(endpoint: &str) -> Result<SocketAddr, String> {
-    endpoint.trim().parse().map_err(|_| {
-        format!(
-            "invalid endpoint {endpoint:?}: expected an IP address and port, e.g. \
-             127.0.0.1:4317, 0.0.0.0:4317 or [::1]:4317 (host names are not resolved)"
-        )
-    })
+    vla_pipeline::config::parse_listen_addr(endpoint)
 }
 
 fn check_endpoint(problems: &mut Vec<ConfigProblem>, base: &str, endpoint: &str) {

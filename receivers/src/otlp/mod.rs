@@ -74,7 +74,10 @@ pub use http::BodyFormat;
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiverBuildError {
     /// The config did not pass [`Config::validate`].
-    #[error("receiver {receiver}: invalid config: {}", join(problems))]
+    #[error(
+        "receiver {receiver}: invalid config: {}",
+        ConfigProblem::join(problems)
+    )]
     InvalidConfig {
         /// The receiver's id.
         receiver: ComponentId,
@@ -110,14 +113,6 @@ pub enum ReceiverBuildError {
         #[source]
         source: std::io::Error,
     },
-}
-
-fn join(problems: &[ConfigProblem]) -> String {
-    problems
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// The `otlp` receiver, built with its already-bound listeners.
