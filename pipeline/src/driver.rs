@@ -112,6 +112,7 @@ pub struct ExporterHandle {
     tx: mpsc::Sender<Arc<MetricBatch>>,
     when_full: WhenFull,
     dropped_full: Counter,
+    dropped_stopped: Counter,
 }
 
 impl std::fmt::Debug for ExporterHandle {
@@ -131,12 +132,21 @@ impl ExporterHandle {
     /// Queues a batch, waiting for room or dropping it per `when_full`.
     pub async fn enqueue(&self, batch: Arc<MetricBatch>) {
         let points = batch.data_points() as u64;
-        let res = match self.when_full {
-            WhenFull::Block => self.tx.send(batch).await.map_err(|_| ()),
-            WhenFull::Drop => self.tx.try_send(batch).map_err(|_| ()),
+        let full = match self.when_full {
+            WhenFull::Block => match self.tx.send(batch).await {
+                Ok(()) => return,
+                Err(_) => false,
+            },
+            WhenFull::Drop => match self.tx.try_send(batch) {
+                Ok(()) => return,
+                Err(e) => matches!(e, mpsc::error::TrySendError::Full(_)),
+            },
         };
-        if res.is_err() {
+        if full {
             self.dropped_full.add(points);
+        } else {
+            // The worker is gone (it failed or was aborted).
+            self.dropped_stopped.add(points);
         }
     }
 }
@@ -153,23 +163,17 @@ pub fn spawn_exporter(
 ) -> (ExporterHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(config.queue_size.max(1));
     let labels = [("exporter", &*id)];
-    let weak = tx.downgrade();
-    telemetry.gauge_fn(
-        "vla_collector_exporter_queue_length",
-        "Batches waiting in an exporter's queue.",
+    telemetry.channel_gauges(
+        (
+            "vla_collector_exporter_queue_length",
+            "Batches waiting in an exporter's queue.",
+        ),
+        (
+            "vla_collector_exporter_queue_capacity",
+            "Capacity of an exporter's queue, in batches.",
+        ),
         &labels,
-        move || {
-            weak.upgrade()
-                .map(|s| (s.max_capacity() - s.capacity()) as i64)
-                .unwrap_or(0)
-        },
-    );
-    let capacity = config.queue_size.max(1) as i64;
-    telemetry.gauge_fn(
-        "vla_collector_exporter_queue_capacity",
-        "Capacity of an exporter's queue, in batches.",
-        &labels,
-        move || capacity,
+        &tx,
     );
     let handle = ExporterHandle {
         id: id.clone(),
@@ -179,6 +183,11 @@ pub fn spawn_exporter(
             DROPPED,
             DROPPED_HELP,
             &[("exporter", &id), ("reason", "queue_full")],
+        ),
+        dropped_stopped: telemetry.counter(
+            DROPPED,
+            DROPPED_HELP,
+            &[("exporter", &id), ("reason", "exporter_stopped")],
         ),
     };
     let worker = Worker {

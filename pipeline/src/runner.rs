@@ -39,22 +39,17 @@ pub fn pipeline_channel(
 ) -> (mpsc::Sender<MetricBatch>, mpsc::Receiver<MetricBatch>) {
     let capacity = capacity.max(1);
     let (tx, rx) = mpsc::channel(capacity);
-    let weak = tx.downgrade();
-    telemetry.gauge_fn(
-        "vla_collector_pipeline_queue_length",
-        "Batches waiting at a pipeline's input.",
+    telemetry.channel_gauges(
+        (
+            "vla_collector_pipeline_queue_length",
+            "Batches waiting at a pipeline's input.",
+        ),
+        (
+            "vla_collector_pipeline_queue_capacity",
+            "Capacity of a pipeline's input, in batches.",
+        ),
         &[("pipeline", name)],
-        move || {
-            weak.upgrade()
-                .map(|s| (s.max_capacity() - s.capacity()) as i64)
-                .unwrap_or(0)
-        },
-    );
-    telemetry.gauge_fn(
-        "vla_collector_pipeline_queue_capacity",
-        "Capacity of a pipeline's input, in batches.",
-        &[("pipeline", name)],
-        move || capacity as i64,
+        &tx,
     );
     (tx, rx)
 }

@@ -135,11 +135,6 @@ impl PipelineSender {
         self.accepted.add(points);
         Ok(())
     }
-
-    /// Data points accepted so far.
-    pub fn accepted_total(&self) -> u64 {
-        self.accepted.get()
-    }
 }
 
 #[cfg(test)]

@@ -146,6 +146,25 @@ impl Telemetry {
         });
     }
 
+    /// Registers the length and capacity of a bounded channel as two gauges, each given as
+    /// `(name, help)`. The gauges hold only a weak sender, so they never keep it open.
+    pub fn channel_gauges<T: Send + 'static>(
+        &self,
+        length: (&'static str, &'static str),
+        capacity: (&'static str, &'static str),
+        labels: &[(&str, &str)],
+        tx: &tokio::sync::mpsc::Sender<T>,
+    ) {
+        let weak = tx.downgrade();
+        self.gauge_fn(length.0, length.1, labels, move || {
+            weak.upgrade()
+                .map(|s| (s.max_capacity() - s.capacity()) as i64)
+                .unwrap_or(0)
+        });
+        let cap = tx.max_capacity() as i64;
+        self.gauge_fn(capacity.0, capacity.1, labels, move || cap);
+    }
+
     /// Reads one registered value (for tests and health checks); `None` if not registered.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<i64> {
         let labels = render_labels(labels);
