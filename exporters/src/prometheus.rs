@@ -31,7 +31,10 @@ use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so that expiry can be tested with paused time.
+use tokio::time::Instant;
 
 use axum::Router;
 use axum::extract::State;

@@ -707,6 +707,9 @@ async fn shutdown_finishes_in_flight_requests_then_returns() {
             .await
             .map(|r| r.status().as_u16())
     });
+    // Nothing observable marks "the handler is waiting for room", so give the request time to
+    // arrive. Too short a wait can only make the test fail (the request would then be refused
+    // after shutdown), never pass wrongly: the 200 below proves shutdown waited for it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     h.shutdown.cancel();
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -112,7 +112,7 @@ async fn serves_the_latest_values_over_a_real_socket() {
     assert!(refused.is_err(), "server stopped after shutdown");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn series_expire_when_not_updated() {
     let config = Config {
         metric_expiration: Duration::from_millis(200),
