@@ -50,6 +50,7 @@ use tracing::error;
 use vla_pipeline::config::ConfigProblem;
 use vla_pipeline::ratelimit::LogLimiter;
 use vla_pipeline::telemetry::Gauge;
+use vla_pipeline::telemetry::exposition;
 use vla_pipeline::{
     BoxFuture, ComponentId, ExportError, ExportReport, Exporter, MetricBatch, SeriesKey, Telemetry,
 };
@@ -323,13 +324,7 @@ impl Shared {
                     out.push_str("# HELP ");
                     out.push_str(&row.family);
                     out.push(' ');
-                    for c in help.chars() {
-                        match c {
-                            '\\' => out.push_str("\\\\"),
-                            '\n' => out.push_str("\\n"),
-                            c => out.push(c),
-                        }
-                    }
+                    exposition::push_help(&mut out, help);
                     out.push('\n');
                 }
                 let ty = meta.map_or("untyped", |m| m.ty.as_str());
@@ -337,28 +332,12 @@ impl Shared {
                 last = Some(&row.family);
             }
             out.push_str(row.key.name());
-            if !row.key.labels().is_empty() {
-                out.push('{');
-                for (i, (n, v)) in row.key.labels().iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(n);
-                    out.push_str("=\"");
-                    for c in v.chars() {
-                        match c {
-                            '\\' => out.push_str("\\\\"),
-                            '"' => out.push_str("\\\""),
-                            '\n' => out.push_str("\\n"),
-                            c => out.push(c),
-                        }
-                    }
-                    out.push('"');
-                }
-                out.push('}');
-            }
+            exposition::push_labels(
+                &mut out,
+                row.key.labels().iter().map(|(n, v)| (&**n, &**v)),
+            );
             out.push(' ');
-            write_value(&mut out, row.value);
+            exposition::push_value(&mut out, row.value);
             out.push('\n');
         }
         out
@@ -372,16 +351,6 @@ fn shared_labels(r: &Row) -> impl Iterator<Item = (&str, &str)> {
         .iter()
         .filter(|(n, _)| !matches!(&**n, "le" | "quantile"))
         .map(|(n, v)| (&**n, &**v))
-}
-
-fn write_value(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else if v.is_infinite() {
-        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
-    } else {
-        let _ = write!(out, "{v}");
-    }
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

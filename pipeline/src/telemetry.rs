@@ -210,30 +210,67 @@ fn read(v: &Value) -> i64 {
 }
 
 fn render_labels(labels: &[(&str, &str)]) -> String {
-    if labels.is_empty() {
-        return String::new();
-    }
     let mut sorted: Vec<_> = labels.to_vec();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
-    let mut out = String::from("{");
-    for (i, (k, v)) in sorted.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(k);
-        out.push_str("=\"");
-        for ch in v.chars() {
-            match ch {
+    let mut out = String::new();
+    exposition::push_labels(&mut out, sorted);
+    out
+}
+
+/// Writing the Prometheus text exposition format (0.0.4), shared with the scrape exporter.
+pub mod exposition {
+    use std::fmt::Write as _;
+
+    /// Appends a label value with `\`, `"` and newlines escaped.
+    pub fn push_label_value(out: &mut String, value: &str) {
+        for c in value.chars() {
+            match c {
                 '\\' => out.push_str("\\\\"),
                 '"' => out.push_str("\\\""),
                 '\n' => out.push_str("\\n"),
                 c => out.push(c),
             }
         }
-        out.push('"');
     }
-    out.push('}');
-    out
+
+    /// Appends a `# HELP` text with `\` and newlines escaped.
+    pub fn push_help(out: &mut String, help: &str) {
+        for c in help.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+    }
+
+    /// Appends `{a="1",b="2"}`, or nothing for no labels; labels are written in the order
+    /// given.
+    pub fn push_labels<'a>(out: &mut String, labels: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut first = true;
+        for (name, value) in labels {
+            out.push(if first { '{' } else { ',' });
+            first = false;
+            out.push_str(name);
+            out.push_str("=\"");
+            push_label_value(out, value);
+            out.push('"');
+        }
+        if !first {
+            out.push('}');
+        }
+    }
+
+    /// Appends a sample value: `NaN`, `+Inf`, `-Inf` or the shortest exact decimal.
+    pub fn push_value(out: &mut String, v: f64) {
+        if v.is_nan() {
+            out.push_str("NaN");
+        } else if v.is_infinite() {
+            out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+        } else {
+            let _ = write!(out, "{v}");
+        }
+    }
 }
 
 #[cfg(test)]
