@@ -332,10 +332,7 @@ impl Shared {
                 last = Some(&row.family);
             }
             out.push_str(row.key.name());
-            exposition::push_labels(
-                &mut out,
-                row.key.labels().iter().map(|(n, v)| (&**n, &**v)),
-            );
+            exposition::push_labels(&mut out, row.key.labels().iter().map(|(n, v)| (&**n, &**v)));
             out.push(' ');
             exposition::push_value(&mut out, row.value);
             out.push('\n');

@@ -7,9 +7,12 @@
 //! the point yields with `__name__` and `le`/`quantile` spliced in at their sorted places.
 
 use std::hash::{BuildHasher, Hasher};
+use std::time::Instant;
+
+use hashbrown::HashTable;
 
 use super::proto::{
-    TAG_1_LEN, label_len, put_label, put_sample, put_varint, sample_len, varint_len,
+    EncodedTimestamp, TAG_1_LEN, label_len, put_label, put_sample, put_varint, varint_len,
 };
 use crate::translate::{Sample, SampleSink};
 
@@ -40,7 +43,7 @@ impl ShardBuf {
 }
 
 /// Where a label is spliced into the shared labels.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Splice {
     /// Index of the first shared label after it.
     pos: usize,
@@ -67,6 +70,77 @@ pub(crate) struct ShardedEncoder {
     /// The last metric name and its `__name__` label, encoded (consecutive samples mostly
     /// share a name).
     name_label: (String, Vec<u8>),
+    /// Encoded shared labels by point key, across batches.
+    cache: SeriesCache,
+    /// The key of the announced point whose labels are not cached yet, with its label set id:
+    /// its encoded labels are cached when its first sample arrives.
+    pending: Option<u64>,
+    pending_key: Vec<u8>,
+    /// Off only in tests, to compare against encoding without the cache.
+    use_cache: bool,
+    /// The last timestamp, encoded (a point's samples, and mostly a batch's, share it).
+    timestamp: EncodedTimestamp,
+}
+
+/// Series not seen for this long are evicted from the cache.
+const SERIES_TTL_S: u32 = 300;
+/// How often expired series are swept out.
+const SWEEP_EVERY_S: u32 = 30;
+/// At most this many cached series; beyond it new series are encoded without caching.
+const SERIES_CACHE_MAX: usize = 4 << 20;
+
+/// One cached series label block: `data` is the point key, then the encoded shared labels,
+/// then the label offsets (`u16` little-endian, relative to the labels' start, `n + 1` of
+/// them), in one allocation so an entry costs its bytes plus ~40.
+#[derive(Debug)]
+struct CachedLabels {
+    hash: u64,
+    base_hash: u64,
+    data: Box<[u8]>,
+    key_len: u32,
+    base_len: u16,
+    /// Seconds since the cache was created when it was last used.
+    seen: u32,
+}
+
+/// Encoded shared labels by point key; entries unused for [`SERIES_TTL_S`] are evicted.
+#[derive(Debug)]
+struct SeriesCache {
+    table: HashTable<CachedLabels>,
+    hasher: foldhash::fast::FixedState,
+    epoch: Instant,
+    now_s: u32,
+    swept_s: u32,
+}
+
+impl SeriesCache {
+    fn new() -> Self {
+        Self {
+            table: HashTable::new(),
+            hasher: foldhash::fast::FixedState::with_seed(SHARD_SEED),
+            epoch: Instant::now(),
+            now_s: 0,
+            swept_s: 0,
+        }
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Advances the clock (once per batch) and sweeps out expired entries now and then.
+    fn tick(&mut self) {
+        self.now_s = u32::try_from(self.epoch.elapsed().as_secs()).unwrap_or(u32::MAX);
+        if self.now_s.saturating_sub(self.swept_s) >= SWEEP_EVERY_S {
+            self.swept_s = self.now_s;
+            let now = self.now_s;
+            self.table
+                .retain(|e| now.saturating_sub(e.seen) <= SERIES_TTL_S);
+            if self.table.capacity() > 4 * self.table.len().max(1024) {
+                self.table.shrink_to_fit(|e| e.hash);
+            }
+        }
+    }
 }
 
 impl ShardedEncoder {
@@ -84,6 +158,11 @@ impl ShardedEncoder {
             },
             extra_at: None,
             name_label: (String::new(), Vec::new()),
+            cache: SeriesCache::new(),
+            pending: None,
+            pending_key: Vec::new(),
+            use_cache: true,
+            timestamp: EncodedTimestamp::new(0),
         }
     }
 
@@ -97,6 +176,8 @@ impl ShardedEncoder {
             shard.used = 0;
         }
         self.label_set_id = u64::MAX;
+        self.pending = None;
+        self.cache.tick();
     }
 
     pub fn shards(&self) -> &[ShardBuf] {
@@ -114,27 +195,145 @@ impl ShardedEncoder {
         let mut h = foldhash::fast::FixedState::with_seed(SHARD_SEED).build_hasher();
         h.write(&self.base);
         self.base_hash = h.finish();
-        self.name_at = splice(sample, "__name__");
+        self.name_at = self.splice("__name__");
         self.extra_at = None;
         self.label_set_id = sample.label_set_id;
+        if self.pending == Some(sample.label_set_id) {
+            self.pending = None;
+            self.remember();
+        }
+    }
+
+    /// Caches the current shared labels under the pending point key.
+    fn remember(&mut self) {
+        let (Ok(base_len), Ok(key_len)) = (
+            u16::try_from(self.base.len()),
+            u32::try_from(self.pending_key.len()),
+        ) else {
+            return;
+        };
+        if self.cache.table.len() >= SERIES_CACHE_MAX {
+            return;
+        }
+        let mut data =
+            Vec::with_capacity(self.pending_key.len() + self.base.len() + 2 * self.offsets.len());
+        data.extend_from_slice(&self.pending_key);
+        data.extend_from_slice(&self.base);
+        for &o in &self.offsets {
+            // Every offset is at most `base.len()`, which fits in a u16.
+            data.extend_from_slice(&(o as u16).to_le_bytes());
+        }
+        let hash = self.cache.hash(&self.pending_key);
+        let entry = CachedLabels {
+            hash,
+            base_hash: self.base_hash,
+            data: data.into_boxed_slice(),
+            key_len,
+            base_len,
+            seen: self.cache.now_s,
+        };
+        self.cache.table.insert_unique(hash, entry, |e| e.hash);
     }
 
     fn offset(&self, i: usize) -> usize {
         self.offsets.get(i).copied().unwrap_or(self.base.len())
     }
-}
 
-fn splice(sample: &Sample<'_>, name: &str) -> Splice {
-    match sample.labels.search(name) {
-        Ok(pos) => Splice { pos, replace: true },
-        Err(pos) => Splice {
-            pos,
+    /// The name of shared label `i`, read back from its encoding.
+    fn label_name(&self, i: usize) -> &[u8] {
+        let entry = self
+            .base
+            .get(self.offset(i)..self.offset(i + 1))
+            .unwrap_or_default();
+        // TAG_1_LEN, varint(inner), TAG_1_LEN, varint(name len), name, ...
+        let mut rest = entry.get(1..).unwrap_or_default();
+        let _ = take_varint(&mut rest);
+        rest = rest.get(1..).unwrap_or_default();
+        let len = take_varint(&mut rest) as usize;
+        rest.get(..len).unwrap_or_default()
+    }
+
+    /// Where label `name` goes among the shared labels (sorted by name).
+    fn splice(&self, name: &str) -> Splice {
+        let n = self.offsets.len().saturating_sub(1);
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.label_name(mid).cmp(name.as_bytes()) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    return Splice {
+                        pos: mid,
+                        replace: true,
+                    };
+                }
+            }
+        }
+        Splice {
+            pos: lo,
             replace: false,
-        },
+        }
     }
 }
 
+/// Reads a varint off the front of `buf`.
+fn take_varint(buf: &mut &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut shift = 0;
+    while let Some((&b, rest)) = buf.split_first() {
+        *buf = rest;
+        if shift < 64 {
+            v |= u64::from(b & 0x7f) << shift;
+        }
+        shift += 7;
+        if b < 0x80 {
+            break;
+        }
+    }
+    v
+}
+
 impl SampleSink for ShardedEncoder {
+    fn uses_point_cache(&self) -> bool {
+        self.use_cache
+    }
+
+    fn cached_point(&mut self, key: &[u8], label_set_id: u64) -> bool {
+        let hash = self.cache.hash(key);
+        let now = self.cache.now_s;
+        let found = self
+            .cache
+            .table
+            .find_mut(hash, |e| e.data.get(..e.key_len as usize) == Some(key));
+        let Some(e) = found else {
+            self.pending = Some(label_set_id);
+            self.pending_key.clear();
+            self.pending_key.extend_from_slice(key);
+            return false;
+        };
+        e.seen = now;
+        let key_len = e.key_len as usize;
+        let base_end = key_len + usize::from(e.base_len);
+        self.base.clear();
+        self.base
+            .extend_from_slice(e.data.get(key_len..base_end).unwrap_or_default());
+        self.offsets.clear();
+        self.offsets.extend(
+            e.data
+                .get(base_end..)
+                .unwrap_or_default()
+                .chunks_exact(2)
+                .map(|c| usize::from(u16::from_le_bytes([c[0], c[1]]))),
+        );
+        self.base_hash = e.base_hash;
+        self.name_at = self.splice("__name__");
+        self.extra_at = None;
+        self.label_set_id = label_set_id;
+        self.pending = None;
+        true
+    }
+
     fn sample(&mut self, sample: &Sample<'_>) {
         if sample.label_set_id != self.label_set_id {
             self.encode_base(sample);
@@ -149,7 +348,7 @@ impl SampleSink for ShardedEncoder {
             let at = match self.extra_at {
                 Some((cached, at)) if cached == en => at,
                 _ => {
-                    let at = splice(sample, en);
+                    let at = self.splice(en);
                     self.extra_at = Some((en, at));
                     at
                 }
@@ -168,7 +367,10 @@ impl SampleSink for ShardedEncoder {
             }
             labels_len += label_len(name, value);
         }
-        let slen = sample_len(sample.timestamp_ms);
+        if self.timestamp.timestamp() != sample.timestamp_ms {
+            self.timestamp = EncodedTimestamp::new(sample.timestamp_ms);
+        }
+        let slen = self.timestamp.sample_len();
         let ts_len = labels_len + 1 + varint_len(slen as u64) + slen;
 
         let max = self.max_samples;
@@ -214,7 +416,117 @@ impl SampleSink for ShardedEncoder {
         let start = self.offsets.get(from).copied().unwrap_or(0);
         let end = self.offsets.get(n).copied().unwrap_or(start);
         body.extend_from_slice(self.base.get(start..end).unwrap_or_default());
-        put_sample(body, sample.value, sample.timestamp_ms);
+        put_sample(body, sample.value, &self.timestamp);
         req.samples += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::metrics::v1::metric;
+    use vla_pipeline::{MetricBatch, fixtures};
+
+    use super::super::{BatchEncoder, Config, EncodedBatch};
+
+    fn any(v: any_value::Value) -> Option<AnyValue> {
+        Some(AnyValue { value: Some(v) })
+    }
+
+    /// Label inputs the series cache must key exactly: sanitising collisions, context labels
+    /// that win over attributes, `le`/`quantile` attributes, typed and array values.
+    fn batch(customer: &str, gpu: i64) -> MetricBatch {
+        let p1: &[(&str, &str)] = &[("model", "rt-1"), ("customer.id", customer)];
+        let p2: &[(&str, &str)] = &[("a.b", "x"), ("a_b", "y"), ("job", "mine"), ("le", "7")];
+        let p3: &[(&str, &str)] = &[("quantile", "q"), ("model", "octo")];
+        let mut gauge = fixtures::gauge("vla.gpu.temperature", "Cel", &[(1.0, p1), (2.0, p2)]);
+        if let Some(metric::Data::Gauge(g)) = &mut gauge.data {
+            let mut p = g.data_points[0].clone();
+            p.attributes.push(KeyValue {
+                key: "gpu".into(),
+                value: any(any_value::Value::IntValue(gpu)),
+                ..Default::default()
+            });
+            p.attributes.push(KeyValue {
+                key: "ok".into(),
+                value: any(any_value::Value::BoolValue(true)),
+                ..Default::default()
+            });
+            p.attributes.push(KeyValue {
+                key: "ratio".into(),
+                value: any(any_value::Value::DoubleValue(0.5)),
+                ..Default::default()
+            });
+            g.data_points.push(p.clone());
+            p.attributes.push(KeyValue {
+                key: "list".into(),
+                value: any(any_value::Value::ArrayValue(ArrayValue {
+                    values: vec![AnyValue {
+                        value: Some(any_value::Value::StringValue(customer.into())),
+                    }],
+                })),
+                ..Default::default()
+            });
+            g.data_points.push(p);
+        }
+        let hist = fixtures::histogram(
+            "vla.inference.duration",
+            "s",
+            &[0.1, 1.0],
+            &[1, 2, 3],
+            4.0,
+            p2,
+        );
+        let summary = fixtures::summary("vla.latency", "ms", &[(0.5, 1.0), (0.9, 2.0)], 3, 4.0, p3);
+        let mut rm2 = fixtures::resource_with(
+            &[("service.name", "b"), ("host.name", customer)],
+            vec![fixtures::gauge("vla.gpu.temperature", "Cel", &[(1.0, p1)])],
+        );
+        let mut scope2 = rm2.scope_metrics[0].clone();
+        if let Some(s) = scope2.scope.as_mut() {
+            s.name = "other".into();
+        }
+        rm2.scope_metrics.push(scope2);
+        MetricBatch::new(
+            "otlp".into(),
+            vec![
+                fixtures::resource_with(
+                    &[("service.name", "a"), ("service.instance.id", "i-1")],
+                    vec![gauge, hist, summary],
+                ),
+                rm2,
+            ],
+        )
+    }
+
+    fn encode(encoder: &mut BatchEncoder, batch: &MetricBatch) -> EncodedBatch {
+        encoder
+            .encode(batch)
+            .unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    #[test]
+    fn cached_series_encode_exactly_like_fresh_ones() {
+        let mut config = Config::with_endpoint("http://127.0.0.1:9090/api/v1/write");
+        config
+            .external_labels
+            .insert("cluster".into(), "eu-1".into());
+        config.external_labels.insert("model".into(), "ext".into());
+        let mut warm = BatchEncoder::new(&config);
+        for (customer, gpu) in [("c1", 1), ("c1", 1), ("c2", 1), ("c1", 2), ("c1", 1)] {
+            let b = batch(customer, gpu);
+            let mut uncached = BatchEncoder::new(&config);
+            uncached.encoder.use_cache = false;
+            let fresh = encode(&mut uncached, &b);
+            assert!(uncached.encoder.cache.table.is_empty());
+            assert_eq!(
+                encode(&mut BatchEncoder::new(&config), &b),
+                fresh,
+                "{customer} {gpu} cold"
+            );
+            assert_eq!(encode(&mut warm, &b), fresh, "{customer} {gpu}");
+            assert_eq!(encode(&mut warm, &b), fresh, "{customer} {gpu} again");
+        }
+        assert!(warm.encoder.cache.table.len() > 5);
     }
 }

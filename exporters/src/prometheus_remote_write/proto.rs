@@ -121,21 +121,65 @@ pub(crate) fn put_label(buf: &mut Vec<u8>, name: &str, value: &str) {
     buf.extend_from_slice(value.as_bytes());
 }
 
+/// A timestamp's varint, encoded once for all the samples that share it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EncodedTimestamp {
+    timestamp: i64,
+    len: u8,
+    bytes: [u8; 10],
+}
+
+impl EncodedTimestamp {
+    pub(crate) fn new(timestamp: i64) -> Self {
+        // int64 is encoded as the two's-complement varint of its u64 bits.
+        let mut v = timestamp as u64;
+        let mut bytes = [0u8; 10];
+        let mut len = 0;
+        for b in &mut bytes {
+            len += 1;
+            if v < 0x80 {
+                *b = v as u8;
+                break;
+            }
+            *b = (v as u8) | 0x80;
+            v >>= 7;
+        }
+        Self {
+            timestamp,
+            len,
+            bytes,
+        }
+    }
+
+    pub(crate) fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or_default()
+    }
+
+    /// Length of the `Sample` message body (at most 20, so its own varint is one byte).
+    pub(crate) fn sample_len(&self) -> usize {
+        1 + 8 + 1 + usize::from(self.len)
+    }
+}
+
 /// Length of the `Sample` message body.
+#[cfg(test)]
 pub(crate) fn sample_len(timestamp: i64) -> usize {
     1 + 8 + 1 + varint_len(timestamp as u64)
 }
 
 /// Appends one `Sample` as a `TimeSeries.samples` entry.
 #[inline]
-pub(crate) fn put_sample(buf: &mut Vec<u8>, value: f64, timestamp: i64) {
+pub(crate) fn put_sample(buf: &mut Vec<u8>, value: f64, timestamp: &EncodedTimestamp) {
     buf.push(TAG_2_LEN);
-    put_varint(buf, sample_len(timestamp) as u64);
+    buf.push(timestamp.sample_len() as u8);
     buf.push(TAG_1_I64);
     buf.extend_from_slice(&value.to_le_bytes());
     buf.push(TAG_2_VARINT);
-    // int64 is encoded as the two's-complement varint of its u64 bits.
-    put_varint(buf, timestamp as u64);
+    buf.extend_from_slice(timestamp.bytes());
 }
 
 #[cfg(test)]
@@ -165,5 +209,31 @@ mod tests {
         let mut buf = Vec::new();
         put_label(&mut buf, "job", "api");
         assert_eq!(buf.len(), label_len("job", "api"));
+    }
+
+    #[test]
+    fn samples_match_prost() {
+        use prost::Message;
+        for ts in [0i64, 1, 127, 128, 1_764_000_000_000, -1, i64::MIN, i64::MAX] {
+            let et = EncodedTimestamp::new(ts);
+            assert_eq!(et.sample_len(), sample_len(ts), "{ts}");
+            let mut ours = Vec::new();
+            put_sample(&mut ours, 2.5, &et);
+            let series = TimeSeries {
+                labels: Vec::new(),
+                samples: vec![Sample {
+                    value: 2.5,
+                    timestamp: ts,
+                }],
+            };
+            assert_eq!(
+                TimeSeries::decode(ours.as_slice()).ok().as_ref(),
+                Some(&series)
+            );
+            if ts != 0 {
+                // prost leaves a zero timestamp out; we always write it.
+                assert_eq!(ours, series.encode_to_vec(), "{ts}");
+            }
+        }
     }
 }

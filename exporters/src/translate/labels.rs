@@ -207,6 +207,18 @@ impl LabelSet {
         self.mark()
     }
 
+    /// Appends bytes that identify the sealed context labels (names, values, priorities).
+    pub(crate) fn write_context_key(&self, out: &mut Vec<u8>) {
+        for it in &self.ctx {
+            for sp in [it.name, it.value] {
+                let text = self.str(sp);
+                out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+                out.extend_from_slice(text.as_bytes());
+            }
+            out.push(it.prio);
+        }
+    }
+
     /// Merges the sealed context labels with the point's attributes into the readable set.
     pub(crate) fn finish(&mut self) {
         let arena = &self.arena;

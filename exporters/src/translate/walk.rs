@@ -106,6 +106,23 @@ impl Sample<'_> {
 pub trait SampleSink {
     /// One sample; called in batch order.
     fn sample(&mut self, sample: &Sample<'_>);
+
+    /// Whether the sink keeps a series cache ([`SampleSink::cached_point`]); when `false`
+    /// (the default) the translator computes no point keys.
+    fn uses_point_cache(&self) -> bool {
+        false
+    }
+
+    /// Called before a point's samples, with `key`: bytes that identify everything the
+    /// point's label set is built from (its resource/scope context and its attributes), and
+    /// the `label_set_id` its samples will carry. Returning `true` says the sink already knows
+    /// the labels of that key (from an earlier point, possibly an earlier batch), so the
+    /// translator skips building them and `Sample::labels` is **not** up to date for this
+    /// point's samples. The default returns `false`.
+    fn cached_point(&mut self, key: &[u8], label_set_id: u64) -> bool {
+        let _ = (key, label_set_id);
+        false
+    }
 }
 
 /// What a translation did with the batch's points.
@@ -231,7 +248,17 @@ pub struct Translator {
     les: FloatLabels,
     quantiles: FloatLabels,
     scratch: String,
+    /// Context (resource + scope labels) → id, for point keys; ids are never reused.
+    contexts: HashMap<Box<[u8]>, u64, foldhash::fast::RandomState>,
+    next_context_id: u64,
+    /// The current scope's context id, when the sink caches series.
+    context_id: Option<u64>,
+    /// Reused buffers for context and point keys.
+    context_key: Vec<u8>,
+    point_key: Vec<u8>,
 }
+
+const CONTEXT_CACHE_MAX: usize = 4096;
 
 const SERVICE_NAME: &str = "service.name";
 const SERVICE_NAMESPACE: &str = "service.namespace";
@@ -254,6 +281,11 @@ impl Translator {
             les: FloatLabels::default(),
             quantiles: FloatLabels::default(),
             scratch: String::new(),
+            contexts: HashMap::default(),
+            next_context_id: 0,
+            context_id: None,
+            context_key: Vec::new(),
+            point_key: Vec::new(),
         }
     }
 
@@ -317,6 +349,11 @@ impl Translator {
                         .push("otel_scope_version", &scope.version, prio::CONTEXT);
                 }
                 let scope_mark = self.labels.seal();
+                self.context_id = if sink.uses_point_cache() {
+                    Some(self.context_id())
+                } else {
+                    None
+                };
                 for m in &sm.metrics {
                     self.metric(m, scope_mark, fallback_ms, &mut latest_ms, &mut stats, sink);
                 }
@@ -401,6 +438,39 @@ impl Translator {
             timestamp_ms,
         });
         stats.samples += 1;
+    }
+
+    /// The id of the sealed context labels (interned, so a point key holds 8 bytes of it).
+    fn context_id(&mut self) -> u64 {
+        self.context_key.clear();
+        self.labels.write_context_key(&mut self.context_key);
+        if let Some(&id) = self.contexts.get(self.context_key.as_slice()) {
+            return id;
+        }
+        if self.contexts.len() >= CONTEXT_CACHE_MAX {
+            self.contexts.clear();
+        }
+        let id = self.next_context_id;
+        self.next_context_id += 1;
+        self.contexts.insert(self.context_key.as_slice().into(), id);
+        id
+    }
+
+    /// Builds the point's labels unless the sink has them cached under the point's key.
+    fn point_labels_cached(
+        &mut self,
+        scope_mark: super::labels::Mark,
+        attrs: &[KeyValue],
+        sink: &mut impl SampleSink,
+    ) {
+        if let Some(ctx) = self.context_id
+            && write_point_key(&mut self.point_key, ctx, attrs)
+            && sink.cached_point(&self.point_key, self.label_set_id + 1)
+        {
+            self.label_set_id += 1;
+            return;
+        }
+        self.point_labels(scope_mark, attrs);
     }
 
     fn point_labels(&mut self, scope_mark: super::labels::Mark, attrs: &[KeyValue]) {
@@ -510,7 +580,7 @@ impl Translator {
                     help: &m.description,
                 };
                 for p in &h.data_points {
-                    self.point_labels(scope_mark, &p.attributes);
+                    self.point_labels_cached(scope_mark, &p.attributes, sink);
                     self.les.update(p.explicit_bounds.iter().copied());
                     let ts = ms(p.time_unix_nano);
                     note_ts(ts);
@@ -554,7 +624,7 @@ impl Translator {
                     help: &m.description,
                 };
                 for p in &s.data_points {
-                    self.point_labels(scope_mark, &p.attributes);
+                    self.point_labels_cached(scope_mark, &p.attributes, sink);
                     self.quantiles
                         .update(p.quantile_values.iter().map(|q| q.quantile));
                     let ts = ms(p.time_unix_nano);
@@ -611,7 +681,7 @@ impl Translator {
                     }
                 }
             };
-            self.point_labels(scope_mark, &p.attributes);
+            self.point_labels_cached(scope_mark, &p.attributes, sink);
             let ts = ms(p.time_unix_nano);
             note_ts(ts);
             sink.sample(&Sample {
@@ -627,6 +697,52 @@ impl Translator {
             stats.points += 1;
         }
     }
+}
+
+/// Writes the key of a point's label input: the context id, then every attribute's key and
+/// value, tagged and length-prefixed so that different inputs never give the same bytes.
+/// Returns `false` (no key) for attribute values that are arrays, maps or bytes, which are
+/// rare and not worth keying.
+fn write_point_key(out: &mut Vec<u8>, context_id: u64, attrs: &[KeyValue]) -> bool {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    fn put_len(out: &mut Vec<u8>, len: usize) {
+        match u8::try_from(len) {
+            Ok(b) if b < u8::MAX => out.push(b),
+            _ => {
+                out.push(u8::MAX);
+                out.extend_from_slice(&(len as u64).to_le_bytes());
+            }
+        }
+    }
+    out.clear();
+    out.extend_from_slice(&context_id.to_le_bytes());
+    for kv in attrs {
+        put_len(out, kv.key.len());
+        out.extend_from_slice(kv.key.as_bytes());
+        match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            None => out.push(0),
+            Some(Value::StringValue(v)) => {
+                out.push(1);
+                put_len(out, v.len());
+                out.extend_from_slice(v.as_bytes());
+            }
+            Some(Value::BoolValue(b)) => {
+                out.push(2);
+                out.push(u8::from(*b));
+            }
+            Some(Value::IntValue(i)) => {
+                out.push(3);
+                out.extend_from_slice(&i.to_le_bytes());
+            }
+            Some(Value::DoubleValue(d)) => {
+                out.push(4);
+                out.extend_from_slice(&d.to_bits().to_le_bytes());
+            }
+            #[allow(unreachable_patterns)]
+            Some(_) => return false,
+        }
+    }
+    true
 }
 
 static EMPTY_NAMES: std::sync::LazyLock<FamilyNames> = std::sync::LazyLock::new(|| FamilyNames {

@@ -254,7 +254,7 @@ mod tests {
         let bad = Config {
             protocols: Protocols {
                 grpc: Some(GrpcConfig {
-                    endpoint: "localhost:4317".into(),
+                    endpoint: "collector.internal:4317".into(),
                     max_recv_msg_size_mib: 0,
                     max_concurrent_streams: Some(0),
                 }),
@@ -274,8 +274,9 @@ mod tests {
             vec![
                 (
                     "receivers.otlp/a.protocols.grpc.endpoint",
-                    "invalid endpoint \"localhost:4317\": expected an IP address and port, e.g. \
-                     127.0.0.1:4317, 0.0.0.0:4317 or [::1]:4317 (host names are not resolved)"
+                    "invalid endpoint \"collector.internal:4317\": expected an IP address and \
+                     port, e.g. 127.0.0.1:4317, 0.0.0.0:4317 or [::1]:4317 (host names other than \
+                     localhost are not resolved)"
                 ),
                 (
                     "receivers.otlp/a.protocols.grpc.max_recv_msg_size_mib",
@@ -288,7 +289,8 @@ mod tests {
                 (
                     "receivers.otlp/a.protocols.http.endpoint",
                     "invalid endpoint \"127.0.0.1\": expected an IP address and port, e.g. \
-                     127.0.0.1:4317, 0.0.0.0:4317 or [::1]:4317 (host names are not resolved)"
+                     127.0.0.1:4317, 0.0.0.0:4317 or [::1]:4317 (host names other than localhost \
+                     are not resolved)"
                 ),
                 (
                     "receivers.otlp/a.protocols.http.max_request_body_size_mib",
