@@ -255,6 +255,29 @@ fn translate(
 }
 
 #[test]
+fn unit_one_is_ratio_on_gauges_only() {
+    let (sink, _) = translate(
+        TranslateOptions::default(),
+        vec![fixtures::resource(
+            "api",
+            vec![
+                fixtures::gauge("vla.cache.hit", "1", &[(0.5, &[])]),
+                fixtures::cumulative_sum("vla.inference.queue.depth", "1", false, &[(7.0, &[])]),
+                fixtures::cumulative_sum("vla.retries", "1", true, &[(3.0, &[])]),
+            ],
+        )],
+    );
+    assert_eq!(
+        sink.1,
+        vec![
+            ("vla_cache_hit_ratio".to_owned(), PromType::Gauge),
+            ("vla_inference_queue_depth".to_owned(), PromType::Gauge),
+            ("vla_retries_total".to_owned(), PromType::Counter),
+        ]
+    );
+}
+
+#[test]
 fn job_instance_scope_and_target_info() {
     let rm = fixtures::resource_with(
         &[

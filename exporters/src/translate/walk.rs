@@ -541,7 +541,14 @@ impl Translator {
                 } else {
                     PromType::Gauge
                 };
-                let base = self.names(&m.name, &m.unit, ty).base.clone();
+                // `1` becomes `_ratio` on OTel gauges only: an UpDownCounter of unit `1` (a
+                // queue depth, say) is a plain count and gets no suffix.
+                let unit = if !s.is_monotonic && m.unit.trim() == "1" {
+                    ""
+                } else {
+                    &m.unit
+                };
+                let base = self.names(&m.name, unit, ty).base.clone();
                 let family = Family {
                     name: &base,
                     ty,
