@@ -330,7 +330,8 @@ impl Worker {
                             attempt = attempt + 1,
                             wait_ms = wait.as_millis() as u64,
                             suppressed,
-                            "export failed, retrying: {message}"
+                            error = %message,
+                            "export failed, retrying"
                         );
                     }
                     tokio::select! {
@@ -347,7 +348,7 @@ impl Worker {
         self.in_flight = 0;
         self.dropped(reason, points);
         if let Some(suppressed) = self.drop_log.allow() {
-            error!(exporter = %self.id, reason, points, suppressed, "dropping batch: {message}");
+            error!(exporter = %self.id, reason, points, suppressed, error = %message, "dropping batch");
         }
     }
 }
