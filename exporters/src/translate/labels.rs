@@ -275,7 +275,9 @@ impl LabelSet {
             while attrs.get(end).is_some_and(|x| s(x.name) == s(a.name)) {
                 end += 1;
             }
-            if end - j > 1 {
+            // The join marker packs two 16-bit indices; a point with more than 65535
+            // attributes (absurd, but a 16 MiB request allows it) keeps the first value.
+            if end - j > 1 && end <= 0xffff {
                 // Several attributes sanitise to this name: mark it, joined below.
                 joins = true;
                 self.labels.push((
