@@ -56,7 +56,9 @@ use vla_pipeline::{
 };
 
 use crate::ExporterBuildError;
-use crate::translate::{DROP_DELTA, PromType, Sample, SampleSink, TranslateOptions, Translator};
+use crate::translate::{
+    DROP_DELTA, DROP_NAME_COLLISION, PromType, Sample, SampleSink, TranslateOptions, Translator,
+};
 
 pub use crate::prometheus_remote_write::TargetInfo;
 
@@ -377,6 +379,7 @@ pub struct PrometheusExporter {
     server: Mutex<Option<JoinHandle<()>>>,
     series_gauge: Gauge,
     delta_log: LogLimiter,
+    collision_log: LogLimiter,
 }
 
 impl std::fmt::Debug for PrometheusExporter {
@@ -454,6 +457,7 @@ impl PrometheusExporter {
             server: Mutex::new(Some(server)),
             series_gauge,
             delta_log: LogLimiter::new(Duration::from_secs(60)),
+            collision_log: LogLimiter::new(Duration::from_secs(60)),
         })
     }
 
@@ -494,6 +498,12 @@ impl PrometheusExporter {
             &self.id,
             stats.dropped_for(DROP_DELTA),
             &self.delta_log,
+        );
+        crate::translate::warn_name_collision(
+            &self.id,
+            stats.collision.as_deref(),
+            stats.dropped_for(DROP_NAME_COLLISION),
+            &self.collision_log,
         );
         ExportReport {
             sent: stats.points,

@@ -185,6 +185,61 @@ async fn no_recorded_value_removes_the_series_and_const_labels_do_not_override()
     assert_eq!(exp.render(), "");
 }
 
+const COLLISION_EXPECTED: &str = "\
+# HELP x x for tests
+# TYPE x histogram
+x_bucket{job=\"a\",le=\"1\"} 1
+x_bucket{job=\"a\",le=\"+Inf\"} 3
+x_sum{job=\"a\"} 3
+x_count{job=\"a\"} 3
+# HELP y_total y for tests
+# TYPE y_total counter
+y_total{job=\"a\"} 1
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn colliding_metrics_render_one_type_per_family() {
+    let exp = exporter(&no_scope());
+    let report = exp
+        .export(Arc::new(MetricBatch::new(
+            "otlp".into(),
+            vec![fixtures::resource(
+                "a",
+                vec![
+                    fixtures::histogram("x", "", &[1.0], &[1, 2], 3.0, &[]),
+                    fixtures::gauge("x", "", &[(1.0, &[])]),
+                    fixtures::gauge("x_count", "", &[(9.0, &[])]),
+                    fixtures::cumulative_sum("y", "", true, &[(1.0, &[])]),
+                    fixtures::cumulative_sum("y.total", "", true, &[(2.0, &[])]),
+                ],
+            )],
+        )))
+        .await
+        .unwrap();
+    assert_eq!(report.sent, 2);
+    assert_eq!(report.dropped, vec![("name_collision", 3)]);
+    assert_eq!(exp.render(), COLLISION_EXPECTED);
+    // A later batch with only the gauge changes nothing: the histogram keeps the name.
+    let report = exp
+        .export(Arc::new(MetricBatch::new(
+            "otlp".into(),
+            vec![fixtures::resource(
+                "a",
+                vec![fixtures::gauge("x", "", &[(1.0, &[])])],
+            )],
+        )))
+        .await
+        .unwrap();
+    assert_eq!(report.sent, 0);
+    assert_eq!(report.dropped, vec![("name_collision", 1)]);
+    let addr = exp.local_addr();
+    let (_, body) = tokio::task::spawn_blocking(move || scrape(addr))
+        .await
+        .unwrap();
+    assert_eq!(body, COLLISION_EXPECTED);
+    exp.shutdown().await;
+}
+
 #[test]
 fn config_defaults_and_validation() {
     let c = Config::default();

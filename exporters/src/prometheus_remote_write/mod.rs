@@ -70,7 +70,9 @@ use client::{Client, StatusClass};
 use encode::ShardedEncoder;
 
 use crate::ExporterBuildError;
-use crate::translate::{DROP_DELTA, TranslateOptions, Translator};
+use crate::translate::{
+    DROP_DELTA, DROP_NAME_COLLISION, NameCollision, TranslateOptions, Translator,
+};
 
 /// One remote-write request, snappy-compressed, ready to POST.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +92,8 @@ pub struct EncodedBatch {
     pub report: ExportReport,
     /// Samples across all requests.
     pub samples: u64,
+    /// The first metric dropped for a name collision, if any (for the warning).
+    pub collision: Option<Arc<NameCollision>>,
 }
 
 /// Translation + protobuf encoding + snappy, with buffers reused between batches. The exporter
@@ -152,6 +156,7 @@ impl BatchEncoder {
         Ok(EncodedBatch {
             shards,
             samples: stats.samples,
+            collision: stats.collision,
             report: ExportReport {
                 sent: stats.points,
                 dropped: stats.dropped,
@@ -208,6 +213,7 @@ pub struct PrometheusRemoteWriteExporter {
     resume: Mutex<Option<Resume>>,
     metrics: Metrics,
     delta_log: LogLimiter,
+    collision_log: LogLimiter,
     refused_log: LogLimiter,
 }
 
@@ -263,6 +269,7 @@ impl PrometheusRemoteWriteExporter {
             resume: Mutex::new(None),
             metrics,
             delta_log: LogLimiter::new(Duration::from_secs(60)),
+            collision_log: LogLimiter::new(Duration::from_secs(60)),
             refused_log: LogLimiter::default(),
         })
     }
@@ -276,14 +283,22 @@ impl PrometheusRemoteWriteExporter {
                 reason: "encode_error",
                 message: format!("snappy compression failed: {e}"),
             })?;
-        let delta = encoded
-            .report
-            .dropped
-            .iter()
-            .filter(|(r, _)| *r == DROP_DELTA)
-            .map(|(_, n)| n)
-            .sum::<u64>();
-        crate::translate::warn_delta_dropped(&self.id, delta, &self.delta_log);
+        let dropped_for = |reason: &str| {
+            encoded
+                .report
+                .dropped
+                .iter()
+                .filter(|(r, _)| *r == reason)
+                .map(|(_, n)| n)
+                .sum::<u64>()
+        };
+        crate::translate::warn_delta_dropped(&self.id, dropped_for(DROP_DELTA), &self.delta_log);
+        crate::translate::warn_name_collision(
+            &self.id,
+            encoded.collision.as_deref(),
+            dropped_for(DROP_NAME_COLLISION),
+            &self.collision_log,
+        );
         Ok(encoded)
     }
 
@@ -320,6 +335,7 @@ impl PrometheusRemoteWriteExporter {
             shards,
             mut report,
             samples,
+            collision: _,
         } = self.encode(&batch)?;
         let (skip, mut refused) = {
             let resume = self.resume.lock();

@@ -279,6 +279,71 @@ fn a_bucket_le_replaces_an_attribute_named_le() {
 }
 
 #[test]
+fn colliding_metrics_encode_no_duplicate_series() {
+    // Two scopes (scope labels are off here) emit colliding metrics at the same timestamp.
+    let mut rm = fixtures::resource(
+        "a",
+        vec![
+            fixtures::histogram("x", "", &[1.0], &[1, 2], 3.0, &[]),
+            fixtures::cumulative_sum("y", "", true, &[(1.0, &[])]),
+            fixtures::gauge("a.seconds", "s", &[(1.0, &[])]),
+        ],
+    );
+    let mut other = rm.scope_metrics[0].clone();
+    other.metrics = vec![
+        fixtures::gauge("x", "", &[(7.0, &[])]),
+        fixtures::gauge("x_sum", "", &[(7.0, &[])]),
+        fixtures::cumulative_sum("y.total", "", true, &[(2.0, &[])]),
+        fixtures::gauge("a", "s", &[(2.0, &[])]),
+    ];
+    rm.scope_metrics.push(other);
+    let batch = MetricBatch::new("otlp".into(), vec![rm]);
+    let series = all_series(&encode_decode(&batch, 2, 3));
+    let rendered: Vec<(String, Vec<f64>)> = series
+        .iter()
+        .map(|t| {
+            let labels: Vec<String> = t
+                .labels
+                .iter()
+                .map(|l| format!("{}={}", l.name, l.value))
+                .collect();
+            (
+                labels.join(","),
+                t.samples.iter().map(|s| s.value).collect(),
+            )
+        })
+        .collect();
+    let want = |l: &str, v: f64| (l.to_owned(), vec![v]);
+    assert_eq!(
+        rendered,
+        vec![
+            want("__name__=a_seconds,job=a", 1.0),
+            want("__name__=x_bucket,job=a,le=+Inf", 3.0),
+            want("__name__=x_bucket,job=a,le=1", 1.0),
+            want("__name__=x_count,job=a", 3.0),
+            want("__name__=x_sum,job=a", 3.0),
+            want("__name__=y_total,job=a", 1.0),
+        ]
+    );
+
+    // The exporter's encoder reports the drops and the collision it warns about.
+    let config = Config {
+        disable_scope_info: true,
+        ..Config::with_endpoint("http://127.0.0.1:1/api/v1/write")
+    };
+    let encoded = BatchEncoder::new(&config).encode(&batch).unwrap();
+    assert_eq!(encoded.report.sent, 3);
+    assert_eq!(
+        encoded.report.dropped,
+        vec![(crate::translate::DROP_NAME_COLLISION, 4)]
+    );
+    let c = encoded.collision.unwrap();
+    assert_eq!(&*c.prometheus_name, "x");
+    assert_eq!(&*c.dropped.name, "x");
+    assert_eq!(c.kept.to_string(), "\"x\" (unit \"\", histogram)");
+}
+
+#[test]
 fn stale_marker_bits_survive_encoding() {
     let mut g = fixtures::gauge("g", "", &[(5.0, &[])]);
     if let Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Gauge(g)) = &mut g.data {

@@ -29,6 +29,21 @@
 //!   (the spec's current recommendation is to add them).
 //! - **External labels** (remote write) and **const labels** (scrape) never override a series'
 //!   own labels, as in the OpenTelemetry Collector.
+//! - **Name collisions**: two different OTel metrics can translate to overlapping Prometheus
+//!   names (a gauge and a histogram both named `x`; counters `y` and `y.total`, both
+//!   `y_total`; `a.seconds` and `a` with unit `s`; a gauge `x_count` and a histogram `x`'s
+//!   `x_count`; anything named `target_info` while `target_info` is emitted). As the spec
+//!   requires, the later one is dropped whole, so there is never a second `# TYPE` for a family
+//!   and never two values for one remote-write series: the first identity (OTel name, unit,
+//!   Prometheus type) to produce a name keeps it across batches, the other's points are counted
+//!   with reason `name_collision` and the exporter warns (rate-limited) naming both metrics and
+//!   the name. The same identity from several resources or scopes is one family with different
+//!   labels, not a collision. Claims are cleared together with the name cache when it reaches
+//!   its size limit (16 384 distinct metrics), which bounds them; after such a reset the first
+//!   of two colliding metrics to arrive claims the name afresh. **Not handled**: with
+//!   `disable_scope_info`, the same metric from two scopes with identical attributes gives
+//!   identical series (remote write rejects the duplicate samples; the scrape endpoint keeps the
+//!   last value); telling them apart needs the scope labels.
 //! - **Values**: a point flagged "no recorded value" becomes the Prometheus stale marker
 //!   (NaN `0x7ff0000000000002`); timestamps are milliseconds.
 //!
@@ -38,10 +53,12 @@
 //! `__name__` and `le`/`quantile` merged in on the fly; nothing is formatted per point except
 //! non-string attribute values and bucket bounds that differ from the previous point's.
 
+mod claims;
 mod labels;
 mod names;
 mod walk;
 
+pub use claims::{Claimant, MetricIdentity, NameCollision};
 pub use labels::LabelSet;
 pub use names::{
     PromType, is_valid_label_name, is_valid_metric_name, metric_name, sanitize_label_name,
@@ -54,6 +71,8 @@ pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 
 /// Drop reason: delta temporality sums and histograms.
 pub const DROP_DELTA: &str = "delta_temporality";
+/// Drop reason: a metric whose Prometheus names belong to another metric (dropped whole).
+pub const DROP_NAME_COLLISION: &str = "name_collision";
 /// Drop reason: exponential histograms.
 pub const DROP_EXPONENTIAL: &str = "unsupported_exponential_histogram";
 /// Drop reason: temporality unspecified.
@@ -111,6 +130,31 @@ pub(crate) fn warn_delta_dropped(
             suppressed,
             "delta temporality is not supported until delta_to_cumulative exists; \
              {delta} points dropped"
+        );
+    }
+}
+
+/// Logs, at most once per `limiter` interval, a metric dropped for a name collision, naming
+/// both OTel metrics and the Prometheus name.
+/// `points` is how many points the batch dropped for [`DROP_NAME_COLLISION`].
+pub(crate) fn warn_name_collision(
+    exporter: &str,
+    collision: Option<&NameCollision>,
+    points: u64,
+    limiter: &vla_pipeline::ratelimit::LogLimiter,
+) {
+    if let Some(c) = collision
+        && let Some(suppressed) = limiter.allow()
+    {
+        tracing::warn!(
+            exporter,
+            prometheus_name = %c.prometheus_name,
+            dropped = %c.dropped,
+            kept = %c.kept,
+            points,
+            suppressed,
+            "two OpenTelemetry metrics translate to the same Prometheus name; the later one \
+             is dropped whole"
         );
     }
 }

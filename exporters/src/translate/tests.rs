@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
+use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, Metric};
 use vla_pipeline::MetricBatch;
 use vla_pipeline::fixtures::{self, T0_NANOS};
 
@@ -578,4 +578,276 @@ fn names_are_cached_and_stable_across_batches() {
     assert_eq!(first.0, second.0);
     assert_eq!(first.0[0].0[0].1, "a_b_bytes");
     assert_eq!(first.0[0].0[2], ("k_1".to_owned(), "v".to_owned()));
+}
+
+/// Options without scope labels and `target_info`, so collision tests see only their metrics.
+fn bare() -> TranslateOptions {
+    TranslateOptions {
+        scope_info: false,
+        target_info: false,
+        ..TranslateOptions::default()
+    }
+}
+
+/// The `__name__` of every sample.
+fn sample_names(sink: &Collect) -> Vec<String> {
+    sink.0.iter().map(|(l, _, _)| l[0].1.clone()).collect()
+}
+
+fn identity(name: &str, unit: &str, ty: PromType) -> MetricIdentity {
+    MetricIdentity {
+        name: name.into(),
+        unit: unit.into(),
+        ty,
+    }
+}
+
+#[test]
+fn gauge_after_histogram_of_the_same_name_is_dropped_whole() {
+    let (sink, stats) = translate(
+        bare(),
+        vec![fixtures::resource(
+            "a",
+            vec![
+                fixtures::histogram("x", "", &[1.0], &[1, 2], 3.0, &[]),
+                fixtures::gauge("x", "", &[(1.0, &[]), (2.0, &[("k", "v")])]),
+            ],
+        )],
+    );
+    assert_eq!(sink.1, vec![("x".to_owned(), PromType::Histogram)]);
+    assert_eq!(
+        sample_names(&sink),
+        ["x_bucket", "x_bucket", "x_sum", "x_count"]
+    );
+    assert_eq!(stats.points, 1);
+    assert_eq!(stats.samples, 4);
+    assert_eq!(stats.dropped, vec![(DROP_NAME_COLLISION, 2)]);
+    let c = stats.collision.as_deref().unwrap();
+    assert_eq!(&*c.prometheus_name, "x");
+    assert_eq!(c.dropped, identity("x", "", PromType::Gauge));
+    assert_eq!(
+        *c.kept,
+        Claimant::Metric(identity("x", "", PromType::Histogram))
+    );
+}
+
+#[test]
+fn overlapping_names_collide_and_the_first_keeps_the_name() {
+    type Case = (&'static str, Vec<Metric>, &'static str, Vec<&'static str>);
+    let cases: Vec<Case> = vec![
+        (
+            "y and y.total are both y_total",
+            vec![
+                fixtures::cumulative_sum("y", "", true, &[(1.0, &[])]),
+                fixtures::cumulative_sum("y.total", "", true, &[(2.0, &[])]),
+            ],
+            "y_total",
+            vec!["y_total"],
+        ),
+        (
+            "a.seconds and a with unit s are both a_seconds",
+            vec![
+                fixtures::gauge("a.seconds", "s", &[(1.0, &[])]),
+                fixtures::gauge("a", "s", &[(2.0, &[])]),
+            ],
+            "a_seconds",
+            vec!["a_seconds"],
+        ),
+        (
+            "a plain name equal to a histogram's derived name",
+            vec![
+                fixtures::histogram("x", "", &[], &[2], 3.0, &[]),
+                fixtures::gauge("x_count", "", &[(1.0, &[])]),
+            ],
+            "x_count",
+            vec!["x_bucket", "x_sum", "x_count"],
+        ),
+        (
+            "a histogram whose derived name is already a gauge",
+            vec![
+                fixtures::gauge("x_sum", "", &[(1.0, &[])]),
+                fixtures::histogram("x", "", &[], &[2], 3.0, &[]),
+            ],
+            "x_sum",
+            vec!["x_sum"],
+        ),
+        (
+            "a summary and a histogram of one name",
+            vec![
+                fixtures::summary("r", "", &[(0.5, 1.0)], 2, 3.0, &[]),
+                fixtures::histogram("r", "", &[], &[2], 3.0, &[]),
+            ],
+            "r",
+            vec!["r", "r_sum", "r_count"],
+        ),
+    ];
+    for (what, metrics, name, kept) in cases {
+        let second = metrics[1].name.clone();
+        let (sink, stats) = translate(bare(), vec![fixtures::resource("a", metrics)]);
+        assert_eq!(sample_names(&sink), kept, "{what}");
+        assert_eq!(stats.dropped, vec![(DROP_NAME_COLLISION, 1)], "{what}");
+        let c = stats.collision.as_deref().unwrap();
+        assert_eq!(&*c.prometheus_name, name, "{what}");
+        assert_eq!(&*c.dropped.name, second, "{what}");
+    }
+}
+
+#[test]
+fn the_same_metric_from_two_resources_and_scopes_is_one_family() {
+    let mut two_scopes = fixtures::resource(
+        "b",
+        vec![fixtures::histogram("x", "s", &[], &[1], 1.0, &[])],
+    );
+    let mut other_scope = two_scopes.scope_metrics[0].clone();
+    if let Some(scope) = &mut other_scope.scope {
+        scope.name = "other".to_owned();
+    }
+    two_scopes.scope_metrics.push(other_scope);
+    let (sink, stats) = translate(
+        TranslateOptions::default(),
+        vec![
+            fixtures::resource(
+                "a",
+                vec![fixtures::histogram("x", "s", &[], &[1], 1.0, &[])],
+            ),
+            two_scopes,
+        ],
+    );
+    assert_eq!(stats.points, 3);
+    assert!(stats.dropped.is_empty(), "{:?}", stats.dropped);
+    assert_eq!(stats.collision, None);
+    let jobs: Vec<(String, String)> = sink
+        .0
+        .iter()
+        .filter(|(l, _, _)| l[0].1 == "x_seconds_count")
+        .map(|(l, _, _)| {
+            let get = |k: &str| l.iter().find(|(n, _)| n == k).unwrap().1.clone();
+            (get("job"), get("otel_scope_name"))
+        })
+        .collect();
+    assert_eq!(
+        jobs,
+        [
+            ("a".to_owned(), "vla-test".to_owned()),
+            ("b".to_owned(), "vla-test".to_owned()),
+            ("b".to_owned(), "other".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn a_claim_persists_across_batches() {
+    let first = MetricBatch::new(
+        "otlp".into(),
+        vec![fixtures::resource(
+            "a",
+            vec![fixtures::histogram("x", "", &[], &[1], 1.0, &[])],
+        )],
+    );
+    let second = MetricBatch::new(
+        "otlp".into(),
+        vec![fixtures::resource(
+            "a",
+            vec![fixtures::gauge("x", "", &[(5.0, &[])])],
+        )],
+    );
+    let mut t = Translator::new(bare());
+    let stats = t.translate(&first, &mut Collect::default());
+    assert!(stats.dropped.is_empty());
+    // Every later batch: the gauge stays dropped, the histogram keeps its name.
+    for _ in 0..2 {
+        let mut sink = Collect::default();
+        let stats = t.translate(&second, &mut sink);
+        assert!(sink.0.is_empty(), "{:?}", sink.0);
+        assert_eq!(stats.dropped, vec![(DROP_NAME_COLLISION, 1)]);
+        assert_eq!(stats.points, 0);
+        let stats = t.translate(&first, &mut sink);
+        assert!(stats.dropped.is_empty());
+        assert_eq!(sample_names(&sink), ["x_bucket", "x_sum", "x_count"]);
+    }
+    // Another translator (a fresh claim map) keeps whichever came first.
+    let mut fresh = Translator::new(bare());
+    let mut sink = Collect::default();
+    assert!(fresh.translate(&second, &mut sink).dropped.is_empty());
+    assert_eq!(sample_names(&sink), ["x"]);
+}
+
+#[test]
+fn target_info_is_reserved_while_emitted() {
+    let rm = || {
+        fixtures::resource_with(
+            &[("service.name", "a"), ("host.name", "h")],
+            vec![fixtures::gauge("target.info", "", &[(7.0, &[])])],
+        )
+    };
+    let (sink, stats) = translate(TranslateOptions::default(), vec![rm()]);
+    assert_eq!(stats.dropped, vec![(DROP_NAME_COLLISION, 1)]);
+    assert_eq!(
+        sink.0.iter().map(|(_, v, _)| *v).collect::<Vec<_>>(),
+        [1.0],
+        "only the real target_info"
+    );
+    let c = stats.collision.as_deref().unwrap();
+    assert_eq!(&*c.prometheus_name, "target_info");
+    assert_eq!(*c.kept, Claimant::TargetInfo);
+    // With a namespace the reserved name follows it.
+    let (_, stats) = translate(
+        TranslateOptions {
+            namespace: Some("vla".into()),
+            ..TranslateOptions::default()
+        },
+        vec![fixtures::resource_with(
+            &[("service.name", "a")],
+            vec![fixtures::histogram("target_info", "", &[], &[1], 1.0, &[])],
+        )],
+    );
+    assert_eq!(stats.dropped, vec![(DROP_NAME_COLLISION, 1)]);
+    // Without target_info the name is free.
+    let (sink, stats) = translate(bare(), vec![rm()]);
+    assert!(stats.dropped.is_empty());
+    assert_eq!(sample_names(&sink), ["target_info"]);
+}
+
+#[test]
+fn claims_are_bounded_by_the_name_cache() {
+    let mut t = Translator::new(bare());
+    let hist = MetricBatch::new(
+        "otlp".into(),
+        vec![fixtures::resource(
+            "a",
+            vec![fixtures::histogram("x", "", &[], &[1], 1.0, &[])],
+        )],
+    );
+    let gauge = MetricBatch::new(
+        "otlp".into(),
+        vec![fixtures::resource(
+            "a",
+            vec![fixtures::gauge("x", "", &[(5.0, &[])])],
+        )],
+    );
+    t.translate(&hist, &mut Collect::default());
+    assert_eq!(
+        t.translate(&gauge, &mut Collect::default()).dropped,
+        vec![(DROP_NAME_COLLISION, 1)]
+    );
+    // Filling the name cache clears it and the claims together.
+    let names: Vec<String> = (0..16_384).map(|i| format!("m{i}")).collect();
+    let filler = MetricBatch::new(
+        "otlp".into(),
+        vec![fixtures::resource(
+            "a",
+            names
+                .iter()
+                .map(|n| fixtures::gauge(n, "", &[(1.0, &[])]))
+                .collect(),
+        )],
+    );
+    assert!(
+        t.translate(&filler, &mut Collect::default())
+            .dropped
+            .is_empty()
+    );
+    let mut sink = Collect::default();
+    assert!(t.translate(&gauge, &mut sink).dropped.is_empty());
+    assert_eq!(sample_names(&sink), ["x"]);
 }

@@ -12,10 +12,12 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use vla_pipeline::MetricBatch;
 
+use super::claims::{Claims, MetricIdentity, NameCollision};
 use super::labels::{LabelSet, prio};
 use super::names::{PromType, metric_name};
 use super::{
-    DROP_DELTA, DROP_EXPONENTIAL, DROP_NO_VALUE, DROP_UNSPECIFIED_TEMPORALITY, STALE_NAN_BITS,
+    DROP_DELTA, DROP_EXPONENTIAL, DROP_NAME_COLLISION, DROP_NO_VALUE, DROP_UNSPECIFIED_TEMPORALITY,
+    STALE_NAN_BITS,
 };
 
 /// What the translation adds beyond the data itself.
@@ -134,6 +136,8 @@ pub struct TranslateStats {
     pub samples: u64,
     /// Data points not translated, by reason.
     pub dropped: Vec<(&'static str, u64)>,
+    /// The batch's first metric dropped for [`DROP_NAME_COLLISION`], for the exporter's warning.
+    pub collision: Option<Arc<NameCollision>>,
 }
 
 impl TranslateStats {
@@ -144,6 +148,14 @@ impl TranslateStats {
         match self.dropped.iter_mut().find(|(r, _)| *r == reason) {
             Some((_, c)) => *c += n,
             None => self.dropped.push((reason, n)),
+        }
+    }
+
+    /// Counts a whole metric dropped because its Prometheus names belong to another metric.
+    fn collide(&mut self, collision: &Arc<NameCollision>, points: usize) {
+        self.drop(DROP_NAME_COLLISION, points as u64);
+        if self.collision.is_none() {
+            self.collision = Some(collision.clone());
         }
     }
 
@@ -185,8 +197,12 @@ struct FamilyNames {
     bucket: Arc<str>,
     sum: Arc<str>,
     count: Arc<str>,
+    /// Set when these names overlap another metric's: the metric is then dropped whole.
+    collision: Option<Arc<NameCollision>>,
 }
 
+/// Distinct (name, unit, type) families cached; past it the cache and the name claims are
+/// cleared together, which bounds the claims at four names per family.
 const FAMILY_CACHE_MAX: usize = 16_384;
 
 /// Float label values (`le`, `quantile`) formatted once and reused while they repeat.
@@ -243,6 +259,8 @@ pub struct Translator {
     options: TranslateOptions,
     target_info_name: Arc<str>,
     families: HashMap<FamilyKey, FamilyNames, foldhash::fast::RandomState>,
+    /// Prometheus name → the metric that produced it first; cleared with `families`.
+    claims: Claims,
     labels: LabelSet,
     label_set_id: u64,
     les: FloatLabels,
@@ -272,10 +290,11 @@ impl Translator {
             Some(ns) => format!("{}_{target_info_name}", super::sanitize_metric_name(ns)),
             None => target_info_name,
         };
-        Self {
+        let mut translator = Self {
             options,
             target_info_name: target_info_name.into(),
             families: HashMap::default(),
+            claims: Claims::default(),
             labels: LabelSet::default(),
             label_set_id: 0,
             les: FloatLabels::default(),
@@ -286,6 +305,16 @@ impl Translator {
             context_id: None,
             context_key: Vec::new(),
             point_key: Vec::new(),
+        };
+        translator.reset_claims();
+        translator
+    }
+
+    /// Forgets every claim except the reserved `target_info` (while it is emitted).
+    fn reset_claims(&mut self) {
+        self.claims.clear();
+        if self.options.target_info {
+            self.claims.reserve_target_info(&self.target_info_name);
         }
     }
 
@@ -294,19 +323,52 @@ impl Translator {
         &self.options
     }
 
+    /// The names of a metric's family, or `None` when they collide with another metric's
+    /// (its `points` are then counted as dropped). Once per metric per batch, never per point.
+    fn family_names(
+        &mut self,
+        name: &str,
+        unit: &str,
+        ty: PromType,
+        points: usize,
+        stats: &mut TranslateStats,
+    ) -> Option<&FamilyNames> {
+        let names = self.names(name, unit, ty);
+        match &names.collision {
+            Some(collision) => {
+                stats.collide(collision, points);
+                None
+            }
+            None => Some(names),
+        }
+    }
+
     fn names(&mut self, name: &str, unit: &str, ty: PromType) -> &FamilyNames {
         let key = FamilyKeyRef { name, unit, ty };
         if !self.families.contains_key(&key) {
             if self.families.len() >= FAMILY_CACHE_MAX {
                 self.families.clear();
+                self.reset_claims();
             }
             let base = metric_name(name, unit, ty, self.options.namespace.as_deref());
-            let names = FamilyNames {
+            let mut names = FamilyNames {
                 bucket: format!("{base}_bucket").into(),
                 sum: format!("{base}_sum").into(),
                 count: format!("{base}_count").into(),
                 base: base.into(),
+                collision: None,
             };
+            let identity = MetricIdentity {
+                name: name.into(),
+                unit: unit.into(),
+                ty,
+            };
+            let produced: &[&Arc<str>] = match ty {
+                PromType::Counter | PromType::Gauge => &[&names.base],
+                PromType::Histogram => &[&names.base, &names.bucket, &names.sum, &names.count],
+                PromType::Summary => &[&names.base, &names.sum, &names.count],
+            };
+            names.collision = self.claims.claim(identity, produced).map(Arc::new);
             self.families.insert(
                 FamilyKey {
                     name: name.into(),
@@ -509,7 +571,12 @@ impl Translator {
         let stale = f64::from_bits(STALE_NAN_BITS);
         match data {
             metric::Data::Gauge(g) => {
-                let names = self.names(&m.name, &m.unit, PromType::Gauge);
+                let points = g.data_points.len();
+                let Some(names) =
+                    self.family_names(&m.name, &m.unit, PromType::Gauge, points, stats)
+                else {
+                    return;
+                };
                 let base = names.base.clone();
                 let family = Family {
                     name: &base,
@@ -548,7 +615,11 @@ impl Translator {
                 } else {
                     &m.unit
                 };
-                let base = self.names(&m.name, unit, ty).base.clone();
+                let points = s.data_points.len();
+                let Some(names) = self.family_names(&m.name, unit, ty, points, stats) else {
+                    return;
+                };
+                let base = names.base.clone();
                 let family = Family {
                     name: &base,
                     ty,
@@ -574,7 +645,12 @@ impl Translator {
                     stats.drop(DROP_UNSPECIFIED_TEMPORALITY, h.data_points.len() as u64);
                     return;
                 }
-                let names = self.names(&m.name, &m.unit, PromType::Histogram);
+                let points = h.data_points.len();
+                let Some(names) =
+                    self.family_names(&m.name, &m.unit, PromType::Histogram, points, stats)
+                else {
+                    return;
+                };
                 let (base, bucket, sum_name, count_name) = (
                     names.base.clone(),
                     names.bucket.clone(),
@@ -622,7 +698,12 @@ impl Translator {
                 }
             }
             metric::Data::Summary(s) => {
-                let names = self.names(&m.name, &m.unit, PromType::Summary);
+                let points = s.data_points.len();
+                let Some(names) =
+                    self.family_names(&m.name, &m.unit, PromType::Summary, points, stats)
+                else {
+                    return;
+                };
                 let (base, sum_name, count_name) =
                     (names.base.clone(), names.sum.clone(), names.count.clone());
                 let family = Family {
@@ -757,4 +838,5 @@ static EMPTY_NAMES: std::sync::LazyLock<FamilyNames> = std::sync::LazyLock::new(
     bucket: Arc::from("_"),
     sum: Arc::from("_"),
     count: Arc::from("_"),
+    collision: None,
 });
