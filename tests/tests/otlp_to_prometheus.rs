@@ -114,6 +114,28 @@ fn http_provider(port: u16, resource: Resource) -> SdkMeterProvider {
         .build()
 }
 
+/// A Prometheus and a collector remote-writing into it with the given batch timeout.
+async fn start_stack(batch_timeout: &str) -> (Prometheus, Ports, Collector) {
+    let prom = Prometheus::start(&[]).await.expect("prometheus");
+    let ports = Ports::new();
+    let collector = Collector::start(
+        &config(&ports, &prom.write_url(), batch_timeout),
+        ports.telemetry,
+    )
+    .await
+    .expect("collector");
+    (prom, ports, collector)
+}
+
+/// The API's provider: cumulative, resource `vla/vla-api`, instance `api-1`.
+fn api_provider(port: u16) -> SdkMeterProvider {
+    grpc_provider(
+        port,
+        Temporality::Cumulative,
+        resource("vla-api", Some("vla")),
+    )
+}
+
 /// Flushes off the async runtime: the tonic exporter deadlocks if flushed on a runtime thread.
 async fn flush(provider: &SdkMeterProvider) {
     let p = provider.clone();
@@ -189,18 +211,9 @@ fn one(samples: &[Sample], what: &str) -> Sample {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_metrics_arrive_in_prometheus_by_remote_write_and_on_the_scrape_endpoint() {
-    let prom = Prometheus::start(&[]).await.expect("prometheus");
-    let ports = Ports::new();
-    let mut collector =
-        Collector::start(&config(&ports, &prom.write_url(), "100ms"), ports.telemetry)
-            .await
-            .expect("collector");
+    let (prom, ports, mut collector) = start_stack("100ms").await;
 
-    let grpc = grpc_provider(
-        ports.grpc,
-        Temporality::Cumulative,
-        resource("vla-api", Some("vla")),
-    );
+    let grpc = api_provider(ports.grpc);
     record_api_metrics(&grpc);
     flush(&grpc).await;
     let http = http_provider(ports.http, resource("vla-api-http", None));
@@ -394,11 +407,7 @@ async fn sdk_metrics_arrive_in_prometheus_by_remote_write_and_on_the_scrape_endp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_sums_are_dropped_and_counted_not_mangled() {
-    let prom = Prometheus::start(&[]).await.expect("prometheus");
-    let ports = Ports::new();
-    let collector = Collector::start(&config(&ports, &prom.write_url(), "100ms"), ports.telemetry)
-        .await
-        .expect("collector");
+    let (prom, ports, collector) = start_stack("100ms").await;
     let provider = grpc_provider(
         ports.grpc,
         Temporality::Delta,
@@ -438,18 +447,9 @@ async fn delta_sums_are_dropped_and_counted_not_mangled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_stop_delivers_what_was_accepted() {
-    let prom = Prometheus::start(&[]).await.expect("prometheus");
-    let ports = Ports::new();
     // A batch timeout far longer than the test: only the shutdown drain can deliver it.
-    let mut collector =
-        Collector::start(&config(&ports, &prom.write_url(), "10m"), ports.telemetry)
-            .await
-            .expect("collector");
-    let provider = grpc_provider(
-        ports.grpc,
-        Temporality::Cumulative,
-        resource("vla-api", Some("vla")),
-    );
+    let (prom, ports, mut collector) = start_stack("10m").await;
+    let provider = api_provider(ports.grpc);
     provider
         .meter("vla-api")
         .i64_gauge("vla.worker.active")
@@ -486,11 +486,7 @@ async fn data_sent_during_a_backend_outage_arrives_when_it_comes_back() {
     let collector = Collector::start(&config(&ports, &write_url, "100ms"), ports.telemetry)
         .await
         .expect("collector");
-    let provider = grpc_provider(
-        ports.grpc,
-        Temporality::Cumulative,
-        resource("vla-api", Some("vla")),
-    );
+    let provider = api_provider(ports.grpc);
     provider
         .meter("vla-api")
         .i64_gauge("vla.db.connections.active")

@@ -1,7 +1,6 @@
 //! Walking a batch: one call per metric to name it, one label set per point, and the
 //! Prometheus samples each point yields, handed to a sink.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
@@ -229,7 +228,8 @@ impl FloatLabels {
         for v in values {
             self.values.push(v);
             let start = self.text.len();
-            write_float(&mut self.text, v);
+            // As Prometheus writes `le` / `quantile`: `+Inf`, shortest round-trip decimal.
+            vla_pipeline::telemetry::exposition::push_value(&mut self.text, v);
             self.spans.push((start, self.text.len()));
         }
     }
@@ -242,15 +242,19 @@ impl FloatLabels {
     }
 }
 
-/// Formats a float as Prometheus expects in `le` / `quantile` (`+Inf`, shortest round-trip).
-pub(crate) fn write_float(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else if v.is_infinite() {
-        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
-    } else {
-        let _ = write!(out, "{v}");
+/// Whether points of this temporality can be sent; delta and unspecified ones are counted
+/// as dropped (until a delta→cumulative processor runs before the exporter).
+fn cumulative(temporality: i32, points: usize, stats: &mut TranslateStats) -> bool {
+    if temporality == AggregationTemporality::Cumulative as i32 {
+        return true;
     }
+    let reason = if temporality == AggregationTemporality::Delta as i32 {
+        DROP_DELTA
+    } else {
+        DROP_UNSPECIFIED_TEMPORALITY
+    };
+    stats.drop(reason, points as u64);
+    false
 }
 
 /// Translates batches; keeps caches (names, label keys, buffers) between batches.
@@ -594,13 +598,7 @@ impl Translator {
                 );
             }
             metric::Data::Sum(s) => {
-                let temporality = s.aggregation_temporality;
-                if temporality == AggregationTemporality::Delta as i32 {
-                    stats.drop(DROP_DELTA, s.data_points.len() as u64);
-                    return;
-                }
-                if temporality != AggregationTemporality::Cumulative as i32 {
-                    stats.drop(DROP_UNSPECIFIED_TEMPORALITY, s.data_points.len() as u64);
+                if !cumulative(s.aggregation_temporality, s.data_points.len(), stats) {
                     return;
                 }
                 let ty = if s.is_monotonic {
@@ -636,13 +634,7 @@ impl Translator {
                 );
             }
             metric::Data::Histogram(h) => {
-                let temporality = h.aggregation_temporality;
-                if temporality == AggregationTemporality::Delta as i32 {
-                    stats.drop(DROP_DELTA, h.data_points.len() as u64);
-                    return;
-                }
-                if temporality != AggregationTemporality::Cumulative as i32 {
-                    stats.drop(DROP_UNSPECIFIED_TEMPORALITY, h.data_points.len() as u64);
+                if !cumulative(h.aggregation_temporality, h.data_points.len(), stats) {
                     return;
                 }
                 let points = h.data_points.len();

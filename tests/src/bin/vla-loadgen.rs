@@ -26,6 +26,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
     ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use vla_exporters::prometheus_remote_write::proto::WriteRequest;
 
 struct Args {
     grpc: String,
@@ -203,27 +204,6 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-/// Remote-write messages, just enough to count samples.
-mod rw {
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct WriteRequest {
-        #[prost(message, repeated, tag = "1")]
-        pub timeseries: Vec<TimeSeries>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct TimeSeries {
-        #[prost(message, repeated, tag = "2")]
-        pub samples: Vec<Sample>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Sample {
-        #[prost(double, tag = "1")]
-        pub value: f64,
-        #[prost(int64, tag = "2")]
-        pub timestamp: i64,
-    }
-}
-
 async fn run_sink(addr: String, samples: Arc<AtomicU64>, requests: Arc<AtomicU64>) {
     use axum::body::Bytes;
     use prost::Message;
@@ -236,7 +216,7 @@ async fn run_sink(addr: String, samples: Arc<AtomicU64>, requests: Arc<AtomicU64
                 let Ok(raw) = raw else {
                     return axum::http::StatusCode::BAD_REQUEST;
                 };
-                match rw::WriteRequest::decode(raw.as_slice()) {
+                match WriteRequest::decode(raw.as_slice()) {
                     Ok(w) => {
                         let n: usize = w.timeseries.iter().map(|t| t.samples.len()).sum();
                         samples.fetch_add(n as u64, Ordering::Relaxed);
