@@ -148,9 +148,16 @@ struct Registry {
     series: HashTable<Entry>,
     families: HashMap<Arc<str>, FamilyMeta, foldhash::fast::RandomState>,
     last_sweep: Option<Instant>,
+    /// `vla_collector_prometheus_series`, kept equal to `series.len()` after every change.
+    series_gauge: Gauge,
 }
 
 impl Registry {
+    fn count_series(&self) {
+        self.series_gauge
+            .set(i64::try_from(self.series.len()).unwrap_or(i64::MAX));
+    }
+
     fn sweep(&mut self, now: Instant, expiration: Duration) {
         self.series
             .retain(|e| now.saturating_duration_since(e.updated) < expiration);
@@ -159,6 +166,7 @@ impl Registry {
             self.families.retain(|name, _| live.contains(&**name));
         }
         self.last_sweep = Some(now);
+        self.count_series();
     }
 }
 
@@ -377,7 +385,6 @@ pub struct PrometheusExporter {
     translator: Mutex<Translator>,
     stop: CancellationToken,
     server: Mutex<Option<JoinHandle<()>>>,
-    series_gauge: Gauge,
     delta_log: LogLimiter,
     collision_log: LogLimiter,
 }
@@ -416,8 +423,16 @@ impl PrometheusExporter {
             let _guard = runtime.enter();
             tokio::net::TcpListener::from_std(listener).map_err(ExporterBuildError::Listener)?
         };
+        let series_gauge = telemetry.gauge(
+            "vla_collector_prometheus_series",
+            "Series held by a prometheus scrape exporter.",
+            &[("exporter", &id)],
+        );
         let shared = Arc::new(Shared {
-            registry: Mutex::new(Registry::default()),
+            registry: Mutex::new(Registry {
+                series_gauge,
+                ..Registry::default()
+            }),
             expiration: config.metric_expiration,
         });
         let stop = CancellationToken::new();
@@ -443,11 +458,6 @@ impl PrometheusExporter {
             target_info: config.target_info.enabled,
             scope_info: !config.disable_scope_info,
         };
-        let series_gauge = telemetry.gauge(
-            "vla_collector_prometheus_series",
-            "Series held by a prometheus scrape exporter.",
-            &[("exporter", &id)],
-        );
         Ok(Self {
             id,
             local_addr,
@@ -455,7 +465,6 @@ impl PrometheusExporter {
             translator: Mutex::new(Translator::new(options)),
             stop,
             server: Mutex::new(Some(server)),
-            series_gauge,
             delta_log: LogLimiter::new(Duration::from_secs(60)),
             collision_log: LogLimiter::new(Duration::from_secs(60)),
         })
@@ -490,8 +499,7 @@ impl PrometheusExporter {
         {
             registry.sweep(now, self.shared.expiration);
         }
-        self.series_gauge
-            .set(i64::try_from(registry.series.len()).unwrap_or(i64::MAX));
+        registry.count_series();
         drop(registry);
         drop(translator);
         crate::translate::warn_delta_dropped(

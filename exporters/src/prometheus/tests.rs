@@ -119,7 +119,15 @@ async fn series_expire_when_not_updated() {
         target_info: TargetInfo { enabled: false },
         ..no_scope()
     };
-    let exp = exporter(&config);
+    let telemetry = Telemetry::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let exp = PrometheusExporter::new("prometheus".into(), &config, listener, &telemetry).unwrap();
+    let series = || {
+        telemetry.value(
+            "vla_collector_prometheus_series",
+            &[("exporter", "prometheus")],
+        )
+    };
     exp.export(Arc::new(MetricBatch::new(
         "otlp".into(),
         vec![fixtures::resource(
@@ -146,7 +154,13 @@ async fn series_expire_when_not_updated() {
         "# HELP new new for tests\n# TYPE new gauge\nnew{job=\"api\"} 2\n"
     );
     tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(series(), Some(1));
     assert_eq!(exp.render(), "");
+    assert_eq!(
+        series(),
+        Some(0),
+        "the scrape's sweep updates the series count"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
