@@ -54,8 +54,12 @@
 //! non-string attribute values and bucket bounds that differ from the previous point's.
 
 mod claims;
+mod families;
+mod float_labels;
 mod labels;
 mod names;
+mod point_key;
+mod sink;
 mod walk;
 
 pub use claims::{Claimant, MetricIdentity, NameCollision};
@@ -64,7 +68,8 @@ pub use names::{
     PromType, is_valid_label_name, is_valid_metric_name, metric_name, sanitize_label_name,
     sanitize_metric_name, unit_suffix,
 };
-pub use walk::{Family, Sample, SampleSink, TranslateOptions, TranslateStats, Translator};
+pub use sink::{Family, Sample, SampleSink};
+pub use walk::{TranslateOptions, TranslateStats, Translator};
 
 /// The Prometheus stale marker (a NaN with a fixed bit pattern).
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use hashbrown::{Equivalent, HashMap};
+use hashbrown::HashMap;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, Metric, NumberDataPoint, metric, number_data_point,
@@ -12,8 +12,12 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use vla_pipeline::MetricBatch;
 
 use super::claims::{Claims, MetricIdentity, NameCollision};
+use super::families::{EMPTY_NAMES, FAMILY_CACHE_MAX, FamilyKey, FamilyKeyRef, FamilyNames};
+use super::float_labels::FloatLabels;
 use super::labels::{LabelSet, prio};
 use super::names::{PromType, metric_name};
+use super::point_key::PointKeys;
+use super::sink::{Family, Sample, SampleSink};
 use super::{
     DROP_DELTA, DROP_EXPONENTIAL, DROP_NAME_COLLISION, DROP_NO_VALUE, DROP_UNSPECIFIED_TEMPORALITY,
     STALE_NAN_BITS,
@@ -40,89 +44,6 @@ impl Default for TranslateOptions {
             target_info: true,
             scope_info: true,
         }
-    }
-}
-
-/// A metric family: what the `# HELP` / `# TYPE` lines say.
-#[derive(Debug, Clone, Copy)]
-pub struct Family<'a> {
-    /// The family name (`vla_inference_duration_seconds`, `vla_inference_requests_total`).
-    pub name: &'a str,
-    /// The Prometheus type.
-    pub ty: PromType,
-    /// The OTel description.
-    pub help: &'a str,
-}
-
-/// One Prometheus sample.
-#[derive(Debug, Clone, Copy)]
-pub struct Sample<'a> {
-    /// The family it belongs to.
-    pub family: Family<'a>,
-    /// The series' metric name (`__name__`): the family name, or with `_bucket`/`_sum`/`_count`.
-    pub name: &'a str,
-    /// The labels shared by every series of the point (sorted; no `__name__`, `le`, `quantile`).
-    pub labels: &'a LabelSet,
-    /// `le` or `quantile` with its value; it replaces a shared label of the same name.
-    pub extra: Option<(&'static str, &'a str)>,
-    /// Changes whenever `labels` changes, so sinks can reuse work done for the previous sample.
-    pub label_set_id: u64,
-    /// The value (the stale-marker NaN for points flagged "no recorded value").
-    pub value: f64,
-    /// Milliseconds since the Unix epoch.
-    pub timestamp_ms: i64,
-}
-
-impl Sample<'_> {
-    /// Calls `f` for every label of the series in sorted order, `__name__` included.
-    pub fn for_each_label(&self, mut f: impl FnMut(&str, &str)) {
-        let mut name_done = false;
-        let mut extra = self.extra;
-        for (n, v) in self.labels.iter() {
-            if !name_done && n > "__name__" {
-                f("__name__", self.name);
-                name_done = true;
-            }
-            if let Some((en, ev)) = extra
-                && n >= en
-            {
-                f(en, ev);
-                extra = None;
-                if n == en {
-                    continue;
-                }
-            }
-            f(n, v);
-        }
-        if !name_done {
-            f("__name__", self.name);
-        }
-        if let Some((en, ev)) = extra {
-            f(en, ev);
-        }
-    }
-}
-
-/// Receives the samples of a translated batch.
-pub trait SampleSink {
-    /// One sample; called in batch order.
-    fn sample(&mut self, sample: &Sample<'_>);
-
-    /// Whether the sink keeps a series cache ([`SampleSink::cached_point`]); when `false`
-    /// (the default) the translator computes no point keys.
-    fn uses_point_cache(&self) -> bool {
-        false
-    }
-
-    /// Called before a point's samples, with `key`: bytes that identify everything the
-    /// point's label set is built from (its resource/scope context and its attributes), and
-    /// the `label_set_id` its samples will carry. Returning `true` says the sink already knows
-    /// the labels of that key (from an earlier point, possibly an earlier batch), so the
-    /// translator skips building them and `Sample::labels` is **not** up to date for this
-    /// point's samples. The default returns `false`.
-    fn cached_point(&mut self, key: &[u8], label_set_id: u64) -> bool {
-        let _ = (key, label_set_id);
-        false
     }
 }
 
@@ -168,80 +89,6 @@ impl TranslateStats {
     }
 }
 
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct FamilyKey {
-    name: Box<str>,
-    unit: Box<str>,
-    ty: PromType,
-}
-
-/// Borrowed lookup key; hashes exactly like [`FamilyKey`].
-#[derive(Hash)]
-struct FamilyKeyRef<'a> {
-    name: &'a str,
-    unit: &'a str,
-    ty: PromType,
-}
-
-impl Equivalent<FamilyKey> for FamilyKeyRef<'_> {
-    fn equivalent(&self, key: &FamilyKey) -> bool {
-        self.ty == key.ty && *self.name == *key.name && *self.unit == *key.unit
-    }
-}
-
-/// The translated names of one metric, shared by all its points.
-#[derive(Debug)]
-struct FamilyNames {
-    base: Arc<str>,
-    bucket: Arc<str>,
-    sum: Arc<str>,
-    count: Arc<str>,
-    /// Set when these names overlap another metric's: the metric is then dropped whole.
-    collision: Option<Arc<NameCollision>>,
-}
-
-/// Distinct (name, unit, type) families cached; past it the cache and the name claims are
-/// cleared together, which bounds the claims at four names per family.
-const FAMILY_CACHE_MAX: usize = 16_384;
-
-/// Float label values (`le`, `quantile`) formatted once and reused while they repeat.
-#[derive(Debug, Default)]
-struct FloatLabels {
-    values: Vec<f64>,
-    text: String,
-    spans: Vec<(usize, usize)>,
-}
-
-impl FloatLabels {
-    fn update(&mut self, values: impl ExactSizeIterator<Item = f64> + Clone) {
-        let same = values.len() == self.values.len()
-            && values
-                .clone()
-                .zip(&self.values)
-                .all(|(a, b)| a.to_bits() == b.to_bits());
-        if same {
-            return;
-        }
-        self.values.clear();
-        self.text.clear();
-        self.spans.clear();
-        for v in values {
-            self.values.push(v);
-            let start = self.text.len();
-            // As Prometheus writes `le` / `quantile`: `+Inf`, shortest round-trip decimal.
-            vla_pipeline::telemetry::exposition::push_value(&mut self.text, v);
-            self.spans.push((start, self.text.len()));
-        }
-    }
-
-    fn get(&self, i: usize) -> &str {
-        self.spans
-            .get(i)
-            .and_then(|&(s, e)| self.text.get(s..e))
-            .unwrap_or_default()
-    }
-}
-
 /// Whether points of this temporality can be sent; delta and unspecified ones are counted
 /// as dropped (until a delta→cumulative processor runs before the exporter).
 fn cumulative(temporality: i32, points: usize, stats: &mut TranslateStats) -> bool {
@@ -270,17 +117,11 @@ pub struct Translator {
     les: FloatLabels,
     quantiles: FloatLabels,
     scratch: String,
-    /// Context (resource + scope labels) → id, for point keys; ids are never reused.
-    contexts: HashMap<Box<[u8]>, u64, foldhash::fast::RandomState>,
-    next_context_id: u64,
+    /// Interned contexts and point-key buffers, for sinks that cache series.
+    keys: PointKeys,
     /// The current scope's context id, when the sink caches series.
     context_id: Option<u64>,
-    /// Reused buffers for context and point keys.
-    context_key: Vec<u8>,
-    point_key: Vec<u8>,
 }
-
-const CONTEXT_CACHE_MAX: usize = 4096;
 
 const SERVICE_NAME: &str = "service.name";
 const SERVICE_NAMESPACE: &str = "service.namespace";
@@ -304,11 +145,8 @@ impl Translator {
             les: FloatLabels::default(),
             quantiles: FloatLabels::default(),
             scratch: String::new(),
-            contexts: HashMap::default(),
-            next_context_id: 0,
+            keys: PointKeys::default(),
             context_id: None,
-            context_key: Vec::new(),
-            point_key: Vec::new(),
         };
         translator.reset_claims();
         translator
@@ -416,7 +254,7 @@ impl Translator {
                 }
                 let scope_mark = self.labels.seal();
                 self.context_id = if sink.uses_point_cache() {
-                    Some(self.context_id())
+                    Some(self.keys.context_id(&self.labels))
                 } else {
                     None
                 };
@@ -506,22 +344,6 @@ impl Translator {
         stats.samples += 1;
     }
 
-    /// The id of the sealed context labels (interned, so a point key holds 8 bytes of it).
-    fn context_id(&mut self) -> u64 {
-        self.context_key.clear();
-        self.labels.write_context_key(&mut self.context_key);
-        if let Some(&id) = self.contexts.get(self.context_key.as_slice()) {
-            return id;
-        }
-        if self.contexts.len() >= CONTEXT_CACHE_MAX {
-            self.contexts.clear();
-        }
-        let id = self.next_context_id;
-        self.next_context_id += 1;
-        self.contexts.insert(self.context_key.as_slice().into(), id);
-        id
-    }
-
     /// Builds the point's labels unless the sink has them cached under the point's key.
     fn point_labels_cached(
         &mut self,
@@ -530,8 +352,8 @@ impl Translator {
         sink: &mut impl SampleSink,
     ) {
         if let Some(ctx) = self.context_id
-            && write_point_key(&mut self.point_key, ctx, attrs)
-            && sink.cached_point(&self.point_key, self.label_set_id + 1)
+            && let Some(key) = self.keys.point_key(ctx, attrs)
+            && sink.cached_point(key, self.label_set_id + 1)
         {
             self.label_set_id += 1;
             return;
@@ -778,57 +600,3 @@ impl Translator {
         }
     }
 }
-
-/// Writes the key of a point's label input: the context id, then every attribute's key and
-/// value, tagged and length-prefixed so that different inputs never give the same bytes.
-/// Returns `false` (no key) for attribute values that are arrays, maps or bytes, which are
-/// rare and not worth keying.
-fn write_point_key(out: &mut Vec<u8>, context_id: u64, attrs: &[KeyValue]) -> bool {
-    use opentelemetry_proto::tonic::common::v1::any_value::Value;
-    fn put_len(out: &mut Vec<u8>, len: usize) {
-        match u8::try_from(len) {
-            Ok(b) if b < u8::MAX => out.push(b),
-            _ => {
-                out.push(u8::MAX);
-                out.extend_from_slice(&(len as u64).to_le_bytes());
-            }
-        }
-    }
-    out.clear();
-    out.extend_from_slice(&context_id.to_le_bytes());
-    for kv in attrs {
-        put_len(out, kv.key.len());
-        out.extend_from_slice(kv.key.as_bytes());
-        match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-            None => out.push(0),
-            Some(Value::StringValue(v)) => {
-                out.push(1);
-                put_len(out, v.len());
-                out.extend_from_slice(v.as_bytes());
-            }
-            Some(Value::BoolValue(b)) => {
-                out.push(2);
-                out.push(u8::from(*b));
-            }
-            Some(Value::IntValue(i)) => {
-                out.push(3);
-                out.extend_from_slice(&i.to_le_bytes());
-            }
-            Some(Value::DoubleValue(d)) => {
-                out.push(4);
-                out.extend_from_slice(&d.to_bits().to_le_bytes());
-            }
-            #[allow(unreachable_patterns)]
-            Some(_) => return false,
-        }
-    }
-    true
-}
-
-static EMPTY_NAMES: std::sync::LazyLock<FamilyNames> = std::sync::LazyLock::new(|| FamilyNames {
-    base: Arc::from("_"),
-    bucket: Arc::from("_"),
-    sum: Arc::from("_"),
-    count: Arc::from("_"),
-    collision: None,
-});
