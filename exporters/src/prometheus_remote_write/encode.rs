@@ -86,8 +86,13 @@ pub(crate) struct ShardedEncoder {
 const SERIES_TTL_S: u32 = 300;
 /// How often expired series are swept out.
 const SWEEP_EVERY_S: u32 = 30;
-/// At most this many cached series; beyond it new series are encoded without caching.
-const SERIES_CACHE_MAX: usize = 4 << 20;
+/// At most this many bytes of cached label blocks (keys, labels, offsets and per-entry
+/// overhead); beyond it new label sets are encoded without caching until a sweep frees room.
+/// A bound in bytes, not entries: an attribute unique per point (a request id) would
+/// otherwise fill the cache with entries that never hit.
+const SERIES_CACHE_MAX_BYTES: usize = 64 << 20;
+/// What an entry costs beyond its data: the struct and the hash table's slot and control byte.
+const ENTRY_OVERHEAD: usize = std::mem::size_of::<CachedLabels>() + 1;
 
 /// One cached series label block: `data` is the point key, then the encoded shared labels,
 /// then the label offsets (`u16` little-endian, relative to the labels' start, `n + 1` of
@@ -111,6 +116,9 @@ struct SeriesCache {
     epoch: Instant,
     now_s: u32,
     swept_s: u32,
+    /// Bytes the entries cost, kept against `max_bytes`.
+    bytes: usize,
+    max_bytes: usize,
 }
 
 impl SeriesCache {
@@ -121,6 +129,8 @@ impl SeriesCache {
             epoch: Instant::now(),
             now_s: 0,
             swept_s: 0,
+            bytes: 0,
+            max_bytes: SERIES_CACHE_MAX_BYTES,
         }
     }
 
@@ -134,8 +144,15 @@ impl SeriesCache {
         if self.now_s.saturating_sub(self.swept_s) >= SWEEP_EVERY_S {
             self.swept_s = self.now_s;
             let now = self.now_s;
-            self.table
-                .retain(|e| now.saturating_sub(e.seen) <= SERIES_TTL_S);
+            let mut freed = 0;
+            self.table.retain(|e| {
+                let keep = now.saturating_sub(e.seen) <= SERIES_TTL_S;
+                if !keep {
+                    freed += e.data.len() + ENTRY_OVERHEAD;
+                }
+                keep
+            });
+            self.bytes = self.bytes.saturating_sub(freed);
             if self.table.capacity() > 4 * self.table.len().max(1024) {
                 self.table.shrink_to_fit(|e| e.hash);
             }
@@ -212,11 +229,12 @@ impl ShardedEncoder {
         ) else {
             return;
         };
-        if self.cache.table.len() >= SERIES_CACHE_MAX {
+        let len = self.pending_key.len() + self.base.len() + 2 * self.offsets.len();
+        if self.cache.bytes + len + ENTRY_OVERHEAD > self.cache.max_bytes {
             return;
         }
-        let mut data =
-            Vec::with_capacity(self.pending_key.len() + self.base.len() + 2 * self.offsets.len());
+        self.cache.bytes += len + ENTRY_OVERHEAD;
+        let mut data = Vec::with_capacity(len);
         data.extend_from_slice(&self.pending_key);
         data.extend_from_slice(&self.base);
         for &o in &self.offsets {
@@ -428,6 +446,8 @@ mod tests {
     use vla_pipeline::{MetricBatch, fixtures};
 
     use super::super::{BatchEncoder, Config, EncodedBatch};
+    use super::{ENTRY_OVERHEAD, SERIES_TTL_S, SWEEP_EVERY_S};
+    use std::time::Duration;
 
     fn any(v: any_value::Value) -> Option<AnyValue> {
         Some(AnyValue { value: Some(v) })
@@ -528,5 +548,43 @@ mod tests {
             assert_eq!(encode(&mut warm, &b), fresh, "{customer} {gpu} again");
         }
         assert!(warm.encoder.cache.table.len() > 5);
+    }
+
+    #[test]
+    fn the_cache_is_bounded_in_bytes_and_expired_entries_free_them() {
+        let config = Config::with_endpoint("http://127.0.0.1:9090/api/v1/write");
+        let mut enc = BatchEncoder::new(&config);
+        encode(&mut enc, &batch("c1", 1));
+        let one_batch = enc.encoder.cache.bytes;
+        let entries = enc.encoder.cache.table.len();
+        assert!(one_batch > 0 && entries > 0);
+        let per_entry: usize = enc
+            .encoder
+            .cache
+            .table
+            .iter()
+            .map(|e| e.data.len() + ENTRY_OVERHEAD)
+            .sum();
+        assert_eq!(one_batch, per_entry, "the byte count is exact");
+
+        // A cap that holds exactly what is cached: new label sets are encoded, not cached,
+        // and still encode exactly as without the cache.
+        enc.encoder.cache.max_bytes = one_batch;
+        let other = batch("c2", 2);
+        let mut uncached = BatchEncoder::new(&config);
+        uncached.encoder.use_cache = false;
+        assert_eq!(encode(&mut enc, &other), encode(&mut uncached, &other));
+        assert_eq!(enc.encoder.cache.table.len(), entries);
+        assert_eq!(enc.encoder.cache.bytes, one_batch);
+
+        // Past the TTL the next batch's sweep frees the entries and their bytes.
+        let past = Duration::from_secs(u64::from(SERIES_TTL_S + SWEEP_EVERY_S + 1));
+        let Some(earlier) = enc.encoder.cache.epoch.checked_sub(past) else {
+            return; // a clock this close to its origin cannot be wound back
+        };
+        enc.encoder.cache.epoch = earlier;
+        enc.encoder.cache.tick();
+        assert!(enc.encoder.cache.table.is_empty());
+        assert_eq!(enc.encoder.cache.bytes, 0);
     }
 }
