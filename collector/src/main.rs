@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 use vla_collector::config::{self, Config, Diagnostics, Kind, LogFormat, Source};
 
@@ -182,25 +182,34 @@ impl Signals {
     async fn wait(self, shutdown: CancellationToken) {
         #[cfg(unix)]
         {
-            async fn recv(s: Option<tokio::signal::unix::Signal>) {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
                 match s {
-                    Some(mut s) => {
+                    Some(s) => {
                         s.recv().await;
                     }
                     None => std::future::pending().await,
                 }
             }
+            let (mut int, mut term) = (self.int, self.term);
             tokio::select! {
-                _ = recv(self.int) => info!(signal = "SIGINT", "signal received"),
-                _ = recv(self.term) => info!(signal = "SIGTERM", "signal received"),
+                _ = recv(&mut int) => info!(signal = "SIGINT", "signal received"),
+                _ = recv(&mut term) => info!(signal = "SIGTERM", "signal received"),
             }
+            shutdown.cancel();
+            // A second signal means "stop now": what is still held is lost, so say so.
+            tokio::select! {
+                _ = recv(&mut int) => {}
+                _ = recv(&mut term) => {}
+            }
+            error!("second stop signal: exiting without finishing the shutdown");
+            std::process::exit(1);
         }
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
             info!(signal = "ctrl-c", "signal received");
+            shutdown.cancel();
         }
-        shutdown.cancel();
     }
 }
 

@@ -167,6 +167,49 @@ service:
     assert!(last.to_lowercase().contains("in use"), "{stderr}");
 }
 
+/// Starts the collector on `file` with its log lines arriving through a channel, so that
+/// every wait on them can be bounded.
+fn spawn_logged(file: &str) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["--config", file])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, lines)
+}
+
+/// The `addr=` of the log line announcing `setting`.
+fn logged_addr(line: &str, setting: &str) -> Option<String> {
+    line.contains(&format!("setting={setting} "))
+        .then(|| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix("addr="))
+        })
+        .flatten()
+        .map(str::to_owned)
+}
+
+fn sigterm(child: &KillOnDrop) {
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+}
+
 /// Kills the child if the test fails before it exits.
 struct KillOnDrop(std::process::Child);
 
@@ -199,25 +242,7 @@ service:
   shutdown_timeout: 5s
 ",
     );
-    let mut child = KillOnDrop(
-        Command::new(BIN)
-            .args(["--config", &file])
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    // Lines arrive through a channel so that every wait below is bounded.
-    let (tx, lines) = std::sync::mpsc::channel::<String>();
-    let stderr = child.0.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, lines) = spawn_logged(&file);
     let deadline = Instant::now() + Duration::from_secs(20);
     let next_line = || {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -238,11 +263,7 @@ service:
     );
     drop(client);
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    sigterm(&child);
     // The reader thread ends when the process closes stderr, i.e. when it exits.
     let rest: Vec<String> = std::iter::from_fn(next_line).collect();
     let status = child.0.wait().unwrap();
@@ -258,4 +279,74 @@ service:
     ] {
         assert!(log.contains(phase), "{phase:?} not in\n{log}");
     }
+}
+
+#[test]
+fn a_second_signal_stops_a_slow_shutdown_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Remote write to a port where nothing listens: the accepted point is retried until the
+    // (long) shutdown deadline, so only a second signal ends the process early.
+    let file = write(
+        &dir,
+        "slow.yaml",
+        "\
+receivers:
+  otlp:
+    protocols:
+      http: { endpoint: 127.0.0.1:0 }
+exporters:
+  prometheusremotewrite:
+    endpoint: http://127.0.0.1:9/api/v1/write
+    retry_on_failure: { initial_interval: 1s, max_interval: 1s, max_elapsed_time: 0 }
+service:
+  pipelines:
+    metrics: { receivers: [otlp], exporters: [prometheusremotewrite] }
+  telemetry:
+    metrics: { address: 127.0.0.1:0 }
+  shutdown_timeout: 60s
+",
+    );
+    let (mut child, lines) = spawn_logged(&file);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let next_line = || {
+        let left = deadline.saturating_duration_since(Instant::now());
+        lines.recv_timeout(left).ok()
+    };
+    let http = std::iter::from_fn(next_line)
+        .find_map(|l| logged_addr(&l, "receivers.otlp.protocols.http.endpoint"))
+        .expect("OTLP HTTP address logged");
+    // One gauge point in OTLP/JSON, over a plain socket.
+    let body = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"g","gauge":{"dataPoints":[{"asDouble":1,"timeUnixNano":"1767225600000000000"}]}}]}]}]}"#;
+    let mut conn = std::net::TcpStream::connect(&http).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        conn,
+        "POST /v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    std::iter::from_fn(next_line)
+        .find(|l| l.contains("export failed, retrying"))
+        .expect("the exporter retries against the missing backend");
+
+    sigterm(&child);
+    std::iter::from_fn(next_line)
+        .find(|l| l.contains("shutdown: stopping receivers"))
+        .expect("shutdown started");
+    let second = Instant::now();
+    sigterm(&child);
+    let status = child.0.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        second.elapsed() < Duration::from_secs(10),
+        "exited at once, not after the deadline"
+    );
+    let rest: Vec<String> = std::iter::from_fn(next_line).collect();
+    assert!(
+        rest.iter().any(|l| l.contains("second stop signal")),
+        "{rest:#?}"
+    );
 }

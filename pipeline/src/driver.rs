@@ -357,6 +357,8 @@ impl Drop for Worker {
     /// An aborted worker (the shutdown grace ran out, or a panic) still counts what it held.
     fn drop(&mut self) {
         let mut lost = std::mem::take(&mut self.in_flight);
+        // Closed first, so nothing can slip in between the drain and the drop.
+        self.rx.close();
         while let Ok(batch) = self.rx.try_recv() {
             lost += batch.data_points() as u64;
         }

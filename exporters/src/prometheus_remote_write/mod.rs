@@ -377,6 +377,8 @@ impl PrometheusRemoteWriteExporter {
             return Ok(report);
         };
         if refused.samples >= samples {
+            // Everything was refused: the driver drops the batch under this reason and logs
+            // the endpoint's answer.
             return Err(ExportError::Permanent { reason, message });
         }
         // Part of the batch was refused. Its points are estimated from the share of samples
@@ -387,16 +389,22 @@ impl PrometheusRemoteWriteExporter {
             .min(report.sent);
         report.sent -= refused_points;
         report.dropped.push((reason, refused_points));
-        if let Some(suppressed) = self.refused_log.allow() {
-            tracing::error!(
-                exporter = %self.id,
-                reason,
-                samples = refused.samples,
-                suppressed,
-                "remote write endpoint refused part of a batch: {message}"
-            );
-        }
+        log_refused(&self.id, reason, refused.samples, &message, &self.refused_log);
         Ok(report)
+    }
+}
+
+/// Logs (rate-limited) that the endpoint refused samples, with its answer.
+fn log_refused(exporter: &str, reason: &str, samples: u64, message: &str, limiter: &LogLimiter) {
+    if let Some(suppressed) = limiter.allow() {
+        tracing::error!(
+            exporter,
+            reason,
+            samples,
+            suppressed,
+            error = %message,
+            "remote write endpoint refused samples; they are dropped"
+        );
     }
 }
 
