@@ -110,3 +110,18 @@ fn the_commented_remote_write_block_of_the_default_config_is_valid() {
     );
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
+
+/// The config example in README.md is valid and draws no warning, so what users copy works.
+#[test]
+fn the_readme_config_example_is_valid() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let start = readme.find("```yaml\n").expect("a yaml block in README.md") + "```yaml\n".len();
+    let len = readme[start..].find("```").expect("the block ends");
+    let example = &readme[start..start + len];
+    let c = validate(&Source::text("README.md example", example), &|_| None)
+        .unwrap_or_else(|d| panic!("{d}"));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(c.pipelines[0].exporters.len(), 2);
+}
