@@ -389,7 +389,13 @@ impl PrometheusRemoteWriteExporter {
             .min(report.sent);
         report.sent -= refused_points;
         report.dropped.push((reason, refused_points));
-        log_refused(&self.id, reason, refused.samples, &message, &self.refused_log);
+        log_refused(
+            &self.id,
+            reason,
+            refused.samples,
+            &message,
+            &self.refused_log,
+        );
         Ok(report)
     }
 }
