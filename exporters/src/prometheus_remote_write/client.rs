@@ -97,7 +97,7 @@ impl Client {
     }
 
     /// POSTs one snappy-compressed body; `Ok` on 2xx.
-    pub async fn send(&self, body: Vec<u8>) -> (StatusClass, Result<(), ExportError>) {
+    pub async fn send(&self, body: bytes::Bytes) -> (StatusClass, Result<(), ExportError>) {
         let response = self
             .http
             .post(&self.url)

@@ -77,8 +77,8 @@ use crate::translate::{
 /// One remote-write request, snappy-compressed, ready to POST.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedRequest {
-    /// The snappy block-compressed `WriteRequest`.
-    pub body: Vec<u8>,
+    /// The snappy block-compressed `WriteRequest` (cheap to clone for a retry).
+    pub body: bytes::Bytes,
     /// Samples in it.
     pub samples: usize,
 }
@@ -147,7 +147,7 @@ impl BatchEncoder {
                 }
                 let n = self.snappy.compress(&req.body, &mut self.scratch)?;
                 requests.push(EncodedRequest {
-                    body: self.scratch.get(..n).unwrap_or_default().to_vec(),
+                    body: bytes::Bytes::copy_from_slice(self.scratch.get(..n).unwrap_or_default()),
                     samples: req.samples,
                 });
             }
@@ -165,11 +165,17 @@ impl BatchEncoder {
     }
 }
 
-/// Where a failed attempt stopped, so that a retry of the same batch skips what was delivered.
+/// A batch whose attempt failed part-way: what is left to send, kept encoded, so that a retry
+/// of the same batch sends exactly the rest (never re-encoding, which could differ once the
+/// translator's caches have moved on).
 struct Resume {
     batch: Weak<MetricBatch>,
-    /// Per shard: requests already delivered (or permanently refused) in send order.
-    done: Vec<usize>,
+    /// Per shard, the requests not yet delivered or refused, in send order.
+    shards: Vec<Vec<EncodedRequest>>,
+    /// The translation's report of the batch.
+    report: ExportReport,
+    /// Samples in the whole batch.
+    samples: u64,
     /// What the endpoint refused so far, carried over to the attempt that finishes the batch.
     refused: Refused,
 }
@@ -183,11 +189,11 @@ struct Refused {
 
 /// How one shard's requests went.
 struct ShardOutcome {
-    /// Requests done (delivered or refused), in send order.
-    done: usize,
     refused: Refused,
     /// The retryable failure that stopped the shard, if any.
     retryable: Option<ExportError>,
+    /// The requests left to send after that failure (the failed one first).
+    remaining: Vec<EncodedRequest>,
 }
 
 /// Self-metrics of one remote-write exporter.
@@ -302,60 +308,57 @@ impl PrometheusRemoteWriteExporter {
         Ok(encoded)
     }
 
-    async fn send_shard(&self, requests: Vec<EncodedRequest>, skip: usize) -> ShardOutcome {
+    async fn send_shard(&self, requests: Vec<EncodedRequest>) -> ShardOutcome {
         let mut out = ShardOutcome {
-            done: skip,
             refused: Refused::default(),
             retryable: None,
+            remaining: Vec::new(),
         };
-        for EncodedRequest { body, samples } in requests.into_iter().skip(skip) {
-            let (class, result) = self.client.send(body).await;
+        let mut requests = requests.into_iter();
+        while let Some(req) = requests.next() {
+            let (class, result) = self.client.send(req.body.clone()).await;
             self.metrics.request(class);
             match result {
-                Ok(()) => self.metrics.samples_sent.add(samples as u64),
+                Ok(()) => self.metrics.samples_sent.add(req.samples as u64),
                 Err(ExportError::Permanent { reason, message }) => {
                     // The endpoint refused this request's data; retrying cannot help, so it
                     // is counted and the shard goes on.
-                    self.metrics.samples_refused.add(samples as u64);
-                    out.refused.samples += samples as u64;
+                    self.metrics.samples_refused.add(req.samples as u64);
+                    out.refused.samples += req.samples as u64;
                     out.refused.first.get_or_insert((reason, message));
                 }
                 Err(e) => {
                     out.retryable = Some(e);
+                    out.remaining = std::iter::once(req).chain(requests).collect();
                     return out;
                 }
             }
-            out.done += 1;
         }
         out
     }
 
     async fn export_batch(&self, batch: Arc<MetricBatch>) -> Result<ExportReport, ExportError> {
-        let EncodedBatch {
-            shards,
-            mut report,
-            samples,
-            collision: _,
-        } = self.encode(&batch)?;
-        let (skip, mut refused) = {
-            let resume = self.resume.lock();
-            match resume.as_ref() {
+        let resumed = {
+            let mut resume = self.resume.lock();
+            match resume.take() {
                 // Only a live batch can match: a dead one's address may have been reused.
-                Some(r) if r.batch.upgrade().is_some_and(|b| Arc::ptr_eq(&b, &batch)) => {
-                    (r.done.clone(), r.refused.clone())
-                }
-                _ => (vec![0; shards.len()], Refused::default()),
+                Some(r) if r.batch.upgrade().is_some_and(|b| Arc::ptr_eq(&b, &batch)) => Some(r),
+                _ => None,
             }
         };
-        let sends = shards
-            .into_iter()
-            .enumerate()
-            .map(|(i, bodies)| self.send_shard(bodies, skip.get(i).copied().unwrap_or(0)));
-        let outcomes = futures_util::future::join_all(sends).await;
+        let (shards, mut report, samples, mut refused) = match resumed {
+            Some(r) => (r.shards, r.report, r.samples, r.refused),
+            None => {
+                let e = self.encode(&batch)?;
+                (e.shards, e.report, e.samples, Refused::default())
+            }
+        };
+        let outcomes =
+            futures_util::future::join_all(shards.into_iter().map(|r| self.send_shard(r))).await;
         let mut retryable = None;
-        let mut done = Vec::with_capacity(outcomes.len());
+        let mut remaining = Vec::with_capacity(outcomes.len());
         for o in outcomes {
-            done.push(o.done);
+            remaining.push(o.remaining);
             refused.samples += o.refused.samples;
             if refused.first.is_none() {
                 refused.first = o.refused.first;
@@ -367,12 +370,13 @@ impl PrometheusRemoteWriteExporter {
         if let Some(e) = retryable {
             *self.resume.lock() = Some(Resume {
                 batch: Arc::downgrade(&batch),
-                done,
+                shards: remaining,
+                report,
+                samples,
                 refused,
             });
             return Err(e);
         }
-        *self.resume.lock() = None;
         let Some((reason, message)) = refused.first else {
             return Ok(report);
         };
