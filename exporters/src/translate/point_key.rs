@@ -7,34 +7,63 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 use super::labels::LabelSet;
 
-/// Distinct contexts interned; past it the map is cleared (ids are still never reused).
-const CONTEXT_CACHE_MAX: usize = 4096;
+/// Contexts per generation of the intern map. When the current generation is full it becomes
+/// the previous one; a context found only there moves back with its id, so contexts in use
+/// keep their ids (and their cached series) while idle ones age out after two generations.
+const CONTEXT_CACHE_MAX: usize = 16_384;
+
+type ContextMap = HashMap<Box<[u8]>, u64, foldhash::fast::RandomState>;
 
 /// Interned contexts and the reused buffers point keys are written into.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct PointKeys {
     /// Context (resource + scope labels) → id, for point keys; ids are never reused.
-    contexts: HashMap<Box<[u8]>, u64, foldhash::fast::RandomState>,
+    contexts: ContextMap,
+    previous: ContextMap,
+    cap: usize,
     next_context_id: u64,
     /// Reused buffers for context and point keys.
     context_key: Vec<u8>,
     point_key: Vec<u8>,
 }
 
+impl Default for PointKeys {
+    fn default() -> Self {
+        Self {
+            contexts: ContextMap::default(),
+            previous: ContextMap::default(),
+            cap: CONTEXT_CACHE_MAX,
+            next_context_id: 0,
+            context_key: Vec::new(),
+            point_key: Vec::new(),
+        }
+    }
+}
+
 impl PointKeys {
     /// The id of the sealed context labels (interned, so a point key holds 8 bytes of it).
     pub(super) fn context_id(&mut self, labels: &LabelSet) -> u64 {
-        self.context_key.clear();
-        labels.write_context_key(&mut self.context_key);
-        if let Some(&id) = self.contexts.get(self.context_key.as_slice()) {
+        let mut key = std::mem::take(&mut self.context_key);
+        key.clear();
+        labels.write_context_key(&mut key);
+        let id = self.intern(&key);
+        self.context_key = key;
+        id
+    }
+
+    /// The id of a context key: the same id for as long as the key keeps being used.
+    fn intern(&mut self, key: &[u8]) -> u64 {
+        if let Some(&id) = self.contexts.get(key) {
             return id;
         }
-        if self.contexts.len() >= CONTEXT_CACHE_MAX {
-            self.contexts.clear();
+        let id = self.previous.remove(key).unwrap_or_else(|| {
+            self.next_context_id += 1;
+            self.next_context_id - 1
+        });
+        if self.contexts.len() >= self.cap {
+            self.previous = std::mem::take(&mut self.contexts);
         }
-        let id = self.next_context_id;
-        self.next_context_id += 1;
-        self.contexts.insert(self.context_key.as_slice().into(), id);
+        self.contexts.insert(key.into(), id);
         id
     }
 
@@ -89,4 +118,37 @@ fn write_point_key(out: &mut Vec<u8>, context_id: u64, attrs: &[KeyValue]) -> bo
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contexts_in_use_keep_their_ids_across_generations() {
+        let mut keys = PointKeys {
+            cap: 4,
+            ..PointKeys::default()
+        };
+        let hot = keys.intern(b"hot");
+        let mut ids = std::collections::HashSet::from([hot]);
+        for i in 0..100u32 {
+            // A stream of one-off contexts, with the hot one used in between.
+            assert!(
+                ids.insert(keys.intern(&i.to_le_bytes())),
+                "ids are never reused"
+            );
+            assert_eq!(keys.intern(b"hot"), hot, "after {i} others");
+        }
+        assert!(
+            keys.contexts.len() + keys.previous.len() <= 2 * 4,
+            "bounded"
+        );
+        // An idle context ages out and comes back under a new id.
+        let cold = keys.intern(b"cold");
+        for i in 100..120u32 {
+            keys.intern(&i.to_le_bytes());
+        }
+        assert_ne!(keys.intern(b"cold"), cold);
+    }
 }
