@@ -82,13 +82,7 @@ fn resource(service: &str, namespace: Option<&str>) -> Resource {
 }
 
 /// A provider that exports only when flushed (interval of an hour).
-fn grpc_provider(port: u16, temporality: Temporality, resource: Resource) -> SdkMeterProvider {
-    let exporter = MetricExporter::builder()
-        .with_tonic()
-        .with_endpoint(format!("http://127.0.0.1:{port}"))
-        .with_temporality(temporality)
-        .build()
-        .expect("grpc exporter");
+fn provider(exporter: MetricExporter, resource: Resource) -> SdkMeterProvider {
     let reader = PeriodicReader::builder(exporter)
         .with_interval(Duration::from_secs(3600))
         .build();
@@ -98,6 +92,16 @@ fn grpc_provider(port: u16, temporality: Temporality, resource: Resource) -> Sdk
         .build()
 }
 
+fn grpc_provider(port: u16, temporality: Temporality, resource: Resource) -> SdkMeterProvider {
+    let exporter = MetricExporter::builder()
+        .with_tonic()
+        .with_endpoint(format!("http://127.0.0.1:{port}"))
+        .with_temporality(temporality)
+        .build()
+        .expect("grpc exporter");
+    provider(exporter, resource)
+}
+
 fn http_provider(port: u16, resource: Resource) -> SdkMeterProvider {
     let exporter = MetricExporter::builder()
         .with_http()
@@ -105,13 +109,7 @@ fn http_provider(port: u16, resource: Resource) -> SdkMeterProvider {
         .with_endpoint(format!("http://127.0.0.1:{port}/v1/metrics"))
         .build()
         .expect("http exporter");
-    let reader = PeriodicReader::builder(exporter)
-        .with_interval(Duration::from_secs(3600))
-        .build();
-    SdkMeterProvider::builder()
-        .with_reader(reader)
-        .with_resource(resource)
-        .build()
+    provider(exporter, resource)
 }
 
 /// A Prometheus and a collector remote-writing into it with the given batch timeout.

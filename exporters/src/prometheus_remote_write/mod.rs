@@ -34,9 +34,11 @@
 //! sender and its samples stay in order), each shard's series cut into requests of at most
 //! `max_samples_per_send` samples; shards are sent concurrently, a shard's requests one after
 //! the other. 2xx is success; 5xx, 429 (with its `Retry-After`), timeouts and transport errors
-//! are retryable; other 4xx are permanent (the driver drops and counts the batch and logs the
-//! response excerpt, rate-limited). When an attempt fails part-way, the requests already
-//! delivered are remembered and a retry of the same batch skips them.
+//! are retryable; other 4xx are permanent: a request the endpoint refuses is counted as
+//! dropped with its status (the whole batch through the driver when every request was refused)
+//! and the response excerpt is logged, rate-limited. When an attempt fails part-way, the
+//! requests not yet delivered are kept, encoded, and a retry of the same batch sends exactly
+//! those.
 //!
 //! Delta sums and histograms are not sent (they are reported dropped with reason
 //! `delta_temporality` until a `delta_to_cumulative` processor exists); neither are

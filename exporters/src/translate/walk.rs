@@ -484,15 +484,7 @@ impl Translator {
                     let no_value = p.flags & 1 != 0;
                     let v = |x: f64| if no_value { stale } else { x };
                     let mut emit = |name: &str, extra: Option<(&'static str, &str)>, value: f64| {
-                        sink.sample(&Sample {
-                            family,
-                            name,
-                            labels: &self.labels,
-                            extra,
-                            label_set_id: self.label_set_id,
-                            value,
-                            timestamp_ms: ts,
-                        });
+                        self.emit(sink, family, ts, name, extra, value);
                     };
                     let mut cumulative = 0u64;
                     let buckets = p.explicit_bounds.len().min(p.bucket_counts.len());
@@ -534,15 +526,7 @@ impl Translator {
                     let no_value = p.flags & 1 != 0;
                     let v = |x: f64| if no_value { stale } else { x };
                     let mut emit = |name: &str, extra: Option<(&'static str, &str)>, value: f64| {
-                        sink.sample(&Sample {
-                            family,
-                            name,
-                            labels: &self.labels,
-                            extra,
-                            label_set_id: self.label_set_id,
-                            value,
-                            timestamp_ms: ts,
-                        });
+                        self.emit(sink, family, ts, name, extra, value);
                     };
                     for (i, q) in p.quantile_values.iter().enumerate() {
                         emit(&base, Some(("quantile", self.quantiles.get(i))), v(q.value));
@@ -557,6 +541,27 @@ impl Translator {
                 stats.drop(DROP_EXPONENTIAL, h.data_points.len() as u64);
             }
         }
+    }
+
+    /// Hands one sample of the current point (whose labels are `self.labels`) to the sink.
+    fn emit(
+        &self,
+        sink: &mut impl SampleSink,
+        family: Family<'_>,
+        timestamp_ms: i64,
+        name: &str,
+        extra: Option<(&'static str, &str)>,
+        value: f64,
+    ) {
+        sink.sample(&Sample {
+            family,
+            name,
+            labels: &self.labels,
+            extra,
+            label_set_id: self.label_set_id,
+            value,
+            timestamp_ms,
+        });
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -586,15 +591,7 @@ impl Translator {
             self.point_labels_cached(scope_mark, &p.attributes, sink);
             let ts = ms(p.time_unix_nano);
             note_ts(ts);
-            sink.sample(&Sample {
-                family,
-                name: family.name,
-                labels: &self.labels,
-                extra: None,
-                label_set_id: self.label_set_id,
-                value,
-                timestamp_ms: ts,
-            });
+            self.emit(sink, family, ts, family.name, None, value);
             stats.samples += 1;
             stats.points += 1;
         }
