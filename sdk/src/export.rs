@@ -1,0 +1,123 @@
+//! The exporter the periodic reader calls: the OTLP exporter, plus counts of what happened and
+//! failure logs a flapping collector cannot turn into a flood.
+//!
+//! A failed export is logged once when the collector becomes unreachable, then at most once a
+//! minute with the number of failures since, and once more when export recovers. The API never
+//! waits for any of it: instruments aggregate in memory, and export runs on the reader's thread.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::Temporality;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use parking_lot::Mutex;
+
+/// How often a continuing outage is logged again.
+const REPEAT_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Counts of export attempts since start.
+#[derive(Debug, Default)]
+pub struct ExportStats {
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl ExportStats {
+    /// Exports the collector accepted.
+    pub fn succeeded(&self) -> u64 {
+        self.succeeded.load(Ordering::Relaxed)
+    }
+
+    /// Exports that failed (after the OTLP exporter's own retries).
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// Where the failure log stands.
+#[derive(Debug, Default)]
+struct Outage {
+    /// When the current outage's last log line was written; `None` while healthy.
+    logged_at: Option<Instant>,
+    /// Failures since that line.
+    since_log: u64,
+    /// Failures in this outage.
+    total: u64,
+}
+
+/// Wraps the OTLP exporter with stats and rate-limited logging.
+pub(crate) struct CountingExporter<E> {
+    inner: E,
+    endpoint: String,
+    stats: Arc<ExportStats>,
+    outage: Mutex<Outage>,
+}
+
+impl<E> CountingExporter<E> {
+    pub(crate) fn new(inner: E, endpoint: String, stats: Arc<ExportStats>) -> Self {
+        Self {
+            inner,
+            endpoint,
+            stats,
+            outage: Mutex::new(Outage::default()),
+        }
+    }
+
+    fn record(&self, result: &OTelSdkResult) {
+        let mut outage = self.outage.lock();
+        match result {
+            Ok(()) => {
+                self.stats.succeeded.fetch_add(1, Ordering::Relaxed);
+                if outage.logged_at.is_some() {
+                    tracing::info!(
+                        endpoint = %self.endpoint,
+                        failed_exports = outage.total,
+                        "metric export recovered"
+                    );
+                }
+                *outage = Outage::default();
+            }
+            Err(error) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                outage.total += 1;
+                outage.since_log += 1;
+                let due = outage
+                    .logged_at
+                    .is_none_or(|at| at.elapsed() >= REPEAT_LOG_EVERY);
+                if due {
+                    tracing::warn!(
+                        endpoint = %self.endpoint,
+                        %error,
+                        failed_exports = outage.since_log,
+                        "metric export failed; recording goes on and the next export tries again"
+                    );
+                    outage.logged_at = Some(Instant::now());
+                    outage.since_log = 0;
+                }
+            }
+        }
+    }
+}
+
+impl<E: PushMetricExporter> PushMetricExporter for CountingExporter<E> {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        let result = self.inner.export(metrics).await;
+        self.record(&result);
+        result
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self) -> Temporality {
+        self.inner.temporality()
+    }
+}
