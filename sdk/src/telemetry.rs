@@ -476,7 +476,11 @@ impl Telemetry {
             runtime = Some(rt);
         }
         let provider = builder.build();
-        let meter = provider.meter("vla-sdk");
+        let meter = provider.meter_with_scope(
+            opentelemetry::InstrumentationScope::builder("vla-sdk")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        );
         let instruments = Instruments::new(&meter);
         Ok(Self {
             inner: Arc::new(Inner {

@@ -327,7 +327,26 @@ pub struct Collector {
 /// Where the `vla-collector` binary is: `$VLA_COLLECTOR_BIN`, or next to the test binary in
 /// cargo's target directory (`cargo test --workspace` builds it).
 pub fn collector_binary() -> Result<PathBuf, HarnessError> {
-    if let Some(p) = std::env::var_os("VLA_COLLECTOR_BIN") {
+    workspace_binary(
+        "vla-collector",
+        "VLA_COLLECTOR_BIN",
+        "build it with `cargo build -p vla-collector` (scripts/test does), or set VLA_COLLECTOR_BIN",
+    )
+}
+
+/// Where the `vla-api-sim` binary is: `$VLA_API_SIM_BIN`, or next to the test binary.
+pub fn simulator_binary() -> Result<PathBuf, HarnessError> {
+    workspace_binary(
+        "vla-api-sim",
+        "VLA_API_SIM_BIN",
+        "build it with `cargo build -p vla-sdk` (scripts/test does), or set VLA_API_SIM_BIN",
+    )
+}
+
+/// A binary of this workspace: `$env_var`, or in cargo's target directory above the running
+/// test binary.
+fn workspace_binary(name: &str, env_var: &str, how: &'static str) -> Result<PathBuf, HarnessError> {
+    if let Some(p) = std::env::var_os(env_var) {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe()?;
@@ -335,16 +354,16 @@ pub fn collector_binary() -> Result<PathBuf, HarnessError> {
         .ancestors()
         .skip(1)
         .take(3)
-        .map(|d| d.join("vla-collector"))
+        .map(|d| d.join(name))
         .collect();
     candidates
         .iter()
         .find(|p| p.is_file())
         .cloned()
         .ok_or(HarnessError::Missing {
-            what: "vla-collector binary",
+            what: "a workspace binary",
             tried: format!("{candidates:?}"),
-            how: "build it with `cargo build -p vla-collector` (scripts/test does), or set VLA_COLLECTOR_BIN",
+            how,
         })
 }
 
@@ -388,6 +407,87 @@ impl Collector {
     pub fn dir(&self) -> &Path {
         self._dir.path()
     }
+}
+
+/// The ports of one collector under test, each free when picked.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    /// OTLP gRPC.
+    pub grpc: u16,
+    /// OTLP HTTP.
+    pub http: u16,
+    /// The `prometheus` exporter's scrape endpoint.
+    pub scrape: u16,
+    /// The collector's own telemetry (`/ready`, `/metrics`).
+    pub telemetry: u16,
+}
+
+impl Ports {
+    /// Four free ports.
+    pub fn new() -> Self {
+        Self {
+            grpc: free_port(),
+            http: free_port(),
+            scrape: free_port(),
+            telemetry: free_port(),
+        }
+    }
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The end-to-end pipeline: OTLP gRPC and HTTP in, batch, remote write to `write_url`
+/// (external label `cluster=e2e`) and the scrape endpoint out.
+pub fn pipeline_config(p: &Ports, write_url: &str, batch_timeout: &str) -> String {
+    format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:{grpc}" }}
+      http: {{ endpoint: "127.0.0.1:{http}" }}
+processors:
+  batch: {{ timeout: {batch_timeout} }}
+exporters:
+  prometheusremotewrite:
+    endpoint: "{write_url}"
+    external_labels: {{ cluster: e2e }}
+    retry_on_failure: {{ initial_interval: 50ms, max_interval: 500ms }}
+  prometheus:
+    endpoint: "127.0.0.1:{scrape}"
+service:
+  telemetry:
+    metrics: {{ address: "127.0.0.1:{telemetry}" }}
+  pipelines:
+    metrics:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [prometheusremotewrite, prometheus]
+"#,
+        grpc = p.grpc,
+        http = p.http,
+        scrape = p.scrape,
+        telemetry = p.telemetry,
+    )
+}
+
+/// A Prometheus and a collector on [`pipeline_config`] remote-writing into it. A test helper:
+/// a server that cannot start ends the test with its log.
+#[allow(clippy::expect_used)]
+pub async fn start_stack(batch_timeout: &str) -> (Prometheus, Ports, Collector) {
+    let prom = Prometheus::start(&[]).await.expect("prometheus");
+    let ports = Ports::new();
+    let collector = Collector::start(
+        &pipeline_config(&ports, &prom.write_url(), batch_timeout),
+        ports.telemetry,
+    )
+    .await
+    .expect("collector");
+    (prom, ports, collector)
 }
 
 /// Parses Prometheus text exposition into `series → value`, skipping comments.

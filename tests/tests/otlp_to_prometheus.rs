@@ -12,60 +12,11 @@ use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_otlp::{MetricExporter, Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
-use vla_e2e::{Collector, Prometheus, Sample, free_port, parse_samples};
+use vla_e2e::{
+    Collector, Ports, Prometheus, Sample, free_port, parse_samples, pipeline_config, start_stack,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-struct Ports {
-    grpc: u16,
-    http: u16,
-    scrape: u16,
-    telemetry: u16,
-}
-
-impl Ports {
-    fn new() -> Self {
-        Self {
-            grpc: free_port(),
-            http: free_port(),
-            scrape: free_port(),
-            telemetry: free_port(),
-        }
-    }
-}
-
-fn config(p: &Ports, write_url: &str, batch_timeout: &str) -> String {
-    format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc: {{ endpoint: "127.0.0.1:{grpc}" }}
-      http: {{ endpoint: "127.0.0.1:{http}" }}
-processors:
-  batch: {{ timeout: {batch_timeout} }}
-exporters:
-  prometheusremotewrite:
-    endpoint: "{write_url}"
-    external_labels: {{ cluster: e2e }}
-    retry_on_failure: {{ initial_interval: 50ms, max_interval: 500ms }}
-  prometheus:
-    endpoint: "127.0.0.1:{scrape}"
-service:
-  telemetry:
-    metrics: {{ address: "127.0.0.1:{telemetry}" }}
-  pipelines:
-    metrics:
-      receivers: [otlp]
-      processors: [batch]
-      exporters: [prometheusremotewrite, prometheus]
-"#,
-        grpc = p.grpc,
-        http = p.http,
-        scrape = p.scrape,
-        telemetry = p.telemetry,
-    )
-}
 
 fn resource(service: &str, namespace: Option<&str>) -> Resource {
     let mut attrs = vec![
@@ -110,19 +61,6 @@ fn http_provider(port: u16, resource: Resource) -> SdkMeterProvider {
         .build()
         .expect("http exporter");
     provider(exporter, resource)
-}
-
-/// A Prometheus and a collector remote-writing into it with the given batch timeout.
-async fn start_stack(batch_timeout: &str) -> (Prometheus, Ports, Collector) {
-    let prom = Prometheus::start(&[]).await.expect("prometheus");
-    let ports = Ports::new();
-    let collector = Collector::start(
-        &config(&ports, &prom.write_url(), batch_timeout),
-        ports.telemetry,
-    )
-    .await
-    .expect("collector");
-    (prom, ports, collector)
 }
 
 /// The API's provider: cumulative, resource `vla/vla-api`, instance `api-1`.
@@ -481,9 +419,12 @@ async fn data_sent_during_a_backend_outage_arrives_when_it_comes_back() {
     let prom_port = free_port();
     let ports = Ports::new();
     let write_url = format!("http://127.0.0.1:{prom_port}/api/v1/write");
-    let collector = Collector::start(&config(&ports, &write_url, "100ms"), ports.telemetry)
-        .await
-        .expect("collector");
+    let collector = Collector::start(
+        &pipeline_config(&ports, &write_url, "100ms"),
+        ports.telemetry,
+    )
+    .await
+    .expect("collector");
     let provider = api_provider(ports.grpc);
     provider
         .meter("vla-api")

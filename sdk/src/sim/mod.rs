@@ -46,7 +46,7 @@ pub enum Scenario {
     Steady,
     /// 35 % of one model's requests fail, 6 % of the others'.
     ErrorSpike,
-    /// Half the GPUs run at 88–95 °C.
+    /// Half the GPUs run at about 90 °C.
     GpuOverheat,
     /// Every GPU's memory is 97 % full.
     GpuMemory,
@@ -549,7 +549,11 @@ impl Simulation {
         let mut hottest = f64::MIN;
         for g in 0..self.config.gpus {
             let hot = scenario == Scenario::GpuOverheat && g < self.config.gpus.div_ceil(2);
-            let temp = 58.0 + 18.0 * load + normal(rng) + if hot { 32.0 } else { 0.0 };
+            let temp = if hot {
+                90.0 + 1.5 * normal(rng)
+            } else {
+                58.0 + 18.0 * load + normal(rng)
+            };
             let memory_share = if scenario == Scenario::GpuMemory {
                 0.97 + 0.005 * normal(rng).abs()
             } else {
