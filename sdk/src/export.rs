@@ -48,6 +48,28 @@ struct Outage {
     total: u64,
 }
 
+impl Outage {
+    /// A failed export at `now`: `Some(n)` when a line is due, `n` failures since the last.
+    fn on_failure(&mut self, now: Instant) -> Option<u64> {
+        self.total += 1;
+        self.since_log += 1;
+        let due = self
+            .logged_at
+            .is_none_or(|at| now.duration_since(at) >= REPEAT_LOG_EVERY);
+        if !due {
+            return None;
+        }
+        self.logged_at = Some(now);
+        Some(std::mem::take(&mut self.since_log))
+    }
+
+    /// A successful export: `Some(n)` when it ends a logged outage of `n` failures.
+    fn on_success(&mut self) -> Option<u64> {
+        let was = std::mem::take(self);
+        was.logged_at.map(|_| was.total)
+    }
+}
+
 /// Wraps the OTLP exporter with stats and rate-limited logging.
 pub(crate) struct CountingExporter<E> {
     inner: E,
@@ -71,31 +93,23 @@ impl<E> CountingExporter<E> {
         match result {
             Ok(()) => {
                 self.stats.succeeded.fetch_add(1, Ordering::Relaxed);
-                if outage.logged_at.is_some() {
+                if let Some(failed) = outage.on_success() {
                     tracing::info!(
                         endpoint = %self.endpoint,
-                        failed_exports = outage.total,
+                        failed_exports = failed,
                         "metric export recovered"
                     );
                 }
-                *outage = Outage::default();
             }
             Err(error) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                outage.total += 1;
-                outage.since_log += 1;
-                let due = outage
-                    .logged_at
-                    .is_none_or(|at| at.elapsed() >= REPEAT_LOG_EVERY);
-                if due {
+                if let Some(failed) = outage.on_failure(Instant::now()) {
                     tracing::warn!(
                         endpoint = %self.endpoint,
                         %error,
-                        failed_exports = outage.since_log,
+                        failed_exports = failed,
                         "metric export failed; recording goes on and the next export tries again"
                     );
-                    outage.logged_at = Some(Instant::now());
-                    outage.since_log = 0;
                 }
             }
         }
@@ -119,5 +133,34 @@ impl<E: PushMetricExporter> PushMetricExporter for CountingExporter<E> {
 
     fn temporality(&self) -> Temporality {
         self.inner.temporality()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_logged_once_then_once_a_minute_then_on_recovery() {
+        let mut o = Outage::default();
+        let t0 = Instant::now();
+        assert_eq!(o.on_success(), None, "healthy: nothing to say");
+        assert_eq!(o.on_failure(t0), Some(1), "the first failure is logged");
+        for s in 1..=59 {
+            assert_eq!(o.on_failure(t0 + Duration::from_secs(s)), None);
+        }
+        assert_eq!(
+            o.on_failure(t0 + Duration::from_secs(60)),
+            Some(60),
+            "a minute later, with the count since"
+        );
+        assert_eq!(o.on_failure(t0 + Duration::from_secs(61)), None);
+        assert_eq!(o.on_success(), Some(62), "recovery names the whole outage");
+        assert_eq!(o.on_success(), None);
+        assert_eq!(
+            o.on_failure(t0 + Duration::from_secs(62)),
+            Some(1),
+            "a new outage"
+        );
     }
 }

@@ -6,9 +6,11 @@
 //! (`k=v,k2=v2`, values percent-decoded), `COMPRESSION` (`gzip`, `none`), `TIMEOUT` (ms),
 //! `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE` (`cumulative`, `delta`),
 //! `OTEL_METRIC_EXPORT_INTERVAL` (ms), `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`
-//! (`k=v,...`, percent-decoded) and `OTEL_SDK_DISABLED` (`true` turns export off).
+//! (`k=v,...`, percent-decoded), `OTEL_SDK_DISABLED` (`true` turns export off), and with the
+//! `tls` feature `CERTIFICATE`, `CLIENT_CERTIFICATE` and `CLIENT_KEY` (PEM file paths).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::BuildError;
@@ -44,6 +46,34 @@ pub(crate) struct Requested {
     pub temporality: Option<Temporality>,
     pub resource: Vec<(String, String)>,
     pub enabled: Option<bool>,
+    pub tls: TlsFiles,
+}
+
+/// TLS material as PEM file paths; each unset one is looked up in the environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TlsFiles {
+    /// CA bundle that signs the collector's certificate (default: the system's roots).
+    pub ca: Option<PathBuf>,
+    /// Client certificate, for collectors that require mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key.
+    pub client_key: Option<PathBuf>,
+    /// The name to verify the collector's certificate against (default: the endpoint's host).
+    pub domain: Option<String>,
+}
+
+impl TlsFiles {
+    fn is_empty(&self) -> bool {
+        *self == TlsFiles::default()
+    }
+}
+
+/// TLS material read from its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TlsPem {
+    pub ca: Option<Vec<u8>>,
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    pub domain: Option<String>,
 }
 
 /// The settings export runs with.
@@ -58,6 +88,8 @@ pub(crate) struct Resolved {
     pub interval: Duration,
     pub temporality: Temporality,
     pub resource: BTreeMap<String, String>,
+    /// Set for `https://` endpoints.
+    pub tls: Option<TlsPem>,
 }
 
 /// Reads one variable; tests pass a map instead of the process environment.
@@ -220,6 +252,7 @@ impl Requested {
                 }
             }
         };
+        let tls = resolve_tls(&self.tls, &endpoint, env)?;
         // Resource: detected defaults < OTEL_RESOURCE_ATTRIBUTES < OTEL_SERVICE_NAME < code.
         let mut resource = BTreeMap::new();
         resource.insert("service.name".to_owned(), DEFAULT_SERVICE_NAME.to_owned());
@@ -246,8 +279,78 @@ impl Requested {
             interval,
             temporality,
             resource,
+            tls,
         })
     }
+}
+
+fn read_pem(field: &'static str, path: &PathBuf) -> Result<Vec<u8>, BuildError> {
+    std::fs::read(path).map_err(|e| BuildError::Setting {
+        field,
+        problem: format!("cannot read {}: {e}", path.display()),
+    })
+}
+
+/// TLS for `https://` endpoints: code's files, else the environment's; files without https
+/// (or https without the `tls` feature) are refused rather than ignored.
+fn resolve_tls(
+    code: &TlsFiles,
+    endpoint: &str,
+    env: Env<'_>,
+) -> Result<Option<TlsPem>, BuildError> {
+    let file = |set: &Option<PathBuf>, suffix: &str| {
+        set.clone()
+            .or_else(|| metrics_or_generic(env, suffix).map(|(_, v)| PathBuf::from(v)))
+    };
+    let files = TlsFiles {
+        ca: file(&code.ca, "CERTIFICATE"),
+        client_cert: file(&code.client_cert, "CLIENT_CERTIFICATE"),
+        client_key: file(&code.client_key, "CLIENT_KEY"),
+        domain: code.domain.clone(),
+    };
+    let https = endpoint.starts_with("https://");
+    if !https {
+        // Files set in code for a plain endpoint are a mistake; the environment's may serve
+        // other signals, so they are left alone.
+        if !code.is_empty() {
+            return Err(BuildError::Setting {
+                field: "tls",
+                problem: format!("TLS files are set but the endpoint {endpoint:?} is not https://"),
+            });
+        }
+        return Ok(None);
+    }
+    if !cfg!(feature = "tls") {
+        return Err(BuildError::Setting {
+            field: "endpoint",
+            problem: format!(
+                "{endpoint:?} needs TLS: build vla-sdk with its `tls` feature, or send plain \
+                 OTLP to a collector on the same host"
+            ),
+        });
+    }
+    let identity = match (&files.client_cert, &files.client_key) {
+        (Some(cert), Some(key)) => Some((
+            read_pem("tls.client_certificate", cert)?,
+            read_pem("tls.client_key", key)?,
+        )),
+        (None, None) => None,
+        _ => {
+            return Err(BuildError::Setting {
+                field: "tls",
+                problem: "a client certificate needs its key, and a key its certificate".into(),
+            });
+        }
+    };
+    Ok(Some(TlsPem {
+        ca: files
+            .ca
+            .as_ref()
+            .map(|p| read_pem("tls.ca", p))
+            .transpose()?,
+        identity,
+        domain: files.domain,
+    }))
 }
 
 fn check_endpoint(endpoint: &str) -> Result<(), BuildError> {
@@ -262,15 +365,6 @@ fn check_endpoint(endpoint: &str) -> Result<(), BuildError> {
                 problem: format!("{endpoint:?} is not an http:// or https:// URL with a host"),
             });
         }
-    }
-    if endpoint.starts_with("https://") {
-        return Err(BuildError::Setting {
-            field: "endpoint",
-            problem: format!(
-                "{endpoint:?} needs TLS, which this build of vla-sdk does not include; \
-                 send plain OTLP to a local collector (it terminates TLS towards its backends)"
-            ),
-        });
     }
     Ok(())
 }
@@ -383,6 +477,7 @@ mod tests {
             temporality: Some(Temporality::Cumulative),
             resource: vec![("service.name".into(), "code-name".into())],
             enabled: Some(true),
+            tls: TlsFiles::default(),
         };
         let r = code.resolve(&env).unwrap();
         assert!(r.enabled);
@@ -440,6 +535,43 @@ mod tests {
             code.resolve(&env_of(&[])).unwrap_err().to_string(),
             "headers: \"bad header\" is not a valid header name"
         );
+    }
+
+    #[test]
+    fn tls_files_need_an_https_endpoint_and_the_tls_feature() {
+        let code = Requested {
+            tls: TlsFiles {
+                ca: Some("/nonexistent/ca.pem".into()),
+                ..TlsFiles::default()
+            },
+            ..Requested::default()
+        };
+        assert_eq!(
+            code.resolve(&env_of(&[])).unwrap_err().to_string(),
+            "tls: TLS files are set but the endpoint \"http://localhost:4317\" is not https://"
+        );
+        let https = Requested {
+            endpoint: Some("https://collector:4317".into()),
+            ..code
+        };
+        let err = https.resolve(&env_of(&[])).unwrap_err().to_string();
+        if cfg!(feature = "tls") {
+            assert!(
+                err.starts_with("tls.ca: cannot read /nonexistent/ca.pem: "),
+                "{err}"
+            );
+        } else {
+            assert_eq!(
+                err,
+                "endpoint: \"https://collector:4317\" needs TLS: build vla-sdk with its `tls` \
+                 feature, or send plain OTLP to a collector on the same host"
+            );
+        }
+        // The environment's certificate variables are left alone for plain endpoints.
+        let r = Requested::default()
+            .resolve(&env_of(&[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/x.pem")]))
+            .unwrap();
+        assert_eq!(r.tls, None);
     }
 
     #[test]

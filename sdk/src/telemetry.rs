@@ -200,6 +200,33 @@ impl TelemetryBuilder {
         self
     }
 
+    /// The PEM file of the CA that signs the collector's certificate, for `https://` endpoints
+    /// (default: `OTEL_EXPORTER_OTLP_CERTIFICATE`, else the system's roots). Needs the `tls`
+    /// feature.
+    pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.requested.tls.ca = Some(path.into());
+        self
+    }
+
+    /// A client certificate and its key (PEM files) for collectors that require mutual TLS
+    /// (default: `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and `_CLIENT_KEY`).
+    pub fn tls_client_identity(
+        mut self,
+        cert: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.requested.tls.client_cert = Some(cert.into());
+        self.requested.tls.client_key = Some(key.into());
+        self
+    }
+
+    /// The name the collector's certificate must carry, when it differs from the endpoint's
+    /// host.
+    pub fn tls_domain(mut self, name: impl Into<String>) -> Self {
+        self.requested.tls.domain = Some(name.into());
+        self
+    }
+
     /// Export on or off; off records into memory only (as `OTEL_SDK_DISABLED=true` does).
     pub fn enabled(mut self, on: bool) -> Self {
         self.requested.enabled = Some(on);
@@ -768,5 +795,26 @@ fn otlp_exporter(s: &Resolved) -> Result<MetricExporter, BuildError> {
     if s.gzip {
         b = b.with_compression(opentelemetry_otlp::Compression::Gzip);
     }
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &s.tls {
+        b = b.with_tls_config(tls_config(tls));
+    }
     b.build().map_err(|e| BuildError::Exporter(e.to_string()))
+}
+
+#[cfg(feature = "tls")]
+fn tls_config(tls: &crate::settings::TlsPem) -> tonic::transport::ClientTlsConfig {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut c = ClientTlsConfig::new();
+    c = match &tls.ca {
+        Some(ca) => c.ca_certificate(Certificate::from_pem(ca)),
+        None => c.with_native_roots(),
+    };
+    if let Some((cert, key)) = &tls.identity {
+        c = c.identity(Identity::from_pem(cert, key));
+    }
+    if let Some(domain) = &tls.domain {
+        c = c.domain_name(domain.clone());
+    }
+    c
 }

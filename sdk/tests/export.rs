@@ -4,117 +4,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
+use common::{Collector, Received, blocking};
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::metrics::v1::Metric;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as NumberValue;
-use tokio::sync::Notify;
-use tonic::codec::CompressionEncoding;
-use tonic::transport::server::TcpIncoming;
 use vla_sdk::catalogue::{CATALOGUE, Instrument, LabelValues};
 use vla_sdk::sim::{Scenario, SimConfig, Simulation};
 use vla_sdk::{
-    CustomerId, Inference, InstructionCategory, ModelName, Outcome, RobotType, Telemetry,
-    TelemetryBuilder, Tier,
+    CustomerId, Inference, InstructionCategory, ModelName, Outcome, RobotType, Telemetry, Tier,
 };
-
-/// What one export carried.
-#[derive(Debug, Clone)]
-struct Received {
-    request: ExportMetricsServiceRequest,
-    headers: BTreeMap<String, String>,
-}
-
-#[derive(Default)]
-struct Capture {
-    got: parking_lot::Mutex<Vec<Received>>,
-    arrived: Notify,
-}
-
-struct Service(Arc<Capture>);
-
-#[tonic::async_trait]
-impl MetricsService for Service {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        let headers = request
-            .metadata()
-            .clone()
-            .into_headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
-            .collect();
-        self.0.got.lock().push(Received {
-            request: request.into_inner(),
-            headers,
-        });
-        self.0.arrived.notify_waiters();
-        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
-    }
-}
-
-/// An OTLP gRPC server on 127.0.0.1:0 that keeps every request; stops when dropped.
-struct Collector {
-    endpoint: String,
-    capture: Arc<Capture>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Collector {
-    async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let capture = Arc::new(Capture::default());
-        let service = MetricsServiceServer::new(Service(capture.clone()))
-            .accept_compressed(CompressionEncoding::Gzip);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
-                    let _ = stopped.await;
-                }),
-        );
-        Self {
-            endpoint,
-            capture,
-            _stop: stop,
-        }
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.capture.got.lock().clone()
-    }
-
-    /// A builder pointed here that exports only when flushed or shut down.
-    fn builder(&self) -> TelemetryBuilder {
-        Telemetry::builder()
-            .endpoint(self.endpoint.clone())
-            .export_interval(Duration::from_secs(3600))
-            .timeout(Duration::from_secs(5))
-            .service_name("vla-api-test")
-            .service_instance_id("api-7")
-            .deployment_environment("test")
-    }
-}
-
-/// Runs a blocking SDK call (flush, shutdown) off the async runtime.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
-}
 
 fn attrs(kvs: &[KeyValue]) -> BTreeMap<String, String> {
     kvs.iter()
