@@ -2,7 +2,8 @@
 //!
 //! This is the contract of the whole project: the SDK creates its instruments from it, the
 //! collector's OTel→Prometheus translation turns each `otel_name` + `unit` into exactly
-//! `prometheus_name`, and the alert rules and dashboards are checked against it. The seed's
+//! `prometheus_name` (an end-to-end test proves it), and the alert rules and dashboards are to
+//! be checked against it. The seed's
 //! "Metrics Reference" (Core, Business, System) is here name for name and label for label; the
 //! `Dashboards` section adds the signals the four dashboards and thirteen alerts need beyond it.
 //!
@@ -95,6 +96,9 @@ pub struct Label {
     pub values: LabelValues,
 }
 
+/// The series a histogram family is stored as.
+pub const HISTOGRAM_SUFFIXES: [&str; 3] = ["_bucket", "_sum", "_count"];
+
 /// One metric of the catalogue.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MetricSpec {
@@ -136,7 +140,7 @@ impl MetricSpec {
     /// The Prometheus series names it produces (`_bucket`, `_sum`, `_count` for histograms).
     pub fn prometheus_series_names(&self) -> Vec<String> {
         match self.instrument {
-            Instrument::Histogram => ["_bucket", "_sum", "_count"]
+            Instrument::Histogram => HISTOGRAM_SUFFIXES
                 .iter()
                 .map(|s| format!("{}{s}", self.prometheus_name))
                 .collect(),
@@ -435,7 +439,7 @@ pub fn by_prometheus_name(name: &str) -> Option<&'static MetricSpec> {
     CATALOGUE.iter().find(|m| {
         m.prometheus_name == name
             || (m.instrument == Instrument::Histogram
-                && ["_bucket", "_sum", "_count"]
+                && HISTOGRAM_SUFFIXES
                     .iter()
                     .any(|s| name.strip_suffix(s) == Some(m.prometheus_name)))
     })

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use crate::catalogue::{CATALOGUE, LabelValues, MetricSpec, Section};
 use crate::labels::OPEN_VALUE_RULE;
+use crate::telemetry::{CUSTOMER_OVERFLOW, DEFAULT_MAX_CUSTOMERS, MAX_SERIES_LIMIT};
 
 fn label_cell(spec: &MetricSpec) -> String {
     if spec.labels.is_empty() {
@@ -42,7 +43,10 @@ pub fn catalogue_markdown() -> String {
         out,
         "Label values: closed sets list every value; *open* values follow the rule \
          \"{OPEN_VALUE_RULE}\"; customer ids follow the same rule and are capped per process \
-         (`max_customers`, default 10000; later ids are written as `__overflow__`).\n"
+         (`max_customers`, default {DEFAULT_MAX_CUSTOMERS}; later ids are written as \
+         `{CUSTOMER_OVERFLOW}`). The SDK keeps at most {MAX_SERIES_LIMIT} series per metric; past that, \
+         OpenTelemetry folds new label sets into one series labelled \
+         `otel_metric_overflow=\"true\"`.\n"
     );
     for section in [
         Section::Core,

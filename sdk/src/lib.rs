@@ -1,8 +1,9 @@
 //! `vla-sdk`: the library the VLA inference API links to emit its metrics.
 //!
 //! - [`catalogue`]: every metric as data (OTel name, Prometheus name, instrument, unit, labels
-//!   and their allowed values); the contract the collector, the alert rules and the dashboards
-//!   are checked against. `docs/metrics.md` is generated from it ([`catalogue_markdown`]).
+//!   and their allowed values); the contract between the API, the collector's translation
+//!   (checked by an end-to-end test) and the alert rules and dashboards (whose check lands with
+//!   them). `docs/metrics.md` is generated from it ([`catalogue_markdown`]).
 //! - [`Telemetry`]: a typed recording API over those instruments. Closed label sets are enums,
 //!   open ones validated strings, customer ids appear only on the metrics the catalogue marks
 //!   and are capped per process, so a wrong label cannot be written.
@@ -103,7 +104,7 @@ pub enum BuildError {
     Runtime(#[source] std::io::Error),
     /// The OTLP exporter refused its settings.
     #[error("OTLP exporter: {0}")]
-    Exporter(String),
+    Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
 }
 
 /// Why a flush or shutdown did not complete.

@@ -30,6 +30,11 @@ pub const DEFAULT_MAX_CUSTOMERS: usize = 10_000;
 const OPEN_LABEL_BUDGET: usize = 64;
 /// OTel's own default series limit per metric, the floor of ours.
 const MIN_SERIES_LIMIT: usize = 2_000;
+/// The ceiling of a metric's series limit. The OTel SDK reserves a map slot for every series
+/// it may hold when the instrument is made, so the limit is memory paid up front (about 4 MiB
+/// of address space at this ceiling); series past it fold into OTel's overflow series
+/// (`otel_metric_overflow="true"`).
+pub(crate) const MAX_SERIES_LIMIT: usize = 100_000;
 
 /// How an inference request ended. The status label follows from it, and the cause lands on
 /// the matching breakdown metric (errors, safety rejections, validation failures, rate limit).
@@ -227,7 +232,7 @@ impl TelemetryBuilder {
         self
     }
 
-    /// Export on or off; off records into memory only (as `OTEL_SDK_DISABLED=true` does).
+    /// Export on or off; off makes every instrument a no-op (as `OTEL_SDK_DISABLED=true` does).
     pub fn enabled(mut self, on: bool) -> Self {
         self.requested.enabled = Some(on);
         self
@@ -270,7 +275,8 @@ impl CustomerGuard {
             return customer.otel_value();
         }
         let mut seen = self.seen.write();
-        if seen.len() < self.max {
+        // Another thread may have admitted it between the two locks.
+        if seen.contains(customer) || seen.len() < self.max {
             seen.insert(customer.clone());
             return customer.otel_value();
         }
@@ -427,7 +433,8 @@ impl Drop for Inner {
 ///
 /// Recording never blocks on the network and never fails: values aggregate in memory and a
 /// background thread exports them every `export_interval`. Call [`Telemetry::shutdown`] before
-/// the process exits so the last values are sent.
+/// the process exits so the last values are sent; dropping the last clone without it does the
+/// same, blocking the dropping thread for up to about 5 s while the final export is answered.
 ///
 /// ```compile_fail
 /// # fn f(t: &vla_sdk::Telemetry) {
@@ -477,9 +484,10 @@ impl Telemetry {
             .with_resource(resource)
             .with_view(move |i: &opentelemetry_sdk::metrics::Instrument| {
                 let spec = cat::by_otel_name(i.name())?;
+                // One more customer than the cap: the overflow id is a series of its own.
                 let limit = spec
-                    .series_limit(OPEN_LABEL_BUDGET, max_customers)
-                    .max(MIN_SERIES_LIMIT);
+                    .series_limit(OPEN_LABEL_BUDGET, max_customers.saturating_add(1))
+                    .clamp(MIN_SERIES_LIMIT, MAX_SERIES_LIMIT);
                 Stream::builder().with_cardinality_limit(limit).build().ok()
             });
         let mut runtime = None;
@@ -799,7 +807,7 @@ fn otlp_exporter(s: &Resolved) -> Result<MetricExporter, BuildError> {
     if let Some(tls) = &s.tls {
         b = b.with_tls_config(tls_config(tls));
     }
-    b.build().map_err(|e| BuildError::Exporter(e.to_string()))
+    b.build().map_err(BuildError::Exporter)
 }
 
 #[cfg(feature = "tls")]

@@ -145,6 +145,13 @@ async fn exports_over_tls_to_a_collector_signed_by_the_given_ca() {
     record_quota(&t);
     blocking(move || t.shutdown()).await.unwrap();
     assert_eq!(collector.received().len(), 1);
+    // The same CA from the standard environment variable.
+    let ca = dir.path().join("ca.crt").display().to_string();
+    let env = move |k: &str| (k == "OTEL_EXPORTER_OTLP_CERTIFICATE").then(|| ca.clone());
+    let t = collector.builder().build_with_env(&env).unwrap();
+    record_quota(&t);
+    blocking(move || t.shutdown()).await.unwrap();
+    assert_eq!(collector.received().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -117,20 +117,31 @@ async fn every_catalogue_metric_is_queryable_with_its_exact_labels() {
         .collect();
     assert_eq!(families.len(), CATALOGUE.len());
 
-    // The scrape endpoint declares each family with the catalogue's type.
-    let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", ports.scrape))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for spec in CATALOGUE {
-        let line = format!(
-            "# TYPE {} {}",
-            spec.prometheus_name,
-            spec.instrument.prometheus_type()
+    // The scrape endpoint declares each family with the catalogue's type (polled: its exporter
+    // runs beside remote write and may take the last batch a moment later).
+    let url = format!("http://127.0.0.1:{}/metrics", ports.scrape);
+    let lines: Vec<String> = CATALOGUE
+        .iter()
+        .map(|s| {
+            format!(
+                "# TYPE {} {}",
+                s.prometheus_name,
+                s.instrument.prometheus_type()
+            )
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        let missing: Vec<&String> = lines.iter().filter(|l| !text.contains(*l)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "scrape endpoint lacks {missing:?}"
         );
-        assert!(text.contains(&line), "scrape endpoint lacks {line:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(collector);
 }

@@ -6,8 +6,10 @@
 //! revenue follow. One [`Simulation::step`] is one second of traffic. The same seed and
 //! settings give the same sequence of recordings.
 //!
-//! Each [`Scenario`] other than `steady` is built to make one or more of the monitoring
-//! stack's alerts fire, and `steady` keeps every alert quiet:
+//! Each [`Scenario`] other than `steady` crosses the thresholds of one or more of the
+//! monitoring stack's alerts (the seed's list; the rules themselves live in `configs/`), and
+//! `steady` stays under all of them. Rates are per simulated second: `--unpaced` runs compress
+//! time, so per-second alerts see more than the scenario's rate.
 //!
 //! | scenario | alerts it fires |
 //! |---|---|
@@ -219,27 +221,53 @@ fn severity_of(v: ViolationType, rng: &mut StdRng) -> Severity {
     }
 }
 
-/// What a run has recorded so far.
+/// What a run has recorded so far: counts, and the extremes of the gauges.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Totals {
     /// Simulated seconds.
     pub seconds: u64,
     /// Inference requests by `status`.
     pub requests: BTreeMap<&'static str, u64>,
+    /// Requests that reached each model, and how many of those failed.
+    pub model_requests: BTreeMap<&'static str, (u64, u64)>,
+    /// Requests that reached a model and took longer than 2 s.
+    pub slower_than_2s: u64,
     /// Safety incidents by `severity`.
     pub incidents: BTreeMap<&'static str, u64>,
     /// Revenue in US dollars.
     pub revenue_usd: f64,
-    /// The last highest GPU temperature.
+    /// The highest GPU temperature set.
     pub max_gpu_temperature: f64,
-    /// The last queue depth.
-    pub queue_depth: u64,
+    /// The highest GPU memory use set, as a share of the GPU's memory.
+    pub max_gpu_memory_share: f64,
+    /// The highest queue depth set.
+    pub max_queue_depth: u64,
+    /// The highest worker utilization set (busy / running).
+    pub max_worker_utilization: f64,
+    /// The highest quota use of any customer (used / limit).
+    pub max_quota_share: f64,
+    /// Seconds in which some component's health check failed.
+    pub seconds_unhealthy: u64,
 }
 
 impl Totals {
     /// All inference requests.
     pub fn total_requests(&self) -> u64 {
         self.requests.values().sum()
+    }
+
+    /// The highest error share of any model (requests that reached it).
+    pub fn max_model_error_share(&self) -> f64 {
+        self.model_requests
+            .values()
+            .map(|(n, failed)| *failed as f64 / (*n).max(1) as f64)
+            .fold(0.0, f64::max)
+    }
+
+    /// The share of model-served requests slower than 2 s (above 1 %: p99 is over 2 s).
+    pub fn share_slower_than_2s(&self) -> f64 {
+        let served: u64 = self.model_requests.values().map(|(n, _)| n).sum();
+        self.slower_than_2s as f64 / served.max(1) as f64
     }
 }
 
@@ -260,8 +288,8 @@ impl fmt::Display for Totals {
         }
         write!(
             f,
-            "), revenue ${:.2}, queue depth {}, hottest GPU {:.1} °C",
-            self.revenue_usd, self.queue_depth, self.max_gpu_temperature
+            "), revenue ${:.2}, queue depth up to {}, hottest GPU {:.1} °C",
+            self.revenue_usd, self.max_queue_depth, self.max_gpu_temperature
         )
     }
 }
@@ -274,7 +302,9 @@ pub struct Simulation {
     customers: Vec<Customer>,
     customer_weights: Vec<f64>,
     models: Vec<ModelName>,
+    model_weights: Vec<f64>,
     robots: Vec<RobotType>,
+    robot_weights: Vec<f64>,
     workers_total: u64,
     safety_score: f64,
     totals: Totals,
@@ -324,7 +354,9 @@ impl Simulation {
             customers,
             customer_weights,
             models,
+            model_weights: MODELS.iter().map(|m| m.1).collect(),
             robots,
+            robot_weights: ROBOTS.iter().map(|r| r.1).collect(),
             workers_total,
             safety_score: 0.99,
             totals: Totals::default(),
@@ -373,9 +405,9 @@ impl Simulation {
         let robot = if rng.random_bool(0.7) {
             self.customers[c].main_robot
         } else {
-            weighted(rng, &ROBOTS.iter().map(|r| r.1).collect::<Vec<_>>())
+            weighted(rng, &self.robot_weights)
         };
-        let model = weighted(rng, &MODELS.iter().map(|m| m.1).collect::<Vec<_>>());
+        let model = weighted(rng, &self.model_weights);
         let category = InstructionCategory::ALL[weighted(rng, CATEGORY_WEIGHTS)];
         let rate = self.config.rate.max(1.0);
         let customer = &mut self.customers[c];
@@ -431,7 +463,6 @@ impl Simulation {
                 let error_p = match scenario {
                     Scenario::ErrorSpike if model == FLAKY_MODEL => 0.35,
                     Scenario::ErrorSpike => 0.06,
-                    Scenario::ServiceDown => 0.02,
                     _ => 0.004,
                 };
                 if rng.random_bool(error_p) {
@@ -462,6 +493,16 @@ impl Simulation {
             .requests
             .entry(outcome.status().as_str())
             .or_default() += 1;
+        if outcome.reached_model() {
+            let (n, failed) = self
+                .totals
+                .model_requests
+                .entry(MODELS[model].0)
+                .or_default();
+            *n += 1;
+            *failed += u64::from(outcome != Outcome::Success);
+            self.totals.slower_than_2s += u64::from(latency > Duration::from_secs(2));
+        }
         match outcome {
             Outcome::Success => {
                 let fee = usage_price(customer.tier);
@@ -488,8 +529,9 @@ impl Simulation {
     fn gauges(&mut self, t: &Telemetry, requests: u64, mut incidents: u64) {
         let scenario = self.config.scenario;
         let rng = &mut self.rng;
-        // Near-misses flagged after the action ran: about one a minute, never critical...
-        if rng.random_bool(1.0 / 60.0) {
+        // Near-misses flagged after the action ran: about one in five minutes, never
+        // critical...
+        if rng.random_bool(1.0 / 300.0) {
             let c = weighted(rng, &self.customer_weights);
             let v = ViolationType::ALL[weighted(rng, VIOLATION_WEIGHTS)];
             let severity = severity_of(v, rng);
@@ -533,13 +575,15 @@ impl Simulation {
         };
         let load = active as f64 / self.workers_total as f64;
         t.set_workers(active, self.workers_total);
+        self.totals.max_worker_utilization = self.totals.max_worker_utilization.max(load);
+        // Requests wait only when workers are busy: a few at 60 %, many once saturated.
         let depth = if overloaded {
             110 + poisson(rng, 20.0)
         } else {
-            poisson(rng, self.config.rate * 0.05)
+            poisson(rng, 1.0 + 12.0 * load * load)
         };
         t.set_queue_depth(depth);
-        self.totals.queue_depth = depth;
+        self.totals.max_queue_depth = self.totals.max_queue_depth.max(depth);
         t.set_db_connections(
             (10.0 + 20.0 * load + normal(rng)).round().max(0.0) as u64,
             50,
@@ -560,6 +604,8 @@ impl Simulation {
                 0.45 + 0.1 * load
             };
             hottest = hottest.max(temp);
+            self.totals.max_gpu_memory_share =
+                self.totals.max_gpu_memory_share.max(memory_share.min(1.0));
             t.record_gpu(&GpuStats {
                 gpu: GpuId(g),
                 utilization_percent: (30.0 + 60.0 * load + 3.0 * normal(rng)).clamp(0.0, 100.0),
@@ -568,13 +614,17 @@ impl Simulation {
                 memory_total_bytes: GPU_MEMORY_BYTES,
             });
         }
-        self.totals.max_gpu_temperature = hottest;
+        self.totals.max_gpu_temperature = self.totals.max_gpu_temperature.max(hottest);
 
         // Quota, customers and revenue from subscriptions.
         let mut mrr = 0.0;
         let mut active_customers = 0;
         for c in &self.customers {
             t.set_quota(&c.id, c.tier, c.quota_used, c.quota_limit);
+            self.totals.max_quota_share = self
+                .totals
+                .max_quota_share
+                .max(c.quota_used as f64 / c.quota_limit as f64);
             mrr += monthly_price(c.tier);
             active_customers += u64::from(c.seen);
         }
@@ -596,10 +646,11 @@ impl Simulation {
             active: active_customers,
             churned: (n / 20).max(1),
         });
+        let api_down = scenario == Scenario::ServiceDown;
         for component in Component::ALL {
-            let up = !(scenario == Scenario::ServiceDown && *component == Component::Api);
-            t.set_service_up(*component, up);
+            t.set_service_up(*component, !(api_down && *component == Component::Api));
         }
+        self.totals.seconds_unhealthy += u64::from(api_down);
     }
 }
 
