@@ -1,6 +1,8 @@
 //! What recording costs the API: one `record_inference` (request counters fleet-wide and per
-//! customer, two latency histograms), and one simulated second of the default fleet.
-//! Export is off, so this is the in-memory aggregation the API pays on its request path.
+//! customer, two latency histograms), and one simulated second of the default fleet. The
+//! reader exports once an hour, so this is the in-memory aggregation the API pays on its
+//! request path (with export disabled every instrument is a no-op and there is nothing to
+//! measure).
 //!
 //! `cargo bench -p vla-sdk --bench record`
 
@@ -15,7 +17,13 @@ use vla_sdk::{
 };
 
 fn record(c: &mut Criterion) {
-    let t = Telemetry::builder().enabled(false).build().unwrap();
+    // Port 9 (discard) on loopback: nothing answers; the hour-long interval never comes.
+    let t = Telemetry::builder()
+        .endpoint("http://127.0.0.1:9")
+        .export_interval(Duration::from_secs(3600))
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
     let models: Vec<ModelName> = ["pi0", "openvla-7b", "octo-base", "rt-2-x"]
         .iter()
         .map(|m| ModelName::new(m).unwrap())
