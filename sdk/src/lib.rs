@@ -1,6 +1,6 @@
 //! `vla-sdk`: the library the VLA inference API links to emit its metrics.
 //!
-//! - [`catalogue`]: every metric as data (OTel name, Prometheus name, instrument, unit, labels
+//! - [`catalogue()`]: every metric as data (OTel name, Prometheus name, instrument, unit, labels
 //!   and their allowed values); the contract between the API, the collector's translation
 //!   (checked by an end-to-end test) and the alert rules and dashboards (whose check lands with
 //!   them). `docs/metrics.md` is generated from it ([`catalogue_markdown`]).
