@@ -29,25 +29,29 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A CA, and a certificate for `name` (with `san`) signed by it: (cert, key) paths.
+/// A P-256 private key in `dir/file`.
+fn genkey(dir: &Path, file: &str) {
+    let args = [
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+    ];
+    let mut all: Vec<&str> = args.to_vec();
+    all.push(file);
+    openssl(dir, &all);
+}
+
+/// A certificate for `name` (with `san`) signed by `ca.crt`: (cert, key) paths.
 fn issue(dir: &Path, name: &str, san: &str) -> (PathBuf, PathBuf) {
     let key = format!("{name}.key");
     let csr = format!("{name}.csr");
     let crt = format!("{name}.crt");
     let ext = format!("{name}.ext");
     std::fs::write(dir.join(&ext), format!("subjectAltName={san}\n")).unwrap();
-    openssl(
-        dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            &key,
-        ],
-    );
+    genkey(dir, &key);
     openssl(
         dir,
         &[
@@ -85,18 +89,7 @@ fn issue(dir: &Path, name: &str, san: &str) -> (PathBuf, PathBuf) {
 }
 
 fn make_ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            &format!("{name}.key"),
-        ],
-    );
+    genkey(dir, &format!("{name}.key"));
     openssl(
         dir,
         &[

@@ -117,8 +117,7 @@ async fn every_catalogue_metric_is_queryable_with_its_exact_labels() {
         .collect();
     assert_eq!(families.len(), CATALOGUE.len());
 
-    // The scrape endpoint declares each family with the catalogue's type (polled: its exporter
-    // runs beside remote write and may take the last batch a moment later).
+    // The scrape endpoint declares each family with the catalogue's type.
     let url = format!("http://127.0.0.1:{}/metrics", ports.scrape);
     let lines: Vec<String> = CATALOGUE
         .iter()
@@ -130,20 +129,31 @@ async fn every_catalogue_metric_is_queryable_with_its_exact_labels() {
             )
         })
         .collect();
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    scrape_until(&url, |text| {
         let missing: Vec<&String> = lines.iter().filter(|l| !text.contains(*l)).collect();
         if missing.is_empty() {
-            break;
+            Ok(())
+        } else {
+            Err(format!("scrape endpoint lacks {missing:?}"))
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "scrape endpoint lacks {missing:?}"
-        );
+    })
+    .await;
+    drop(collector);
+}
+
+/// Scrapes `url` until `check` passes on its text; fails with `check`'s last complaint after
+/// [`WAIT`]. The scrape exporter runs beside remote write and may take the last batch a moment
+/// after Prometheus has it.
+async fn scrape_until(url: &str, check: impl Fn(&str) -> Result<(), String>) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+        match check(&text) {
+            Ok(()) => return,
+            Err(why) => assert!(std::time::Instant::now() < deadline, "{why}"),
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    drop(collector);
 }
 
 /// Sums a query's values by one label.
@@ -220,27 +230,24 @@ async fn the_simulator_binary_runs_a_scenario_into_prometheus() {
     assert_eq!(hot, 2, "{temps:?}");
     let by_gpu = by_label(&temps, "gpu_id");
     assert_eq!(by_gpu.keys().collect::<Vec<_>>(), ["0", "1", "2", "3"]);
-    // The scrape endpoint serves the same totals (its exporter runs beside remote write, so
-    // poll until it has taken the last batch too).
+    // The scrape endpoint serves the same totals.
     let url = format!("http://127.0.0.1:{}/metrics", ports.scrape);
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
-        let scraped: f64 = parse_samples(&text)
+    scrape_until(&url, |text| {
+        let scraped: f64 = parse_samples(text)
             .unwrap()
             .iter()
             .filter(|s| s.labels["__name__"] == "vla_inference_requests_total")
             .map(|s| s.value)
             .sum();
         if scraped == requests {
-            break;
+            Ok(())
+        } else {
+            Err(format!(
+                "scrape endpoint total {scraped}, simulator {requests}"
+            ))
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "scrape endpoint total {scraped}, simulator {requests}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     drop(collector);
 }
 
