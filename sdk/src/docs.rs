@@ -46,7 +46,8 @@ pub fn catalogue_markdown() -> String {
          (`max_customers`, default {DEFAULT_MAX_CUSTOMERS}; later ids are written as \
          `{CUSTOMER_OVERFLOW}`). The SDK keeps at most {MAX_SERIES_LIMIT} series per metric; past that, \
          OpenTelemetry folds new label sets into one series labelled \
-         `otel_metric_overflow=\"true\"`.\n"
+         `otel_metric_overflow=\"true\"`. Counters whose labels are all closed sets start at 0 \
+         on every combination, so `increase()` sees their first event.\n"
     );
     for section in [
         Section::Core,

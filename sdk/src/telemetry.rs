@@ -401,6 +401,31 @@ impl Instruments {
     }
 }
 
+/// Records 0 on every label combination of a counter whose labels are all closed sets, so each
+/// series exists before its first event: Prometheus's `increase()` needs a sample before the
+/// first increment, or an alert on "any critical incident" misses the first one.
+fn zero_fill(counter: &Counter<u64>, spec: &MetricSpec) {
+    let mut combos: Vec<Vec<KeyValue>> = vec![Vec::new()];
+    for label in spec.labels {
+        let cat::LabelValues::Closed(values) = label.values else {
+            return;
+        };
+        combos = combos
+            .into_iter()
+            .flat_map(|combo| {
+                values.iter().map(move |v| {
+                    let mut next = combo.clone();
+                    next.push(KeyValue::new(label.key, *v));
+                    next
+                })
+            })
+            .collect();
+    }
+    for combo in combos {
+        counter.add(0, &combo);
+    }
+}
+
 /// Scores are ratios: NaN is dropped, the rest clamped to 0..=1.
 fn ratio(v: f64) -> Option<f64> {
     (!v.is_nan()).then(|| v.clamp(0.0, 1.0))
@@ -517,6 +542,15 @@ impl Telemetry {
                 .build(),
         );
         let instruments = Instruments::new(&meter);
+        for (counter, spec) in [
+            (&instruments.safety_incidents, &cat::SAFETY_INCIDENTS),
+            (&instruments.safety_rejections, &cat::SAFETY_REJECTIONS),
+            (&instruments.safety_reviews, &cat::SAFETY_REVIEWS),
+            (&instruments.validation_failures, &cat::VALIDATION_FAILURES),
+            (&instruments.rate_limited, &cat::RATE_LIMIT_EXCEEDED),
+        ] {
+            zero_fill(counter, spec);
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 provider,

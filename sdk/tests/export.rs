@@ -190,6 +190,27 @@ async fn shutdown_sends_the_last_values_with_headers_resource_and_gzip() {
             ("tier".to_owned(), "pro".to_owned()),
         ])
     );
+    // Counters whose labels are all closed sets exist at 0 from the start, so Prometheus's
+    // increase() sees the first event (an alert on any critical incident needs that).
+    let Data::Sum(incidents) = got["vla.safety.incidents"].data.as_ref().unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        incidents.data_points.len(),
+        4 * 7,
+        "severity × violation_type"
+    );
+    assert!(
+        incidents
+            .data_points
+            .iter()
+            .all(|p| p.value == Some(NumberValue::AsInt(0)))
+    );
+    assert!(got.contains_key("vla.rate_limit.exceeded"));
+    assert!(
+        !got.contains_key("vla.feedback"),
+        "open or customer labels: no zero series"
+    );
     let Data::Gauge(depth) = got["vla.inference.queue_depth"].data.as_ref().unwrap() else {
         panic!()
     };
