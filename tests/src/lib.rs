@@ -4,11 +4,16 @@
 //!   data dir and the remote-write receiver on; ready when `/-/ready` answers.
 //! - [`Collector`]: the `vla-collector` binary with a YAML config written to a temp file;
 //!   ready when its telemetry `/ready` answers 200.
+//! - [`alertmanager`]: the Debian `prometheus-alertmanager` binary, the same way.
+//! - [`grafana`]: the four dashboards as typed definitions, rendered to Grafana JSON.
 //!
 //! Every process is owned by a guard that kills it on drop, so a failing test never leaves a
 //! server running. Readiness is polled with a deadline, never slept for.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod alertmanager;
+pub mod grafana;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -203,13 +208,6 @@ impl Prometheus {
 
     /// Starts Prometheus on `port`.
     pub async fn start_on(port: u16, scrape_targets: &[String]) -> Result<Self, HarnessError> {
-        let bin =
-            find_binary("prometheus", &["/usr/bin/prometheus"]).ok_or(HarnessError::Missing {
-                what: "prometheus",
-                tried: "PATH and /usr/bin/prometheus".into(),
-                how: "run scripts/test, which installs it, or `apt-get install -y prometheus`",
-            })?;
-        let dir = tempfile::tempdir()?;
         let mut config =
             String::from("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n");
         if !scrape_targets.is_empty() {
@@ -222,6 +220,26 @@ impl Prometheus {
                     .join(", "),
             );
             config.push_str("]\n");
+        }
+        Self::start_with(port, &config, &[]).await
+    }
+
+    /// Starts Prometheus on `port` with `config` as its `prometheus.yml`, and `files` (name,
+    /// content) written beside it, where relative `rule_files` entries find them.
+    pub async fn start_with(
+        port: u16,
+        config: &str,
+        files: &[(&str, &str)],
+    ) -> Result<Self, HarnessError> {
+        let bin =
+            find_binary("prometheus", &["/usr/bin/prometheus"]).ok_or(HarnessError::Missing {
+                what: "prometheus",
+                tried: "PATH and /usr/bin/prometheus".into(),
+                how: "run scripts/test, which installs it, or `apt-get install -y prometheus`",
+            })?;
+        let dir = tempfile::tempdir()?;
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content)?;
         }
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config)?;
