@@ -70,12 +70,17 @@ pub fn operations() -> Dashboard {
                 .thresholds("green", &[(0.8, "orange"), (0.95, "red")])
                 .target(Target::new("job:vla_worker:utilization_ratio", "{{job}}")),
             Panel::stat("Service health")
-                .describe("1 while a component's health check passes, 0 when it fails.")
+                .describe(
+                    "1 while a component's health check passes, 0 when it fails or the job \
+                     stopped reporting (the ServiceDown alert's two conditions).",
+                )
                 .range(0.0, 1.0)
                 .thresholds("red", &[(1.0, "green")])
                 .target(Target::new(
-                    "min by (component) (vla_service_up)",
-                    "{{component}}",
+                    "min by (job, component) (vla_service_up) or label_replace(0 * group by \
+                     (job) (max_over_time(vla_service_up{component=\"api\"}[1h]) unless on \
+                     (job) vla_service_up), \"component\", \"api\", \"\", \"\")",
+                    "{{job}} {{component}}",
                 )),
         ],
     );
@@ -140,8 +145,8 @@ pub fn operations() -> Dashboard {
                 .thresholds("green", &[(80.0, "red")])
                 .size(8, 8)
                 .target(Target::new(
-                    "sum by (job) (vla_inference_queue_depth)",
-                    "{{job}}",
+                    "max by (job, instance) (vla_inference_queue_depth)",
+                    "{{instance}}",
                 )),
             Panel::timeseries("Worker utilization over time")
                 .unit("percentunit")
@@ -423,7 +428,10 @@ pub fn customer_analytics() -> Dashboard {
                     "{{instruction_category}}",
                 )),
             Panel::timeseries("Peak usage hours")
-                .describe("Requests per hour: the tallest bars are the peak hours.")
+                .describe(
+                    "Requests per hour over the range: the tallest bars are the peak hours \
+                     (PromQL has no hour-of-day grouping of a counter).",
+                )
                 .unit("short")
                 .bars()
                 .size(24, 8)
