@@ -1,13 +1,19 @@
 //! The shipped monitoring stack, checked without a Docker engine:
 //! - `configs/docker-compose.yml`: container names `vlaapi-<service>`, the dev/prod profiles,
 //!   the seed's ports, named volumes declared and used, every host path it mounts present in
-//!   the repo, Prometheus's retention flags, no literal secret, the collector built from the
-//!   Dockerfile, Alertmanager's secret files where `alertmanager.yml` reads them;
+//!   the repo, Prometheus's retention flags, no variable required (so `down` and `config` work
+//!   in a fresh shell), no literal secret and no password in any `environment:`, every secret a
+//!   file named by a variable whose default is `/dev/null` or under the git-ignored
+//!   `configs/secrets/`, each mounted secret read by its server (a `*_FILE` variable or
+//!   `alertmanager.yml`), the Postgres exporter's target configurable, the collector built from
+//!   the Dockerfile;
+//! - `configs/collector-docker.yaml`: listens on every interface, forgets a series after 1m;
 //! - `configs/prometheus/prometheus.yml`: `promtool check config` (which also checks the rule
 //!   files it names), the seed's 15 s intervals, and every scrape target a compose service
 //!   that listens on that port;
 //! - `Dockerfile`: builds the binaries that exist, copies files that exist, runs as non-root;
-//! - `scripts/stack`: parses, and answers `--help`.
+//! - `scripts/stack`: parses, answers `--help`, and on an early failure stops what it started
+//!   and removes its temporary data dir (run with fake servers; the real run is by hand).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -211,18 +217,7 @@ fn every_host_path_mounted_exists_in_the_repo() {
             }
         }
     }
-    // Secrets' files come from the environment; unset, they are /dev/null (never a file in
-    // the repo, which would put a secret under version control).
-    for (id, secret) in c["secrets"].as_object().expect("top-level secrets:") {
-        let file = secret["file"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{id}: file"));
-        assert!(
-            file.starts_with("${"),
-            "{id}: {file} is not from the environment"
-        );
-        assert_eq!(resolve(file), "/dev/null", "{id}");
-    }
+    // Secrets' files: see every_secret_is_a_file_named_by_a_variable_with_a_safe_default.
     // What each server is told to read is in a mount that exists: (service, path inside, file
     // under configs/).
     let svc = services(&c);
@@ -280,7 +275,21 @@ fn prometheus_keeps_30_days_or_50_gb_and_accepts_remote_write() {
 }
 
 /// Keys whose values are secrets: lower-cased substrings, space-separated.
-const SECRET_KEYS: &str = "password passwd secret token api_key apikey routing_key service_key webhook dsn data_source_name api_url";
+const SECRET_KEYS: &str =
+    "pass secret token api_key apikey routing_key service_key webhook dsn data_source_name api_url";
+
+fn key_is_secret(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    SECRET_KEYS.split(' ').any(|s| k.contains(s))
+}
+
+/// `X_PASSWORD_FILE: /run/secrets/x` (and Grafana's `X__FILE`): the name of a file holding the
+/// secret, not the secret.
+fn is_file_reference(k: &str, v: &str) -> bool {
+    k.to_ascii_lowercase().ends_with("_file")
+        && v.starts_with('/')
+        && !v.contains(char::is_whitespace)
+}
 
 /// Hosts of notification webhooks: their URLs are credentials.
 const WEBHOOK_HOSTS: &[&str] = &[
@@ -298,16 +307,16 @@ fn from_env_without_default(v: &str) -> bool {
 
 /// Every literal secret in `v`, by YAML path.
 fn literal_secrets(v: &Value, path: &str, out: &mut Vec<String>) {
-    let key_is_secret = |k: &str| {
-        let k = k.to_ascii_lowercase();
-        SECRET_KEYS.split(' ').any(|s| k.contains(s))
-    };
     match v {
         Value::Object(m) => {
             for (k, v) in m {
                 let p = format!("{path}.{k}");
                 match v {
-                    Value::String(s) if key_is_secret(k) && !from_env_without_default(s) => {
+                    Value::String(s)
+                        if key_is_secret(k)
+                            && !from_env_without_default(s)
+                            && !is_file_reference(k, s) =>
+                    {
                         out.push(format!("{p}: {s}"));
                     }
                     Value::Number(_) | Value::Bool(_) if key_is_secret(k) => {
@@ -328,6 +337,7 @@ fn literal_secrets(v: &Value, path: &str, out: &mut Vec<String>) {
                 && !k.contains(' ')
                 && key_is_secret(k)
                 && !from_env_without_default(val)
+                && !is_file_reference(k, val)
             {
                 out.push(format!("{path}: {s}"));
             }
@@ -364,22 +374,288 @@ fn the_compose_file_holds_no_literal_secret() {
     for host in WEBHOOK_HOSTS {
         assert!(!text.contains(host), "{host} in docker-compose.yml");
     }
-    // The secrets the servers need come from the environment, required where there is no safe
-    // default.
+    // The passwords the servers need are files they read, named in their environment; the
+    // Postgres exporter's target and user are plain, configurable settings.
     let c = compose();
-    let env = |s: &str, k: &str| {
-        services(&c)[s]["environment"][k]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    let grafana = env("grafana", "GF_SECURITY_ADMIN_PASSWORD");
-    assert!(
-        grafana.starts_with("${GRAFANA_ADMIN_PASSWORD:?"),
-        "{grafana}"
+    let svc = services(&c);
+    let grafana = environment(&svc["grafana"]);
+    assert_eq!(
+        grafana
+            .get("GF_SECURITY_ADMIN_PASSWORD__FILE")
+            .map(String::as_str),
+        Some("/run/secrets/grafana-admin-password"),
+        "{grafana:?}"
     );
-    let dsn = env("postgres-exporter", "DATA_SOURCE_NAME");
-    assert!(dsn.starts_with("${POSTGRES_EXPORTER_DSN:?"), "{dsn}");
+    assert!(
+        !grafana.contains_key("GF_SECURITY_ADMIN_PASSWORD"),
+        "{grafana:?}"
+    );
+    let pg = environment(&svc["postgres-exporter"]);
+    assert_eq!(
+        pg.get("DATA_SOURCE_PASS_FILE").map(String::as_str),
+        Some("/run/secrets/postgres-exporter-password"),
+        "{pg:?}"
+    );
+    for gone in ["DATA_SOURCE_NAME", "DATA_SOURCE_PASS"] {
+        assert!(
+            !pg.contains_key(gone),
+            "postgres-exporter: {gone} in {pg:?}"
+        );
+    }
+    assert_eq!(
+        pg["DATA_SOURCE_URI"],
+        "${POSTGRES_EXPORTER_URI:-db:5432/vla}"
+    );
+    assert_eq!(pg["DATA_SOURCE_USER"], "${POSTGRES_EXPORTER_USER:-monitor}");
+    // The target is configurable, and what it scrapes is said where it is set.
+    let text_pg = &text[text.find("  postgres-exporter:").unwrap()..];
+    let text_pg = &text_pg[..text_pg.find("\n  redis-exporter:").unwrap()];
+    for needle in [
+        "VLA API's own PostgreSQL",
+        "outside this compose file",
+        "POSTGRES_EXPORTER_URI",
+    ] {
+        assert!(
+            text_pg.contains(needle),
+            "postgres-exporter's comment lacks {needle:?}"
+        );
+    }
+}
+
+/// A service's `environment:`, map or list form, as written (not resolved).
+fn environment(service: &Value) -> BTreeMap<String, String> {
+    match &service["environment"] {
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                (k.clone(), v)
+            })
+            .collect(),
+        Value::Array(a) => a
+            .iter()
+            .map(|e| {
+                let e = e.as_str().unwrap();
+                let (k, v) = e.split_once('=').unwrap_or((e, ""));
+                (k.to_owned(), v.to_owned())
+            })
+            .collect(),
+        Value::Null => BTreeMap::new(),
+        other => panic!("environment: {other}"),
+    }
+}
+
+/// Where a service's secrets land: long syntax `target`, else `/run/secrets/<source>`.
+fn secret_targets(service: &Value) -> BTreeMap<String, String> {
+    service["secrets"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| match s {
+                    Value::String(source) => (format!("/run/secrets/{source}"), source.clone()),
+                    _ => {
+                        let source = s["source"].as_str().unwrap().to_owned();
+                        let target = s["target"]
+                            .as_str()
+                            .map_or_else(|| format!("/run/secrets/{source}"), str::to_owned);
+                        (target, source)
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// No password in any `environment:` (`docker inspect` shows it): each secret-named variable
+/// is a `*_FILE` naming a secret mounted in that service, and every secret a service mounts is
+/// read, through such a variable or (Alertmanager) its config file.
+#[test]
+fn no_password_is_in_any_environment_and_every_mounted_secret_is_read() {
+    let c = compose();
+    let am_reads = {
+        let mut out = BTreeSet::new();
+        files_read(&yaml("configs/alertmanager/alertmanager.yml"), &mut out);
+        out
+    };
+    let mut file_vars = 0;
+    for (name, s) in services(&c) {
+        let env = environment(s);
+        let mounted = secret_targets(s);
+        let mut read = BTreeSet::new();
+        for (k, v) in &env {
+            if !key_is_secret(k) {
+                continue;
+            }
+            // The one exception: redis_exporter has no plain password file (its
+            // REDIS_PASSWORD_FILE is a JSON map), and the Redis may have no password.
+            if (name.as_str(), k.as_str()) == ("redis-exporter", "REDIS_PASSWORD") {
+                assert_eq!(v, "${REDIS_PASSWORD:-}", "{name}: {k}");
+                continue;
+            }
+            assert!(
+                k.ends_with("_FILE"),
+                "{name}: {k} holds a secret in the environment"
+            );
+            assert!(
+                mounted.contains_key(v),
+                "{name}: {k}={v} is not a secret mounted there ({mounted:?})"
+            );
+            read.insert(v.clone());
+            file_vars += 1;
+        }
+        if name == "alertmanager" {
+            read.extend(am_reads.iter().cloned());
+        }
+        for target in mounted.keys() {
+            assert!(
+                read.contains(target),
+                "{name}: {target} is mounted but read by nothing"
+            );
+        }
+    }
+    assert_eq!(
+        file_vars, 2,
+        "Grafana's and the Postgres exporter's password files"
+    );
+}
+
+/// Each secret: (id, the variable naming its file, that variable's default).
+const SECRETS: &[(&str, &str, &str)] = &[
+    (
+        "grafana-admin-password",
+        "GRAFANA_ADMIN_PASSWORD_FILE",
+        "./secrets/grafana-admin-password",
+    ),
+    (
+        "postgres-exporter-password",
+        "POSTGRES_EXPORTER_PASSWORD_FILE",
+        "./secrets/postgres-exporter-password",
+    ),
+    (
+        "slack-webhook-url",
+        "ALERTMANAGER_SLACK_WEBHOOK_URL_FILE",
+        "/dev/null",
+    ),
+    (
+        "pagerduty-routing-key",
+        "ALERTMANAGER_PAGERDUTY_ROUTING_KEY_FILE",
+        "/dev/null",
+    ),
+    (
+        "smtp-password",
+        "ALERTMANAGER_SMTP_PASSWORD_FILE",
+        "/dev/null",
+    ),
+];
+
+/// Every secret's file comes from a variable with a default: `/dev/null` where an empty secret
+/// still lets the server start (Alertmanager), else a file under `configs/secrets/`, which git
+/// ignores, so that `up` fails for that service until the file is written.
+#[test]
+fn every_secret_is_a_file_named_by_a_variable_with_a_safe_default() {
+    let c = compose();
+    let declared = c["secrets"].as_object().expect("top-level secrets:");
+    let got: BTreeSet<&str> = declared.keys().map(String::as_str).collect();
+    let want: BTreeSet<&str> = SECRETS.iter().map(|s| s.0).collect();
+    assert_eq!(got, want);
+    let mut required = Vec::new();
+    for (id, var, default) in SECRETS {
+        assert_eq!(
+            declared[*id]["file"],
+            format!("${{{var}:-{default}}}"),
+            "{id}"
+        );
+        if *default != "/dev/null" {
+            let rel = default.strip_prefix("./secrets/").unwrap_or_else(|| {
+                panic!("{id}: {default} is neither /dev/null nor under ./secrets/")
+            });
+            assert_eq!(rel, *id, "{id}: the file is named after the secret");
+            required.push(format!("configs/secrets/{rel}"));
+        }
+    }
+    assert_eq!(required.len(), 2, "{required:?}");
+
+    // configs/secrets/ holds only its README and .gitignore in git; the secrets are ignored.
+    let ignore = read("configs/secrets/.gitignore");
+    let rules: Vec<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(rules, ["*", "!.gitignore", "!README.md"]);
+    let readme = read("configs/secrets/README.md");
+    for (id, var, _) in &SECRETS[..2] {
+        assert!(
+            readme.contains(id) && readme.contains(var),
+            "README.md: {id}, {var}"
+        );
+    }
+    let check_ignore = |path: &str| {
+        Command::new("git")
+            .args(["check-ignore", "-q", "--", path])
+            .current_dir(repo(""))
+            .status()
+            .ok()
+            .and_then(|s| s.code())
+    };
+    match check_ignore("configs/secrets/README.md") {
+        Some(128) | None => eprintln!("not a git checkout: .gitignore checked as text only"),
+        readme => {
+            assert_eq!(readme, Some(1), "git ignores configs/secrets/README.md");
+            assert_eq!(check_ignore("configs/secrets/.gitignore"), Some(1));
+            for path in &required {
+                assert_eq!(check_ignore(path), Some(0), "git does not ignore {path}");
+            }
+        }
+    }
+}
+
+/// Compose evaluates every `${VAR:?}` for every command, `down` and `config` included: none is
+/// left, and every interpolation has a default.
+#[test]
+fn the_compose_file_needs_no_variable_set() {
+    fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => m
+                .iter()
+                .for_each(|(k, v)| walk(v, &format!("{path}.{k}"), out)),
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| walk(v, &format!("{path}[{i}]"), out)),
+            Value::String(s) => {
+                let mut rest = s.as_str();
+                while let Some(start) = rest.find("${") {
+                    let end = rest[start..].find('}').unwrap() + start;
+                    let inner = &rest[start + 2..end];
+                    let name_end = inner
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .unwrap_or(inner.len());
+                    if !inner[name_end..].starts_with(":-") {
+                        out.push(format!("{path}: ${{{inner}}}"));
+                    }
+                    rest = &rest[end + 1..];
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut bad = Vec::new();
+    walk(&compose(), "", &mut bad);
+    assert_eq!(bad, Vec::<String>::new());
+    // The walk sees interpolations: there are some, and a required one would be caught.
+    let mut seen = Vec::new();
+    walk(
+        &serde_saphyr::from_str::<Value>("a: { b: \"x ${P:?set P} ${Q:-1}\" }").unwrap(),
+        "",
+        &mut seen,
+    );
+    assert_eq!(seen, [".a.b: ${P:?set P}"]);
+    assert!(read("configs/docker-compose.yml").contains("${VLA_PUBLISH_ADDR:-127.0.0.1}"));
 }
 
 /// The check above can fail: it finds each kind of literal secret.
@@ -392,25 +668,30 @@ services:
       GF_SECURITY_ADMIN_PASSWORD: admin
       REDIS_PASSWORD: "${REDIS_PASSWORD:-hunter2}"
       DATA_SOURCE_NAME: postgresql://u:pw@db:5432/x
+      DATA_SOURCE_PASS: pw
+      GF_SECURITY_ADMIN_PASSWORD__FILE: hunter2
   b:
     environment:
       - SMTP_PASSWORD=letmein
+      - DATA_SOURCE_PASS_FILE=secret in a file name
     command: ["--url", "https://hooks.slack.com/services/T0/B0/X"]
   c:
     password: 1234
 "#;
     let found = secrets_in(bad);
-    assert_eq!(found.len(), 6, "{found:#?}");
+    assert_eq!(found.len(), 9, "{found:#?}");
     let good = r#"
 services:
   a:
     environment:
       GF_SECURITY_ADMIN_PASSWORD: "${GRAFANA_ADMIN_PASSWORD:?set it}"
+      GF_SECURITY_ADMIN_PASSWORD__FILE: /run/secrets/grafana-admin-password
       REDIS_PASSWORD: "${REDIS_PASSWORD:-}"
   b:
-    environment: ["SMTP_PASSWORD=${SMTP_PASSWORD}"]
+    environment: ["SMTP_PASSWORD=${SMTP_PASSWORD}", "DATA_SOURCE_PASS_FILE=/run/secrets/pg"]
 secrets:
   slack-webhook-url: { file: "${F:-/dev/null}" }
+  grafana-admin-password: { file: "${G:-./secrets/grafana-admin-password}" }
 "#;
     assert_eq!(secrets_in(good), Vec::<String>::new());
 }
@@ -514,6 +795,20 @@ fn the_docker_collector_config_listens_on_every_interface() {
     assert_eq!(
         v["service"]["telemetry"]["metrics"]["address"],
         "0.0.0.0:8888"
+    );
+}
+
+/// A dead API's series leave the scrape endpoint after 1 minute (not the default 5), so that
+/// ServiceDown, which fires when the API stops reporting for 2 minutes, is not held back by
+/// 5 minutes of cached values; a live API, exporting every 10 s, refreshes them 6 times a minute.
+#[test]
+fn the_docker_collector_forgets_a_dead_apis_series_after_a_minute() {
+    let v = yaml("configs/collector-docker.yaml");
+    assert_eq!(v["exporters"]["prometheus"]["metric_expiration"], "1m");
+    assert!(
+        vla_sdk::DEFAULT_INTERVAL * 6 <= std::time::Duration::from_secs(60),
+        "the SDK exports every {:?}: a live series could expire between exports",
+        vla_sdk::DEFAULT_INTERVAL
     );
 }
 
@@ -733,6 +1028,7 @@ fn scripts_stack_parses_and_explains_itself() {
         "--data",
         "apt-get install -y prometheus prometheus-alertmanager",
         "cargo build --release -p vla-collector -p vla-sdk",
+        "systemctl disable --now prometheus prometheus-alertmanager prometheus-node-exporter",
     ] {
         assert!(
             help.contains(needle),
@@ -740,4 +1036,152 @@ fn scripts_stack_parses_and_explains_itself() {
         );
     }
     assert_eq!(run(&script, &["--bogus"]).status.code(), Some(2));
+}
+
+/// A scripts/stack run on fakes: the servers, promtool and the release binaries are shell
+/// scripts in temp dirs, so nothing real starts and no port is opened.
+struct FakeStack {
+    dir: tempfile::TempDir,
+}
+
+impl FakeStack {
+    /// `promtool_ok`: whether the fake promtool accepts the generated config. The fake
+    /// Prometheus exits 7 after 0.5 s; the other fakes record their pid and sleep.
+    fn new(promtool_ok: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["bin", "target/release", "tmp", "pids"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        let pids = dir.path().join("pids");
+        let sleeper = |name: &str| {
+            format!(
+                "#!/bin/sh\necho $$ > '{}/{name}'\nexec sleep 60\n",
+                pids.display()
+            )
+        };
+        let fakes = [
+            (
+                "bin/promtool",
+                format!("#!/bin/sh\nexit {}\n", u8::from(!promtool_ok)),
+            ),
+            (
+                "bin/prometheus",
+                "#!/bin/sh\nsleep 0.5\nexit 7\n".to_owned(),
+            ),
+            ("bin/prometheus-alertmanager", sleeper("alertmanager")),
+            ("target/release/vla-collector", sleeper("collector")),
+            ("target/release/vla-api-sim", sleeper("simulator")),
+        ];
+        for (path, text) in fakes {
+            let path = dir.path().join(path);
+            std::fs::write(&path, text).unwrap();
+            let mut perm = std::fs::metadata(&path).unwrap().permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+            std::fs::set_permissions(&path, perm).unwrap();
+        }
+        Self { dir }
+    }
+
+    /// Runs scripts/stack; `None` when one of its ports is taken on this machine (it then
+    /// stops before creating anything, and this test has nothing to check).
+    fn run(&self) -> Option<(i32, String)> {
+        let path = format!(
+            "{}:{}",
+            self.dir.path().join("bin").display(),
+            std::env::var("PATH").unwrap()
+        );
+        let out = Command::new(repo("scripts/stack"))
+            .env("PATH", path)
+            .env("CARGO_TARGET_DIR", self.dir.path().join("target"))
+            .env("TMPDIR", self.dir.path().join("tmp"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if stderr.contains("is already in use") {
+            eprintln!("skipped: {stderr}");
+            return None;
+        }
+        Some((out.status.code().unwrap(), stderr))
+    }
+
+    /// What is left in the TMPDIR scripts/stack used.
+    fn temp_left(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.path().join("tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// The fakes that started, by name, and whether each still runs.
+    fn started(&self) -> BTreeMap<String, bool> {
+        std::fs::read_dir(self.dir.path().join("pids"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let pid = std::fs::read_to_string(e.path()).unwrap();
+                let alive = Path::new(&format!("/proc/{}", pid.trim())).exists();
+                (e.file_name().to_string_lossy().into_owned(), alive)
+            })
+            .collect()
+    }
+}
+
+/// A fake that scripts/stack left running (a failing test) is killed, not left behind.
+impl Drop for FakeStack {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.dir.path().join("pids")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if let Ok(pid) = std::fs::read_to_string(e.path()) {
+                let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+            }
+        }
+    }
+}
+
+/// A failure after the temporary data dir exists and before any server starts (promtool
+/// rejects the generated prometheus.yml) still removes the dir.
+#[test]
+fn scripts_stack_removes_its_temp_dir_when_it_fails_before_starting() {
+    let fake = FakeStack::new(false);
+    let Some((code, stderr)) = fake.run() else {
+        return;
+    };
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("promtool rejects the generated prometheus.yml"),
+        "{stderr}"
+    );
+    assert_eq!(fake.temp_left(), Vec::<String>::new(), "{stderr}");
+    assert_eq!(fake.started(), BTreeMap::new(), "{stderr}");
+}
+
+/// A server that dies before it is ready stops the stack: every server already started is
+/// stopped, and the temporary data dir is removed.
+#[test]
+fn scripts_stack_stops_what_it_started_when_a_server_dies() {
+    let fake = FakeStack::new(true);
+    let Some((code, stderr)) = fake.run() else {
+        return;
+    };
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("prometheus exited before it was ready"),
+        "{stderr}"
+    );
+    let started = fake.started();
+    assert_eq!(
+        started,
+        BTreeMap::from([
+            ("alertmanager".to_owned(), false),
+            ("collector".to_owned(), false),
+        ]),
+        "{stderr}"
+    );
+    for name in ["collector", "alertmanager"] {
+        assert!(stderr.contains(&format!("stopped {name}")), "{stderr}");
+    }
+    assert_eq!(fake.temp_left(), Vec::<String>::new(), "{stderr}");
 }
