@@ -64,6 +64,13 @@ pub enum HarnessError {
     Unexpected(String),
 }
 
+/// A path in the repository (`configs/...`, `docs/...`), from this crate's manifest.
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released for the server to take).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -493,19 +500,42 @@ service:
     )
 }
 
+/// A collector on [`pipeline_config`] remote-writing into `prom`, on fresh ports.
+pub async fn collector_into(
+    prom: &Prometheus,
+    batch_timeout: &str,
+) -> Result<(Ports, Collector), HarnessError> {
+    let ports = Ports::new();
+    let config = pipeline_config(&ports, &prom.write_url(), batch_timeout);
+    let collector = Collector::start(&config, ports.telemetry).await?;
+    Ok((ports, collector))
+}
+
 /// A Prometheus and a collector on [`pipeline_config`] remote-writing into it. A test helper:
 /// a server that cannot start ends the test with its log.
 #[allow(clippy::expect_used)]
 pub async fn start_stack(batch_timeout: &str) -> (Prometheus, Ports, Collector) {
     let prom = Prometheus::start(&[]).await.expect("prometheus");
-    let ports = Ports::new();
-    let collector = Collector::start(
-        &pipeline_config(&ports, &prom.write_url(), batch_timeout),
-        ports.telemetry,
-    )
-    .await
-    .expect("collector");
+    let (ports, collector) = collector_into(&prom, batch_timeout)
+        .await
+        .expect("collector");
     (prom, ports, collector)
+}
+
+/// The API's telemetry as the end-to-end tests send it: `vla-sdk` to a collector's OTLP gRPC
+/// port, as service `vla/vla-api` (so `job="vla/vla-api"`) with `instance`, exporting only when
+/// flushed or shut down.
+pub fn api_telemetry(
+    grpc_port: u16,
+    instance: &str,
+) -> Result<vla_sdk::Telemetry, vla_sdk::BuildError> {
+    vla_sdk::Telemetry::builder()
+        .endpoint(format!("http://127.0.0.1:{grpc_port}"))
+        .service_name("vla-api")
+        .resource_attribute("service.namespace", "vla")
+        .service_instance_id(instance)
+        .export_interval(Duration::from_secs(3600))
+        .build()
 }
 
 /// Parses Prometheus text exposition into `series → value`, skipping comments.

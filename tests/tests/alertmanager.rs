@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use vla_e2e::alertmanager::{Alertmanager, Webhook, amtool_binary};
-use vla_e2e::{Collector, Ports, Prometheus, free_port, pipeline_config};
-use vla_sdk::Telemetry;
+use vla_e2e::{Prometheus, free_port};
 use vla_sdk::sim::{Scenario, SimConfig, Simulation};
 
 const CONFIG: &str = concat!(
@@ -496,22 +495,11 @@ async fn an_error_spike_pages_through_prometheus_and_alertmanager() {
     )
     .await
     .expect("prometheus");
-    let ports = Ports::new();
-    let collector = Collector::start(
-        &pipeline_config(&ports, &prom.write_url(), "100ms"),
-        ports.telemetry,
-    )
-    .await
-    .expect("collector");
+    let (ports, collector) = vla_e2e::collector_into(&prom, "100ms")
+        .await
+        .expect("collector");
 
-    let telemetry = Telemetry::builder()
-        .endpoint(format!("http://127.0.0.1:{}", ports.grpc))
-        .service_name("vla-api")
-        .resource_attribute("service.namespace", "vla")
-        .service_instance_id("api-e2e")
-        .export_interval(Duration::from_secs(3600))
-        .build()
-        .unwrap();
+    let telemetry = vla_e2e::api_telemetry(ports.grpc, "api-e2e").unwrap();
     let mut sim = Simulation::new(SimConfig {
         scenario: Scenario::ErrorSpike,
         rate: 30.0,

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vla_e2e::grafana::{Dashboard, GRID_WIDTH, SCHEMA_VERSION, all_queries, dashboards};
-use vla_e2e::{Collector, Ports, Prometheus, free_port, pipeline_config};
-use vla_sdk::Telemetry;
+use vla_e2e::{Prometheus, free_port};
 use vla_sdk::sim::{Scenario, SimConfig, Simulation};
 
 const DASHBOARDS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/grafana/dashboards");
@@ -366,21 +365,10 @@ async fn every_query_returns_data_from_the_pipeline() {
     let prom = Prometheus::start_with(free_port(), config, &[("recording.yml", &rules)])
         .await
         .expect("prometheus");
-    let ports = Ports::new();
-    let collector = Collector::start(
-        &pipeline_config(&ports, &prom.write_url(), "100ms"),
-        ports.telemetry,
-    )
-    .await
-    .expect("collector");
-    let telemetry = Telemetry::builder()
-        .endpoint(format!("http://127.0.0.1:{}", ports.grpc))
-        .service_name("vla-api")
-        .resource_attribute("service.namespace", "vla")
-        .service_instance_id("api-dashboards")
-        .export_interval(Duration::from_secs(3600))
-        .build()
-        .unwrap();
+    let (ports, collector) = vla_e2e::collector_into(&prom, "100ms")
+        .await
+        .expect("collector");
+    let telemetry = vla_e2e::api_telemetry(ports.grpc, "api-dashboards").unwrap();
 
     // Every scenario, in two rounds with an export after each: counters get two samples, so
     // rate() and increase() have something to work on.

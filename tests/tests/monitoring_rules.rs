@@ -1,6 +1,7 @@
 //! The Prometheus side of the monitoring stack, checked with the real tools and against the
 //! SDK's catalogue:
-//! - `promtool check rules` and `promtool test rules` (every alert fires just over its threshold
+//! - `promtool check config` on `prometheus.yml` (and the rule files it names), `promtool check
+//!   rules` and `promtool test rules` (every alert fires just over its threshold
 //!   after its `for:`, and stays quiet just under it or when not held long enough);
 //! - the thirteen alerts are the seed's, with severities, `for:`, team and service labels,
 //!   annotations and runbook sections that exist;
@@ -54,6 +55,12 @@ fn rules(path: &str) -> Vec<Value> {
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap().clone())
         .collect()
+}
+
+#[test]
+fn promtool_accepts_prometheus_yml_and_its_rule_files() {
+    let out = promtool(&["check", "config", "configs/prometheus/prometheus.yml"]);
+    assert!(out.contains("SUCCESS: 2 rule files found"), "{out}");
 }
 
 #[test]

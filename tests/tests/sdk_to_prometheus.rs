@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use vla_e2e::{Sample, parse_samples, simulator_binary, start_stack};
 use vla_exporters::translate::{PromType, metric_name};
-use vla_sdk::Telemetry;
 use vla_sdk::catalogue::{CATALOGUE, Instrument, by_prometheus_name};
 use vla_sdk::sim::{Scenario, SimConfig, Simulation};
 
@@ -56,14 +55,7 @@ fn label_keys(sample: &Sample) -> BTreeSet<&str> {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_catalogue_metric_is_queryable_with_its_exact_labels() {
     let (prom, ports, collector) = start_stack("100ms").await;
-    let telemetry = Telemetry::builder()
-        .endpoint(format!("http://127.0.0.1:{}", ports.grpc))
-        .service_name("vla-api")
-        .resource_attribute("service.namespace", "vla")
-        .service_instance_id("api-e2e")
-        .export_interval(Duration::from_secs(3600))
-        .build()
-        .unwrap();
+    let telemetry = vla_e2e::api_telemetry(ports.grpc, "api-e2e").unwrap();
     // Between them the scenarios record every metric of the catalogue.
     for scenario in Scenario::ALL {
         let mut sim = Simulation::new(SimConfig {
