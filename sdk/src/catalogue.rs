@@ -2,10 +2,11 @@
 //!
 //! This is the contract of the whole project: the SDK creates its instruments from it, the
 //! collector's OTel→Prometheus translation turns each `otel_name` + `unit` into exactly
-//! `prometheus_name` (an end-to-end test proves it), and the alert rules and dashboards are to
-//! be checked against it. The seed's
-//! "Metrics Reference" (Core, Business, System) is here name for name and label for label; the
-//! `Dashboards` section adds the signals the four dashboards and thirteen alerts need beyond it.
+//! `prometheus_name` (an end-to-end test proves it), and every expression of the alert rules,
+//! recording rules and dashboards names only its metrics and labels
+//! (`tests/tests/monitoring_rules.rs`). The seed's "Metrics Reference" (Core, Business,
+//! System) is here name for name and label for label; the `Dashboards` section adds the
+//! signals the four dashboards and thirteen alerts need beyond it.
 //!
 //! ```
 //! let spec = vla_sdk::catalogue::by_prometheus_name("vla_inference_requests_total").unwrap();

@@ -1,9 +1,9 @@
 //! `vla-sdk`: the library the VLA inference API links to emit its metrics.
 //!
 //! - [`catalogue()`]: every metric as data (OTel name, Prometheus name, instrument, unit, labels
-//!   and their allowed values); the contract between the API, the collector's translation
-//!   (checked by an end-to-end test) and the alert rules and dashboards (whose check lands with
-//!   them). `docs/metrics.md` is generated from it ([`catalogue_markdown`]).
+//!   and their allowed values); the contract between the API, the collector's translation and
+//!   the alert rules and dashboards of `configs/`, each checked against it by a test in
+//!   `tests/`. `docs/metrics.md` is generated from it ([`catalogue_markdown`]).
 //! - [`Telemetry`]: a typed recording API over those instruments. Closed label sets are enums,
 //!   open ones validated strings, customer ids appear only on the metrics the catalogue marks
 //!   and are capped per process, so a wrong label cannot be written.

@@ -30,7 +30,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::Value;
 
-use crate::{HarnessError, ProcessGuard, find_binary, free_port, wait_ready};
+use crate::{HarnessError, ProcessGuard, find_binary, free_port};
 
 const HOW: &str =
     "run scripts/test, which installs it, or `apt-get install -y prometheus-alertmanager`";
@@ -80,13 +80,12 @@ impl Alertmanager {
             // Empty: no cluster listener, so no second port and no wait for peers to settle.
             .arg("--cluster.listen-address=")
             .arg("--log.level=info");
-        let mut process =
-            ProcessGuard::spawn("alertmanager", cmd, dir.path().join("alertmanager.log"))?;
         let url = format!("http://127.0.0.1:{port}");
-        wait_ready(
+        let process = ProcessGuard::start_ready(
             "alertmanager",
+            cmd,
+            dir.path().join("alertmanager.log"),
             &format!("{url}/-/ready"),
-            &mut process,
             Duration::from_secs(30),
         )
         .await?;

@@ -71,6 +71,59 @@ pub fn repo_path(relative: &str) -> PathBuf {
         .join(relative)
 }
 
+/// A YAML file of the repository, as JSON values.
+pub fn repo_yaml(relative: &str) -> Result<serde_json::Value, HarnessError> {
+    let text = std::fs::read_to_string(repo_path(relative))
+        .map_err(|e| HarnessError::Unexpected(format!("{relative}: {e}")))?;
+    serde_saphyr::from_str(&text).map_err(|e| HarnessError::Unexpected(format!("{relative}: {e}")))
+}
+
+/// A test copy of a rule file of the repository: every group evaluated each second and every
+/// `for:` set to `hold`, so alerts fire within seconds. Written as JSON, which Prometheus reads
+/// as YAML. Returns the text and the names of its alerts.
+pub fn fast_rules(relative: &str, hold: &str) -> Result<(String, Vec<String>), HarnessError> {
+    let mut rules = repo_yaml(relative)?;
+    let mut alerts = Vec::new();
+    let groups = rules["groups"]
+        .as_array_mut()
+        .ok_or_else(|| HarnessError::Unexpected(format!("{relative}: no groups")))?;
+    for group in groups {
+        group["interval"] = serde_json::json!("1s");
+        for rule in group["rules"].as_array_mut().into_iter().flatten() {
+            if rule.get("for").is_some() {
+                rule["for"] = serde_json::json!(hold);
+            }
+            if let Some(name) = rule["alert"].as_str() {
+                alerts.push(name.to_owned());
+            }
+        }
+    }
+    let text = serde_json::to_string_pretty(&rules)
+        .map_err(|e| HarnessError::Unexpected(format!("{relative}: {e}")))?;
+    Ok((text, alerts))
+}
+
+/// Runs `check` every 100 ms until it answers `Ok`, or `timeout` passes; the error then holds
+/// `check`'s last complaint.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Result<T, HarnessError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(v) => return Ok(v),
+            Err(why) if Instant::now() >= deadline => {
+                return Err(HarnessError::Unexpected(format!(
+                    "after {timeout:?}: {why}"
+                )));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released for the server to take).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -101,6 +154,20 @@ impl ProcessGuard {
             child: Some(child),
             log,
         })
+    }
+
+    /// Spawns `cmd` and waits until `ready_url` answers 2xx; fails with the process's log
+    /// when it exits first or `timeout` passes.
+    async fn start_ready(
+        what: &'static str,
+        cmd: Command,
+        log: PathBuf,
+        ready_url: &str,
+        timeout: Duration,
+    ) -> Result<Self, HarnessError> {
+        let mut process = Self::spawn(what, cmd, log)?;
+        wait_ready(what, ready_url, &mut process, timeout).await?;
+        Ok(process)
     }
 
     /// The process's output so far.
@@ -259,13 +326,12 @@ impl Prometheus {
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--web.enable-remote-write-receiver")
             .arg("--log.level=warn");
-        let mut process =
-            ProcessGuard::spawn("prometheus", cmd, dir.path().join("prometheus.log"))?;
         let url = format!("http://127.0.0.1:{port}");
-        wait_ready(
+        let process = ProcessGuard::start_ready(
             "prometheus",
+            cmd,
+            dir.path().join("prometheus.log"),
             &format!("{url}/-/ready"),
-            &mut process,
             Duration::from_secs(60),
         )
         .await?;
@@ -402,13 +468,12 @@ impl Collector {
         std::fs::write(&config, config_yaml)?;
         let mut cmd = Command::new(bin);
         cmd.arg("--config").arg(&config).env("RUST_LOG", "info");
-        let mut process =
-            ProcessGuard::spawn("vla-collector", cmd, dir.path().join("collector.log"))?;
         let telemetry_url = format!("http://127.0.0.1:{telemetry_port}");
-        wait_ready(
+        let process = ProcessGuard::start_ready(
             "vla-collector",
+            cmd,
+            dir.path().join("collector.log"),
             &format!("{telemetry_url}/ready"),
-            &mut process,
             Duration::from_secs(30),
         )
         .await?;

@@ -18,20 +18,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use vla_e2e::alertmanager::{Alertmanager, Webhook, amtool_binary};
-use vla_e2e::{Prometheus, free_port};
+use vla_e2e::{Prometheus, eventually, fast_rules, free_port};
 use vla_sdk::sim::{Scenario, SimConfig, Simulation};
 
 const CONFIG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../configs/alertmanager/alertmanager.yml"
-);
-const ALERT_RULES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../configs/prometheus/alerts.yml"
-);
-const RECORDING_RULES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../configs/prometheus/recording.yml"
 );
 const SECRETS_DIR: &str = "/etc/alertmanager/secrets/";
 const WAIT: Duration = Duration::from_secs(20);
@@ -225,22 +217,6 @@ fn test_config(url: &str) -> String {
     serde_json::to_string_pretty(&cfg).unwrap()
 }
 
-/// Polls `check` every 100 ms until it returns `Ok`, or fails with its last complaint.
-async fn poll<T, F, Fut>(timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(why) => assert!(Instant::now() < deadline, "after {timeout:?}: {why}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// "alertname/service/severity" of an alert as the API or a webhook shows it.
 /// `alertname/service/severity`, then `/job` when the job is not the usual `vla/vla-api`.
 fn key(alert: &Value) -> String {
@@ -287,7 +263,7 @@ async fn service_down_and_critical_twins_inhibit_the_rest() {
     ]))
     .await
     .unwrap();
-    poll(WAIT, || async {
+    eventually(WAIT, || async {
         let n = am.alerts().await.map_err(|e| e.to_string())?.len();
         if n == 2 {
             Ok(())
@@ -295,7 +271,8 @@ async fn service_down_and_critical_twins_inhibit_the_rest() {
             Err(format!("{n} alerts, want the 2 sources"))
         }
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     am.post_alerts(&json!([
         // The service is down: its other alerts, critical or not, are inhibited.
         with(&[
@@ -368,7 +345,7 @@ async fn service_down_and_critical_twins_inhibit_the_rest() {
     ]
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .into();
-    poll(WAIT, || async {
+    eventually(WAIT, || async {
         let alerts = am.alerts().await.map_err(|e| e.to_string())?;
         let by_fp: BTreeMap<&str, String> = alerts
             .iter()
@@ -404,7 +381,8 @@ async fn service_down_and_critical_twins_inhibit_the_rest() {
             ))
         }
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 
     // Each alert not inhibited is notified on its route's receivers; none inhibited ever is.
     let notified = [
@@ -426,7 +404,7 @@ async fn service_down_and_critical_twins_inhibit_the_rest() {
         ("GPUMemoryHigh", "vla-batch", &["slack-warnings"][..]),
         ("GPUOverheating", "vla-other", &["slack-warnings"][..]),
     ];
-    poll(WAIT, || async {
+    eventually(WAIT, || async {
         for (name, service, receivers) in notified {
             let got = hook.receivers_of(name, service);
             let want: BTreeSet<String> = receivers.iter().map(|r| (*r).to_owned()).collect();
@@ -438,7 +416,8 @@ async fn service_down_and_critical_twins_inhibit_the_rest() {
         }
         Ok(())
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     for (receiver, _, a) in hook.alerts() {
         let k = key(&a);
         assert_eq!(
@@ -448,31 +427,12 @@ async fn service_down_and_critical_twins_inhibit_the_rest() {
     }
 }
 
-/// A rule file with every `for:` cut to 5 s and every group evaluated each second; written as
-/// JSON, which Prometheus reads as YAML. Returns the file and its alert names.
-fn fast_rules(path: &str) -> (String, Vec<String>) {
-    let mut rules = load_yaml(path);
-    let mut alerts = Vec::new();
-    for group in rules["groups"].as_array_mut().unwrap() {
-        group["interval"] = json!("1s");
-        for rule in group["rules"].as_array_mut().unwrap() {
-            if rule.get("for").is_some() {
-                rule["for"] = json!("5s");
-            }
-            if let Some(name) = rule["alert"].as_str() {
-                alerts.push(name.to_owned());
-            }
-        }
-    }
-    (serde_json::to_string_pretty(&rules).unwrap(), alerts)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_error_spike_pages_through_prometheus_and_alertmanager() {
-    let (alert_rules, alert_names) = fast_rules(ALERT_RULES);
+    let (alert_rules, alert_names) = fast_rules("configs/prometheus/alerts.yml", "5s").unwrap();
     assert_eq!(alert_names.len(), 13, "{alert_names:?}");
     assert!(alert_names.iter().any(|n| n == "HighErrorRate"));
-    let (recording_rules, _) = fast_rules(RECORDING_RULES);
+    let (recording_rules, _) = fast_rules("configs/prometheus/recording.yml", "5s").unwrap();
 
     let hook = Webhook::start().await.expect("webhook");
     let am = Alertmanager::start(&test_config(hook.url()))

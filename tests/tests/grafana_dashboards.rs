@@ -25,10 +25,6 @@ const PROVIDERS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../configs/grafana/provisioning/dashboards/vla.yml"
 );
-const RECORDING_RULES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../configs/prometheus/recording.yml"
-);
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -358,9 +354,7 @@ fn substitute(expr: &str, customer: &str) -> String {
 async fn every_query_returns_data_from_the_pipeline() {
     let started = Instant::now();
     // The recording rules as committed, evaluated every second instead of every 15 s.
-    let rules = std::fs::read_to_string(RECORDING_RULES).unwrap();
-    assert!(rules.contains("interval: 15s"), "{RECORDING_RULES}");
-    let rules = rules.replace("interval: 15s", "interval: 1s");
+    let (rules, _) = vla_e2e::fast_rules("configs/prometheus/recording.yml", "1s").unwrap();
     let config = "global:\n  evaluation_interval: 1s\nrule_files:\n  - recording.yml\n";
     let prom = Prometheus::start_with(free_port(), config, &[("recording.yml", &rules)])
         .await

@@ -11,27 +11,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use promql_parser::label::Labels;
 use promql_parser::parser::{self, Expr, LabelModifier};
 use serde_json::Value;
+use vla_e2e::repo_path;
 use vla_sdk::catalogue::{CATALOGUE, Instrument, by_prometheus_name};
 
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
 fn yaml(path: &str) -> Value {
-    let text = std::fs::read_to_string(repo(path)).unwrap();
-    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    vla_e2e::repo_yaml(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn promtool(args: &[&str]) -> String {
     let out = Command::new("promtool")
         .args(args)
-        .current_dir(repo(""))
+        .current_dir(repo_path(""))
         .output()
         .unwrap_or_else(|e| {
             panic!(
@@ -105,7 +100,7 @@ fn the_thirteen_alerts_are_the_seeds_with_labels_annotations_and_runbooks() {
     want.sort_unstable();
     got.sort_unstable();
     assert_eq!(got, want);
-    let runbooks = std::fs::read_to_string(repo("docs/runbooks.md")).unwrap();
+    let runbooks = std::fs::read_to_string(repo_path("docs/runbooks.md")).unwrap();
     let anchors: BTreeSet<String> = runbooks
         .lines()
         .filter_map(|l| l.strip_prefix("## "))

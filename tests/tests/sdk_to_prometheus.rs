@@ -133,19 +133,20 @@ async fn every_catalogue_metric_is_queryable_with_its_exact_labels() {
     drop(collector);
 }
 
-/// Scrapes `url` until `check` passes on its text; fails with `check`'s last complaint after
-/// [`WAIT`]. The scrape exporter runs beside remote write and may take the last batch a moment
-/// after Prometheus has it.
+/// Scrapes `url` until `check` passes on its text (the scrape exporter runs beside remote
+/// write and may take the last batch a moment after Prometheus has it).
 async fn scrape_until(url: &str, check: impl Fn(&str) -> Result<(), String>) {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let text = reqwest::get(url).await.unwrap().text().await.unwrap();
-        match check(&text) {
-            Ok(()) => return,
-            Err(why) => assert!(std::time::Instant::now() < deadline, "{why}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    vla_e2e::eventually(WAIT, || async {
+        let text = reqwest::get(url)
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        check(&text)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Sums a query's values by one label.
