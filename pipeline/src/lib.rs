@@ -9,12 +9,17 @@
 //!   ([`runner::Pipeline`]) and the exporter driver ([`driver`]: queue, retries, counters);
 //! - [`SeriesKey`], the compact key of series state;
 //! - [`Telemetry`], the collector's own metrics;
+//! - [`gpu::GpuSnapshots`], the latest GPU readings shared by the `nvml` receiver and the
+//!   `gpu_stats` processor, and [`lookup::SourceStatus`], the health of a background-refreshed
+//!   lookup source as `/ready` shows it;
 //! - test fixtures behind the `test-util` feature.
 
 mod batch;
 mod component;
 pub mod config;
 pub mod driver;
+pub mod gpu;
+pub mod lookup;
 pub mod ratelimit;
 pub mod runner;
 mod sender;

@@ -21,6 +21,15 @@
 
 pub mod attributes;
 pub mod batch;
+pub mod customer_tier;
+pub mod gpu_stats;
+pub mod safety_labels;
 
 /// The processor types this crate provides, as written in a config's component keys.
-pub const PROCESSOR_TYPES: &[&str] = &[attributes::TYPE, batch::TYPE];
+pub const PROCESSOR_TYPES: &[&str] = &[
+    attributes::TYPE,
+    batch::TYPE,
+    customer_tier::TYPE,
+    gpu_stats::TYPE,
+    safety_labels::TYPE,
+];

@@ -13,6 +13,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod nvml;
 pub mod otlp;
 
 pub use otlp::{OtlpReceiver, ReceiverBuildError};
