@@ -29,6 +29,7 @@ RUN groupadd --system --gid 10001 vla \
         --shell /usr/sbin/nologin vla
 COPY --from=builder /out/vla-collector /out/vla-api-sim /usr/local/bin/
 COPY configs/collector-docker.yaml /etc/vla/collector.yaml
+COPY configs/customers.yaml /etc/vla/customers.yaml
 USER vla:vla
 # OTLP gRPC, OTLP HTTP, the collector's own telemetry (/metrics, /health, /ready), and the
 # Prometheus scrape endpoint of its `prometheus` exporter.

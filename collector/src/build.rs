@@ -7,7 +7,11 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use vla_pipeline::{ComponentId, Exporter, Processor, Receiver, Telemetry};
+use tokio_util::sync::CancellationToken;
+use vla_pipeline::gpu::GpuSnapshots;
+use vla_pipeline::lookup::SourceStatus;
+use vla_pipeline::{BoxFuture, ComponentId, Exporter, Processor, Receiver, Telemetry};
+use vla_processors::customer_tier::CustomerTier;
 
 use crate::config::{ExporterConfig, ProcessorConfig, ReceiverConfig};
 use crate::service::{BoundAddrs, StartError};
@@ -74,33 +78,92 @@ pub(crate) fn build_exporter(
     })
 }
 
+/// A receiver object and, for a polling source (`nvml`), its health for `/ready`.
+pub(crate) type BuiltReceiver = (Box<dyn Receiver>, Option<SourceStatus>);
+
 pub(crate) fn build_receiver(
     id: &ComponentId,
     config: &ReceiverConfig,
     mut listeners: Listeners,
     telemetry: &Telemetry,
-) -> Result<Box<dyn Receiver>, vla_receivers::ReceiverBuildError> {
+    gpus: &GpuSnapshots,
+) -> Result<BuiltReceiver, vla_receivers::ReceiverBuildError> {
     Ok(match config {
         ReceiverConfig::Otlp(c) => {
             let grpc = listeners.remove("protocols.grpc.endpoint");
             let http = listeners.remove("protocols.http.endpoint");
-            Box::new(vla_receivers::OtlpReceiver::new(
-                id.clone(),
-                c,
-                grpc,
-                http,
-                telemetry,
-            )?)
+            let r = vla_receivers::OtlpReceiver::new(id.clone(), c, grpc, http, telemetry)?;
+            (Box::new(r), None)
+        }
+        ReceiverConfig::Nvml(c) => {
+            let r = vla_receivers::nvml::NvmlReceiver::new(id.clone(), c, gpus.clone(), telemetry);
+            let status = r.status();
+            (Box::new(r), Some(status))
         }
     })
 }
 
-/// One processor instance (per pipeline); `batch` is the pipeline's batcher, not an object.
-pub(crate) fn build_processor(config: &ProcessorConfig) -> Option<Box<dyn Processor>> {
-    match config {
-        ProcessorConfig::Attributes(c) => {
-            Some(Box::new(vla_processors::attributes::Attributes::new(c)))
+/// The part of a processor shared by every pipeline that lists it: a lookup table and the
+/// background task that refreshes it. Built once per component id.
+pub(crate) enum SharedProcessor {
+    /// `customer_tier`: the customer table.
+    CustomerTier(CustomerTier),
+}
+
+impl SharedProcessor {
+    /// The lookup source's health, for `/ready`.
+    pub(crate) fn status(&self) -> SourceStatus {
+        match self {
+            SharedProcessor::CustomerTier(t) => t.status(),
         }
-        ProcessorConfig::Batch(_) => None,
+    }
+
+    /// The background refresher, if the source has one.
+    pub(crate) fn refresher(&self, stop: CancellationToken) -> Option<BoxFuture<'static, ()>> {
+        match self {
+            SharedProcessor::CustomerTier(t) => t.refresher(stop),
+        }
+    }
+}
+
+/// The shared part of a processor, for the types that have one (a file that does not load
+/// fails here, at start-up).
+pub(crate) fn build_shared_processor(
+    id: &ComponentId,
+    config: &ProcessorConfig,
+    telemetry: &Telemetry,
+) -> Result<Option<SharedProcessor>, vla_processors::customer_tier::TierError> {
+    Ok(match config {
+        ProcessorConfig::CustomerTier(c) => Some(SharedProcessor::CustomerTier(CustomerTier::new(
+            id.clone(),
+            c,
+            telemetry,
+        )?)),
+        _ => None,
+    })
+}
+
+/// One processor instance (per pipeline); `batch` is the pipeline's batcher, not an object.
+pub(crate) fn build_processor(
+    id: &ComponentId,
+    config: &ProcessorConfig,
+    shared: Option<&SharedProcessor>,
+    gpus: &GpuSnapshots,
+    telemetry: &Telemetry,
+) -> Option<Box<dyn Processor>> {
+    use vla_processors::{attributes, gpu_stats, safety_labels};
+    match (config, shared) {
+        (ProcessorConfig::Attributes(c), _) => Some(Box::new(attributes::Attributes::new(c))),
+        (ProcessorConfig::Batch(_), _) => None,
+        (ProcessorConfig::CustomerTier(_), Some(SharedProcessor::CustomerTier(t))) => {
+            Some(t.processor())
+        }
+        (ProcessorConfig::CustomerTier(_), None) => None,
+        (ProcessorConfig::SafetyLabels(c), _) => {
+            Some(Box::new(safety_labels::SafetyLabels::new(c)))
+        }
+        (ProcessorConfig::GpuStats(c), _) => Some(Box::new(
+            gpu_stats::GpuStats::new(c, gpus.clone()).with_telemetry(id, telemetry),
+        )),
     }
 }

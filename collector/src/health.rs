@@ -5,6 +5,11 @@
 //! - `GET /ready`: `200` when every receiver, pipeline and exporter task is running and the
 //!   collector is not shutting down, else `503`; the JSON body lists each component's state:
 //!   `{"status":"ready","components":[{"kind":"receiver","id":"otlp","state":"running"}, ...]}`.
+//!   Components with a lookup source refreshed in the background (`customer_tier`'s table,
+//!   `nvml`'s GPUs) add `"source":{"source":"postgres db:5432/billing","status":"failing",
+//!   "entries":120,"consecutive_failures":3,"last_error":"..."...}`. A failing source does not
+//!   make the collector unready: the component keeps serving its last good snapshot, and
+//!   taking every collector out of service because a database is down would lose data.
 //! - `GET /metrics`: the self-metrics in the Prometheus text format 0.0.4 (see
 //!   [`vla_pipeline::Telemetry`]) plus `vla_collector_uptime_seconds`,
 //!   `vla_collector_build_info{version}` and `vla_collector_process_resident_memory_bytes`
@@ -23,6 +28,7 @@ use axum::routing::get;
 use parking_lot::Mutex;
 use serde::Serialize;
 use vla_pipeline::Telemetry;
+use vla_pipeline::lookup::{SourceReport, SourceStatus};
 
 /// The state of one component task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -45,6 +51,9 @@ pub struct ComponentStatus {
     pub id: String,
     /// Its state.
     pub state: ComponentState,
+    /// Its lookup source's health, for components that have one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceReport>,
 }
 
 /// The body of `/ready`.
@@ -60,6 +69,7 @@ pub struct Readiness {
 #[derive(Debug, Default)]
 pub struct Health {
     components: Mutex<Vec<ComponentStatus>>,
+    sources: Mutex<Vec<(&'static str, String, SourceStatus)>>,
     shutting_down: AtomicBool,
 }
 
@@ -73,8 +83,14 @@ impl Health {
                 kind,
                 id: id.to_owned(),
                 state,
+                source: None,
             }),
         }
+    }
+
+    /// Shows `status` in the `/ready` entry of the component `kind`/`id`.
+    pub fn attach_source(&self, kind: &'static str, id: &str, status: SourceStatus) {
+        self.sources.lock().push((kind, id.to_owned(), status));
     }
 
     /// Marks the collector as shutting down (`/ready` answers 503 from now on).
@@ -84,7 +100,15 @@ impl Health {
 
     /// The readiness verdict and the component list.
     pub fn readiness(&self) -> Readiness {
-        let components = self.components.lock().clone();
+        let mut components = self.components.lock().clone();
+        for (kind, id, status) in self.sources.lock().iter() {
+            if let Some(c) = components
+                .iter_mut()
+                .find(|c| c.kind == *kind && c.id == *id)
+            {
+                c.source = Some(status.report());
+            }
+        }
         let status = if self.shutting_down.load(Ordering::Relaxed) {
             "shutting_down"
         } else if !components.is_empty()
@@ -235,6 +259,31 @@ mod tests {
         assert_eq!(
             body,
             r#"{"status":"ready","components":[{"kind":"receiver","id":"otlp","state":"running"},{"kind":"pipeline","id":"metrics","state":"running"}]}"#
+        );
+        let tier = SourceStatus::new("file customers.yaml");
+        state
+            .health
+            .set("processor", "customer_tier", ComponentState::Running);
+        state
+            .health
+            .attach_source("processor", "customer_tier", tier.clone());
+        tier.success(2);
+        tier.failure("customers.yaml:3: missing tier");
+        let (code, body) = get(app.clone(), "/ready").await;
+        assert_eq!(
+            code,
+            StatusCode::OK,
+            "a failing source keeps the collector ready"
+        );
+        assert!(
+            body.contains(
+                r#""source":{"source":"file customers.yaml","status":"failing","entries":2,"#
+            ),
+            "{body}"
+        );
+        assert!(
+            body.contains(r#""consecutive_failures":1,"failures_total":1,"last_error":"customers.yaml:3: missing tier"}"#),
+            "{body}"
         );
         state.health.set("receiver", "otlp", ComponentState::Failed);
         let (code, body) = get(app.clone(), "/ready").await;

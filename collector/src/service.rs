@@ -4,11 +4,14 @@
 //! Start-up, in an order that fails fast and leaks nothing:
 //! 1. bind every listener (telemetry, receivers, scrape endpoints): a port clash fails here,
 //!    naming the endpoint and the component, before any task runs;
-//! 2. build every exporter and receiver object;
+//! 2. build the shared part of processors with a lookup table (`customer_tier`, once per
+//!    component id, so a customer file that does not load fails start-up too), then every
+//!    exporter and receiver object;
 //! 3. spawn one driver per exporter (an exporter used by several pipelines is ONE instance
 //!    with one queue), one task per pipeline (its own bounded input channel, its own processor
 //!    instances, the built-in batcher when it lists `batch`), one task per receiver fed by a
-//!    [`PipelineSender`] targeting every pipeline that lists it;
+//!    [`PipelineSender`] targeting every pipeline that lists it, and one background refresher per lookup table (file poll, PostgreSQL query), which runs
+//!    until the pipelines have drained at shutdown;
 //! 4. serve the telemetry endpoint ([`crate::health`]).
 //!
 //! Shutdown ([`RunningCollector::shutdown`]), each phase logged, all within
@@ -27,6 +30,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use vla_pipeline::driver::{ExporterHandle, spawn_exporter};
+use vla_pipeline::gpu::GpuSnapshots;
 use vla_pipeline::runner::{Pipeline, pipeline_channel};
 use vla_pipeline::{
     ComponentId, Exporter, PipelineSender, Processor, Receiver, ReceiverContext, ReceiverError,
@@ -34,7 +38,8 @@ use vla_pipeline::{
 };
 
 use crate::build::{
-    Listeners, bind, bind_all, build_exporter, build_processor, build_receiver, record,
+    Listeners, SharedProcessor, bind, bind_all, build_exporter, build_processor, build_receiver,
+    build_shared_processor, record,
 };
 use crate::config::Config;
 use crate::health::{AppState, ComponentState, Health};
@@ -78,6 +83,15 @@ pub enum StartError {
         #[source]
         source: vla_receivers::ReceiverBuildError,
     },
+    /// A processor could not be built (its lookup file did not load).
+    #[error("cannot build processor {id}")]
+    Processor {
+        /// The processor's id.
+        id: ComponentId,
+        /// Why.
+        #[source]
+        source: vla_processors::customer_tier::TierError,
+    },
     /// An exporter could not be built.
     #[error("cannot build exporter {id}")]
     Exporter {
@@ -115,6 +129,8 @@ pub struct RunningCollector {
     hard_stop: CancellationToken,
     stop_telemetry: CancellationToken,
     failed: CancellationToken,
+    stop_refreshers: CancellationToken,
+    refreshers: Vec<JoinHandle<()>>,
     receivers: Vec<Task<Result<(), ReceiverError>>>,
     pipelines: Vec<Task<Option<String>>>,
     exporters: Vec<Task<Option<String>>>,
@@ -190,7 +206,26 @@ impl RunningCollector {
             exporter_listeners.insert(id.clone(), listeners);
         }
 
-        // 2. Component objects.
+        // 2. Component objects: lookup tables first (a customer file that does not load fails
+        // here, before anything runs), then exporters and receivers.
+        let gpus = GpuSnapshots::new();
+        let mut shared: BTreeMap<ComponentId, SharedProcessor> = BTreeMap::new();
+        for (id, pc) in &config.processors {
+            match build_shared_processor(id, pc, &telemetry) {
+                Ok(Some(sp)) => {
+                    health.set("processor", id, ComponentState::Running);
+                    health.attach_source("processor", id, sp.status());
+                    shared.insert(id.clone(), sp);
+                }
+                Ok(None) => {}
+                Err(source) => {
+                    return Err(StartError::Processor {
+                        id: id.clone(),
+                        source,
+                    });
+                }
+            }
+        }
         let mut exporters: Vec<(ComponentId, Arc<dyn Exporter>)> = Vec::new();
         for (id, ec) in &config.exporters {
             let listeners = exporter_listeners.remove(id).unwrap_or_default();
@@ -210,8 +245,13 @@ impl RunningCollector {
         let mut receivers: Vec<(ComponentId, Box<dyn Receiver>)> = Vec::new();
         for (id, rc) in &config.receivers {
             let listeners = receiver_listeners.remove(id).unwrap_or_default();
-            match build_receiver(id, rc, listeners, &telemetry) {
-                Ok(r) => receivers.push((id.clone(), r)),
+            match build_receiver(id, rc, listeners, &telemetry, &gpus) {
+                Ok((r, status)) => {
+                    if let Some(status) = status {
+                        health.attach_source("receiver", id, status);
+                    }
+                    receivers.push((id.clone(), r));
+                }
                 Err(source) => {
                     for (_, e) in &exporters {
                         e.shutdown().await;
@@ -248,8 +288,10 @@ impl RunningCollector {
             let processors: Vec<Box<dyn Processor>> = p
                 .processors
                 .iter()
-                .filter_map(|id| config.processors.get(id))
-                .filter_map(build_processor)
+                .filter_map(|id| {
+                    let pc = config.processors.get(id)?;
+                    build_processor(id, pc, shared.get(id), &gpus, &telemetry)
+                })
                 .collect();
             let outputs: Vec<ExporterHandle> = p
                 .exporters
@@ -273,6 +315,14 @@ impl RunningCollector {
         // The pipelines keep only their exporters' handles: once every pipeline has drained,
         // the drivers see their queues close and finish.
         drop(handles);
+
+        // Lookup refreshers run until the pipelines have drained.
+        let stop_refreshers = CancellationToken::new();
+        let refreshers: Vec<JoinHandle<()>> = shared
+            .values()
+            .filter_map(|sp| sp.refresher(stop_refreshers.clone()))
+            .map(tokio::spawn)
+            .collect();
 
         let stop_receivers = CancellationToken::new();
         let mut receiver_tasks = Vec::new();
@@ -343,6 +393,8 @@ impl RunningCollector {
             hard_stop,
             stop_telemetry,
             failed,
+            stop_refreshers,
+            refreshers,
             receivers: receiver_tasks,
             pipelines: pipeline_tasks,
             exporters: exporter_tasks,
@@ -400,6 +452,17 @@ impl RunningCollector {
         clean &= join_all(&mut pipelines, deadline, &mut failures, watched).await;
         if clean {
             info!("shutdown: pipelines drained; flushing exporters");
+        }
+        // Nothing reads the lookup tables any more.
+        self.stop_refreshers.cancel();
+        for r in self.refreshers {
+            let abort = r.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(1), r)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
         clean &= join_all(&mut exporters, deadline, &mut failures, watched).await;
 

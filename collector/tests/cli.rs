@@ -66,7 +66,7 @@ fn validate_ok_prints_a_summary() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        "config OK: 1 pipeline, 1 receiver, 1 processor, 1 exporter (<embedded configs/collector.yaml>)\n"
+        "config OK: 1 pipeline, 2 receivers, 4 processors, 1 exporter (<embedded configs/collector.yaml>)\n"
     );
     let remote_write = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -123,7 +123,7 @@ fn components_lists_the_types() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        "receivers: otlp\nprocessors: attributes, batch\nexporters: debug, prometheus, prometheusremotewrite\n"
+        "receivers: nvml, otlp\nprocessors: attributes, batch, customer_tier, gpu_stats, safety_labels\nexporters: debug, prometheus, prometheusremotewrite\n"
     );
 }
 

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 
 /// What `/ready` shows of one source.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SourceReport {
     /// The source, in words without secrets: `file configs/customers.yaml`, `postgres
     /// db.internal:5432/billing`, `nvml`, `fake`.
@@ -86,7 +86,12 @@ mod tests {
         s.failure("customers.yaml:4: bad row");
         let r = s.report();
         assert_eq!(
-            (r.status, r.entries, r.consecutive_failures, r.failures_total),
+            (
+                r.status,
+                r.entries,
+                r.consecutive_failures,
+                r.failures_total
+            ),
             ("failing", 3, 2, 2)
         );
         assert!(r.loaded_at_unix.is_some());

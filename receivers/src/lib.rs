@@ -2,6 +2,10 @@
 //!
 //! - [`otlp`]: OTLP metrics over gRPC (`:4317`) and HTTP (`:4318`, `/v1/metrics`, protobuf
 //!   and JSON, gzip), answering retryable statuses when the pipeline is full.
+//! - [`nvml`]: every NVIDIA GPU of the host polled through NVML (`libnvidia-ml`, loaded at run
+//!   time) or a fake source: the catalogue's `vla_gpu_*` metrics and, optionally, the DCGM
+//!   exporter's names; it also publishes the readings for the `gpu_stats` processor. Without a
+//!   GPU it reports `vla_gpu_available 0` and keeps running.
 //!
 //! ```yaml
 //! receivers:
@@ -9,6 +13,7 @@
 //!     protocols:
 //!       grpc: { endpoint: 127.0.0.1:4317 }
 //!       http: { endpoint: 127.0.0.1:4318 }
+//!   nvml: { collection_interval: 10s, metrics: { vla: true, dcgm: false } }
 //! ```
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]

@@ -14,6 +14,7 @@
 
 pub mod alertmanager;
 pub mod grafana;
+pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -563,6 +564,45 @@ service:
         scrape = p.scrape,
         telemetry = p.telemetry,
     )
+}
+
+/// `configs/collector.yaml` as shipped (its receivers, its enrichment processors, its rules),
+/// on the test's ports: OTLP on `p.grpc`/`p.http`, the scrape endpoint on `p.scrape`, remote
+/// write to `write_url` beside it, the batch `timeout` set to `batch_timeout`, and the
+/// customer file by absolute path. `edit` may change the document (as JSON) before it is
+/// rendered; the result is JSON, which is YAML.
+pub fn shipped_pipeline_config(
+    p: &Ports,
+    write_url: &str,
+    batch_timeout: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Result<String, HarnessError> {
+    use serde_json::json;
+    let mut doc = repo_yaml("configs/collector.yaml")?;
+    let bad =
+        |what: &str| HarnessError::Unexpected(format!("configs/collector.yaml has no {what}"));
+    doc["receivers"]["otlp"]["protocols"] = json!({
+        "grpc": { "endpoint": format!("127.0.0.1:{}", p.grpc) },
+        "http": { "endpoint": format!("127.0.0.1:{}", p.http) },
+    });
+    let customers = repo_path("configs/customers.yaml");
+    doc["processors"]["customer_tier"]["source"]["file"] = json!(customers);
+    doc["processors"]["batch"]["timeout"] = json!(batch_timeout);
+    doc["exporters"] = json!({
+        "prometheus": { "endpoint": format!("127.0.0.1:{}", p.scrape) },
+        "prometheusremotewrite": {
+            "endpoint": write_url,
+            "external_labels": { "cluster": "e2e" },
+            "retry_on_failure": { "initial_interval": "50ms", "max_interval": "500ms" },
+        },
+    });
+    let pipeline = doc["service"]["pipelines"]
+        .get_mut("metrics")
+        .ok_or_else(|| bad("service.pipelines.metrics"))?;
+    pipeline["exporters"] = json!(["prometheusremotewrite", "prometheus"]);
+    doc["service"]["telemetry"]["metrics"]["address"] = json!(format!("127.0.0.1:{}", p.telemetry));
+    edit(&mut doc);
+    Ok(doc.to_string())
 }
 
 /// A collector on [`pipeline_config`] remote-writing into `prom`, on fresh ports.

@@ -220,6 +220,7 @@ fn every_host_path_mounted_exists_in_the_repo() {
     let cases = "prometheus /etc/prometheus/prometheus.yml prometheus/prometheus.yml
         alertmanager /etc/alertmanager/config/alertmanager.yml alertmanager/alertmanager.yml
         collector /etc/vla/collector.yaml collector-docker.yaml
+        collector /etc/vla/customers.yaml customers.yaml
         grafana /etc/grafana/provisioning grafana/provisioning
         grafana /var/lib/grafana/dashboards grafana/dashboards";
     for case in cases.lines() {
@@ -791,6 +792,22 @@ fn the_docker_collector_config_listens_on_every_interface() {
     assert_eq!(
         v["service"]["telemetry"]["metrics"]["address"],
         "0.0.0.0:8888"
+    );
+}
+
+/// The container enriches as the default config does: the same receivers, processors and
+/// pipeline, with the customer table where compose mounts it.
+#[test]
+fn the_docker_collector_config_enriches_as_the_default_does() {
+    let docker = yaml("configs/collector-docker.yaml");
+    let default = yaml("configs/collector.yaml");
+    let mut processors = default["processors"].clone();
+    processors["customer_tier"]["source"]["file"] = "/etc/vla/customers.yaml".into();
+    assert_eq!(docker["processors"], processors);
+    assert_eq!(docker["receivers"]["nvml"], default["receivers"]["nvml"]);
+    assert_eq!(
+        docker["service"]["pipelines"],
+        default["service"]["pipelines"]
     );
 }
 

@@ -6,7 +6,8 @@
 //! - the thirteen alerts are the seed's, with severities, `for:`, team and service labels,
 //!   annotations and runbook sections that exist;
 //! - every PromQL expression of the alerts, the recording rules and the dashboards names only
-//!   metrics and labels that the catalogue (or a recording rule built from it) produces.
+//!   metrics and labels that the catalogue (or a recording rule built from it) produces, plus
+//!   the labels that the enrichment processors of `configs/collector.yaml` add to them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -171,16 +172,43 @@ const RESOURCE_LABELS: &[&str] = &[
     "cluster",
 ];
 
-/// What the check knows: catalogue families, and recording rules as they are defined.
+/// What the check knows: catalogue families, recording rules as they are defined, and the
+/// labels the shipped collector config adds to a metric (by OTLP name).
 struct Known {
     recorded: BTreeMap<String, BTreeSet<String>>,
+    collector: vla_collector::config::Config,
 }
 
 impl Known {
     fn new() -> Self {
+        let collector = vla_collector::config::Source::file(&repo_path("configs/collector.yaml"))
+            .unwrap()
+            .validate()
+            .unwrap_or_else(|d| panic!("{d}"));
         Self {
             recorded: BTreeMap::new(),
+            collector,
         }
+    }
+
+    /// The labels the processors of `configs/collector.yaml` may add to points of a metric
+    /// whose own labels are `labels`.
+    fn added_by_collector(&self, otel_name: &str, labels: &BTreeSet<String>) -> BTreeSet<String> {
+        use vla_collector::config::ProcessorConfig;
+        let mut added = BTreeSet::new();
+        for p in self.collector.processors.values() {
+            match p {
+                ProcessorConfig::SafetyLabels(c) if c.considers(otel_name) => {
+                    added.extend(c.added_keys());
+                }
+                ProcessorConfig::CustomerTier(c) if labels.contains(&c.customer_id_key) => {
+                    added.insert(c.tier_key.clone());
+                    added.extend(c.attributes.values().cloned());
+                }
+                _ => {}
+            }
+        }
+        added
     }
 
     /// The labels a series name carries, or why it is unknown.
@@ -191,6 +219,8 @@ impl Known {
         let spec = by_prometheus_name(name)
             .ok_or_else(|| format!("metric {name:?} is not in the catalogue"))?;
         let mut labels: BTreeSet<String> = spec.label_keys().map(str::to_owned).collect();
+        let added = self.added_by_collector(spec.otel_name, &labels);
+        labels.extend(added);
         labels.extend(RESOURCE_LABELS.iter().map(|l| (*l).to_owned()));
         if spec.instrument == Instrument::Histogram && name.ends_with("_bucket") {
             labels.insert("le".into());
@@ -434,6 +464,14 @@ fn the_check_catches_a_broken_name_or_label() {
             "does not parse",
         ),
         (
+            "sum by (safety_category) (rate(vla_inference_requests_total[5m]))",
+            "by label \"safety_category\" is not on",
+        ),
+        (
+            "sum by (customer_plan) (rate(vla_inference_requests_total[5m]))",
+            "by label \"customer_plan\" is not on",
+        ),
+        (
             "label_values(vla_customer_requests_total, customer)",
             "label_values: no label \"customer\"",
         ),
@@ -448,6 +486,9 @@ fn the_check_catches_a_broken_name_or_label() {
         "vla_quota_used / on (customer_id, tier, job, instance) vla_quota_limit",
         "absent_over_time(vla_service_up{component=\"api\"}[2m])",
         "topk(10, sum by (customer_id) (increase(vla_customer_requests_total[$__range])))",
+        // Added by configs/collector.yaml's safety_labels and customer_tier.
+        "sum by (safety_category, requires_review) (vla_safety_incidents_total)",
+        "sum by (tier, customer_plan) (vla_customer_requests_total)",
     ] {
         check_expr(&known, ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
     }

@@ -57,7 +57,7 @@ impl Kind {
 }
 
 /// Receiver types.
-pub const RECEIVER_TYPES: &[&str] = &["otlp"];
+pub const RECEIVER_TYPES: &[&str] = &[vla_receivers::nvml::TYPE, "otlp"];
 /// Processor types.
 pub const PROCESSOR_TYPES: &[&str] = vla_processors::PROCESSOR_TYPES;
 /// Exporter types.
@@ -68,6 +68,8 @@ pub const EXPORTER_TYPES: &[&str] = &["debug", "prometheus", "prometheusremotewr
 pub enum ReceiverConfig {
     /// `otlp`
     Otlp(vla_receivers::otlp::Config),
+    /// `nvml`
+    Nvml(Box<vla_receivers::nvml::Config>),
 }
 
 /// A processor's typed config.
@@ -77,6 +79,12 @@ pub enum ProcessorConfig {
     Attributes(vla_processors::attributes::Config),
     /// `batch` (becomes the pipeline's built-in batcher)
     Batch(vla_processors::batch::Config),
+    /// `customer_tier`
+    CustomerTier(Box<vla_processors::customer_tier::Config>),
+    /// `safety_labels`
+    SafetyLabels(Box<vla_processors::safety_labels::Config>),
+    /// `gpu_stats`
+    GpuStats(Box<vla_processors::gpu_stats::Config>),
 }
 
 /// An exporter's typed config, with its driver (queue and retry) settings.
@@ -107,6 +115,7 @@ impl ReceiverConfig {
                 }
                 out
             }
+            ReceiverConfig::Nvml(_) => Vec::new(),
         }
     }
 }
@@ -141,6 +150,12 @@ pub(crate) fn receiver(
             checked(path, c.validate(&path.to_string()))?;
             Ok(ReceiverConfig::Otlp(c))
         }),
+        vla_receivers::nvml::TYPE => {
+            decode::<vla_receivers::nvml::Config>(value, path).and_then(|c| {
+                checked(path, c.validate(&path.to_string()))?;
+                Ok(ReceiverConfig::Nvml(Box::new(c)))
+            })
+        }
         _ => return None,
     })
 }
@@ -151,7 +166,7 @@ pub(crate) fn processor(
     value: &Value,
     path: &YamlPath,
 ) -> Option<Result<ProcessorConfig, Vec<Diagnostic>>> {
-    use vla_processors::{attributes, batch};
+    use vla_processors::{attributes, batch, customer_tier, gpu_stats, safety_labels};
     Some(match ty {
         attributes::TYPE => decode::<attributes::Config>(value, path).and_then(|c| {
             checked(path, c.validate(&path.to_string()))?;
@@ -160,6 +175,18 @@ pub(crate) fn processor(
         batch::TYPE => decode::<batch::Config>(value, path).and_then(|c| {
             checked(path, c.validate(&path.to_string()))?;
             Ok(ProcessorConfig::Batch(c))
+        }),
+        customer_tier::TYPE => decode::<customer_tier::Config>(value, path).and_then(|c| {
+            checked(path, c.validate(&path.to_string()))?;
+            Ok(ProcessorConfig::CustomerTier(Box::new(c)))
+        }),
+        safety_labels::TYPE => decode::<safety_labels::Config>(value, path).and_then(|c| {
+            checked(path, c.validate(&path.to_string()))?;
+            Ok(ProcessorConfig::SafetyLabels(Box::new(c)))
+        }),
+        gpu_stats::TYPE => decode::<gpu_stats::Config>(value, path).and_then(|c| {
+            checked(path, c.validate(&path.to_string()))?;
+            Ok(ProcessorConfig::GpuStats(Box::new(c)))
         }),
         _ => return None,
     })

@@ -389,6 +389,7 @@ impl Validator {
         let exporters = self.keep_used(Kind::Exporter, exporters, &used(Kind::Exporter));
 
         self.check_endpoints(&receivers, &exporters, telemetry.as_ref());
+        self.check_gpu_stats(&receivers, &processors);
         for p in &pipelines {
             self.warn_blocking_fan_out(&service_path, &p.name, &p.exporters, &exporters);
             let batched = p
@@ -447,6 +448,27 @@ impl Validator {
             shutdown_timeout,
             warnings: Vec::new(),
         })
+    }
+
+    /// `gpu_stats` joins the snapshot that an `nvml` receiver polls: without one running it
+    /// would never add anything.
+    fn check_gpu_stats(
+        &mut self,
+        receivers: &BTreeMap<ComponentId, ReceiverConfig>,
+        processors: &BTreeMap<ComponentId, ProcessorConfig>,
+    ) {
+        let has_nvml = receivers
+            .values()
+            .any(|r| matches!(r, ReceiverConfig::Nvml(_)));
+        for (id, p) in processors {
+            if matches!(p, ProcessorConfig::GpuStats(_)) && !has_nvml {
+                self.error(
+                    YamlPath::root().key("processors").key(id.as_ref()),
+                    "gpu_stats joins the GPU readings of an `nvml` receiver, and no pipeline \
+                     uses one; add an nvml receiver to a pipeline (source: fake without a GPU)",
+                );
+            }
+        }
     }
 
     /// A pipeline fanning out to several exporters, one of which retries with a blocking

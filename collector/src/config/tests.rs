@@ -97,7 +97,9 @@ service:
         c.summary(),
         "2 pipelines, 2 receivers, 2 processors, 3 exporters"
     );
-    let ReceiverConfig::Otlp(otlp) = &c.receivers["otlp"];
+    let ReceiverConfig::Otlp(otlp) = &c.receivers["otlp"] else {
+        panic!("{:?}", c.receivers["otlp"])
+    };
     let grpc = otlp.protocols.grpc.as_ref().unwrap();
     assert_eq!(grpc.endpoint, "127.0.0.1:14317");
     assert_eq!(
@@ -154,7 +156,7 @@ fn the_embedded_config_is_valid() {
     assert_eq!(c.source, EMBEDDED_NAME);
     assert_eq!(
         c.summary(),
-        "1 pipeline, 1 receiver, 1 processor, 1 exporter"
+        "1 pipeline, 2 receivers, 4 processors, 1 exporter"
     );
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
@@ -251,14 +253,16 @@ fn unknown_component_type_suggests_and_lists() {
         .replace("[otlp]", "[kafka/x]");
     assert_eq!(
         errors(&yaml),
-        vec!["c.yaml:2: receivers.kafka/x: unknown receiver type \"kafka\"; valid types: otlp"]
+        vec![
+            "c.yaml:2: receivers.kafka/x: unknown receiver type \"kafka\"; valid types: nvml, otlp"
+        ]
     );
     let yaml = format!("{BASE}processors:\n  prometheus:\n");
     assert_eq!(
         errors(&yaml),
         vec![
             "c.yaml:15: processors.prometheus: unknown processor type \"prometheus\" \
-             (\"prometheus\" is an exporter type); valid types: attributes, batch"
+             (\"prometheus\" is an exporter type); valid types: attributes, batch, customer_tier, gpu_stats, safety_labels"
         ]
     );
 }

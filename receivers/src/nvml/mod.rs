@@ -1,4 +1,358 @@
-//! The `nvml` receiver (being written).
+//! The `nvml` receiver: polls every NVIDIA GPU of the host on an interval and sends the
+//! readings into the pipelines as OTLP metrics; it also publishes each good poll as a
+//! [`GpuSnapshot`] for the `gpu_stats` processor.
+//!
+//! The readings come from a [`GpuSource`]: [`NvmlSource`] (NVIDIA's NVML library, loaded at
+//! run time, opened lazily inside `run`) or [`FakeGpuSource`] (simulated GPUs with a scenario
+//! that crosses the GPUOverheating / GPUMemoryHigh alert thresholds, for demos and tests).
+//!
+//! ```yaml
+//! receivers:
+//!   nvml:
+//!     collection_interval: 10s        # default 10s
+//!     source: nvml                    # nvml (default) | fake
+//!     library_path: /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1   # optional
+//!     fake: { gpus: 2, model: "NVIDIA H100 80GB HBM3", memory_total_mib: 81559, scenario: steady }
+//!     metrics: { vla: true, dcgm: false }
+//!     resource_attributes: { deployment.environment: prod }
+//! ```
+//!
+//! Each poll sends one batch with one resource (`service.name = vla-collector`, `host.name`,
+//! plus `resource_attributes`). Names follow the metric catalogue (`vla-sdk`) and the
+//! OpenTelemetry → Prometheus naming the exporters apply:
+//!
+//! | OTel name | unit | kind | Prometheus |
+//! |---|---|---|---|
+//! | `vla.gpu.utilization` | `%` | gauge, double | `vla_gpu_utilization_percent` |
+//! | `vla.gpu.temperature` | `Cel` | gauge, double | `vla_gpu_temperature_celsius` |
+//! | `vla.gpu.memory.used` | `By` | gauge, int | `vla_gpu_memory_used_bytes` |
+//! | `vla.gpu.memory.total` | `By` | gauge, int | `vla_gpu_memory_total_bytes` |
+//! | `vla.gpu.memory.utilization` | `%` | gauge, double | `vla_gpu_memory_utilization_percent` |
+//! | `vla.gpu.power` | `W` | gauge, double | `vla_gpu_power_watts` |
+//! | `vla.gpu.energy` | `J` | monotonic cumulative sum | `vla_gpu_energy_joules_total` |
+//! | `vla.gpu.clock.sm`, `vla.gpu.clock.memory` | `Hz` | gauge, int | `vla_gpu_clock_sm_hertz`, `vla_gpu_clock_memory_hertz` |
+//! | `vla.gpu.ecc.errors` (`error_type`) | `{error}` | monotonic cumulative sum | `vla_gpu_ecc_errors_total` |
+//! | `vla.gpu.xid.errors` | `{error}` | monotonic cumulative sum | `vla_gpu_xid_errors_total` |
+//! | `vla.gpu.available` | (none) | gauge, int | `vla_gpu_available` |
+//! | `vla.gpu.count` | `{gpu}` | gauge, int | `vla_gpu_count` |
+//!
+//! Per-GPU points carry `gpu_id` (the index), `uuid` and `model_name`; `vla.gpu.available`
+//! and `vla.gpu.count` carry none and are sent every interval whatever `metrics` says. With
+//! `metrics.dcgm: true` the DCGM exporter's fields are added under their exact names
+//! (`DCGM_FI_DEV_GPU_UTIL`, `DCGM_FI_DEV_FB_USED` in MiB, ...) with its labels `gpu`, `UUID`,
+//! `device`, `modelName`, `Hostname`. A field the GPU does not support sends no point.
+//!
+//! Without a driver or GPU the receiver logs one warning, sends `vla.gpu.available 0` every
+//! interval and retries NVML every 60 s (or every interval, if longer); it never fails the
+//! collector. `/ready` shows the source's health through [`NvmlReceiver::status`].
+
+mod config;
+mod metrics;
+mod nvml_source;
+mod source;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{debug, info, warn};
+use vla_pipeline::gpu::{GpuReading, GpuSnapshot, GpuSnapshots};
+use vla_pipeline::lookup::SourceStatus;
+use vla_pipeline::telemetry::Counter;
+use vla_pipeline::{
+    BoxFuture, ComponentId, MetricBatch, Receiver, ReceiverContext, ReceiverError, SendError,
+    Telemetry,
+};
+
+pub use config::{
+    Config, DEFAULT_COLLECTION_INTERVAL, FakeConfig, MAX_FAKE_GPUS, MetricsConfig, Scenario,
+    SourceKind,
+};
+pub use nvml_source::DEFAULT_LIBRARY;
+pub use source::{BoxError, FakeGpuSource, GpuError, GpuSource, NvmlSource};
+
+use metrics::{Encoder, PollResult};
 
 /// The config `type` of this receiver.
 pub const TYPE: &str = "nvml";
+
+/// Shortest wait between two attempts to open NVML.
+const INIT_RETRY: Duration = Duration::from_secs(60);
+
+type SharedSource = Arc<Mutex<Box<dyn GpuSource>>>;
+type Opener = Arc<dyn Fn() -> Result<Box<dyn GpuSource>, GpuError> + Send + Sync>;
+
+/// The `nvml` receiver.
+pub struct NvmlReceiver {
+    id: ComponentId,
+    config: Config,
+    slot: Slot,
+    /// Wait between two attempts to open the source.
+    init_retry: Duration,
+    gpus: GpuSnapshots,
+    status: SourceStatus,
+    polls_ok: Counter,
+    polls_failed: Counter,
+    polls_unavailable: Counter,
+}
+
+/// The source, or how to open it.
+enum Slot {
+    Open(SharedSource),
+    /// Not opened yet, or the last attempt failed.
+    Closed(Opener),
+}
+
+impl std::fmt::Debug for NvmlReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NvmlReceiver")
+            .field("id", &self.id)
+            .field("config", &self.config)
+            .field("open", &matches!(self.slot, Slot::Open(_)))
+            .finish_non_exhaustive()
+    }
+}
+
+impl NvmlReceiver {
+    /// Picks the source from the config (NvmlSource opened lazily inside `run`, so a missing
+    /// driver never fails start-up; FakeGpuSource for `source: fake`).
+    pub fn new(
+        id: ComponentId,
+        config: &Config,
+        gpus: GpuSnapshots,
+        telemetry: &Telemetry,
+    ) -> Self {
+        match config.source {
+            SourceKind::Fake => {
+                let source = FakeGpuSource::new(&config.fake_or_default());
+                Self::with_source(id, config, Box::new(source), gpus, telemetry)
+            }
+            SourceKind::Nvml => {
+                let path: Option<PathBuf> = config.library_path.clone();
+                let described = match &path {
+                    Some(p) => format!("nvml ({})", p.display()),
+                    None => "nvml".to_owned(),
+                };
+                let opener: Opener = Arc::new(move || {
+                    NvmlSource::open(path.as_deref()).map(|s| Box::new(s) as Box<dyn GpuSource>)
+                });
+                Self::build(id, config, Slot::Closed(opener), described, gpus, telemetry)
+            }
+        }
+    }
+
+    /// With an explicit source (tests).
+    pub fn with_source(
+        id: ComponentId,
+        config: &Config,
+        source: Box<dyn GpuSource>,
+        gpus: GpuSnapshots,
+        telemetry: &Telemetry,
+    ) -> Self {
+        let described = source.describe();
+        let slot = Slot::Open(Arc::new(Mutex::new(source)));
+        Self::build(id, config, slot, described, gpus, telemetry)
+    }
+
+    fn build(
+        id: ComponentId,
+        config: &Config,
+        slot: Slot,
+        described: String,
+        gpus: GpuSnapshots,
+        telemetry: &Telemetry,
+    ) -> Self {
+        let polls = |result: &str| {
+            telemetry.counter(
+                "vla_collector_receiver_gpu_polls_total",
+                "GPU polls of an nvml receiver, by result (ok, failed, unavailable).",
+                &[("receiver", &id), ("result", result)],
+            )
+        };
+        Self {
+            polls_ok: polls("ok"),
+            polls_failed: polls("failed"),
+            polls_unavailable: polls("unavailable"),
+            id: id.clone(),
+            config: config.clone(),
+            slot,
+            init_retry: INIT_RETRY.max(config.collection_interval),
+            gpus,
+            status: SourceStatus::new(described),
+        }
+    }
+
+    /// The source's health, for `/ready`.
+    pub fn status(&self) -> SourceStatus {
+        self.status.clone()
+    }
+
+    async fn serve(mut self, ctx: ReceiverContext) -> Result<(), ReceiverError> {
+        let started = SystemTime::now();
+        let encoder = Encoder::new(
+            self.config.metrics,
+            &host_name(),
+            self.config
+                .resource_attributes
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+            started,
+        );
+        let mut state = PollState::default();
+        let mut ticker = tokio::time::interval(self.config.collection_interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        debug!(receiver = %self.id, interval = ?self.config.collection_interval, "nvml receiver started");
+        loop {
+            tokio::select! {
+                biased;
+                () = ctx.shutdown.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            let readings = tokio::select! {
+                biased;
+                () = ctx.shutdown.cancelled() => break,
+                r = self.poll_once(&mut state) => r,
+            };
+            let result = match &readings {
+                Some(r) => PollResult::Readings(r),
+                None => PollResult::Unavailable,
+            };
+            let batch = MetricBatch::new(
+                self.id.clone(),
+                vec![encoder.encode(result, SystemTime::now())],
+            );
+            let sent = tokio::select! {
+                biased;
+                () = ctx.shutdown.cancelled() => break,
+                r = ctx.output.send(batch) => r,
+            };
+            match sent {
+                // Refused points are counted by the sender; the next poll sends fresh values.
+                Ok(()) | Err(SendError::Full) => {}
+                Err(SendError::Closed) => {
+                    debug!(receiver = %self.id, "pipelines closed; nvml receiver stops");
+                    break;
+                }
+            }
+        }
+        debug!(receiver = %self.id, "nvml receiver stopped");
+        Ok(())
+    }
+
+    /// One poll: opens the source first if needed. `None` when no reading could be taken.
+    async fn poll_once(&mut self, state: &mut PollState) -> Option<Vec<GpuReading>> {
+        let source = match &self.slot {
+            Slot::Open(s) => s.clone(),
+            Slot::Closed(opener) => {
+                if state.next_open.is_some_and(|t| Instant::now() < t) {
+                    self.polls_unavailable.inc();
+                    return None;
+                }
+                match run_blocking(opener.clone()).await {
+                    Ok(source) => {
+                        info!(receiver = %self.id, source = %source.describe(), "nvml receiver: NVIDIA driver found; reading the GPUs");
+                        let source = Arc::new(Mutex::new(source));
+                        self.slot = Slot::Open(source.clone());
+                        state.next_open = None;
+                        source
+                    }
+                    Err(e) => {
+                        let error = e.one_line();
+                        if !state.open_warned {
+                            state.open_warned = true;
+                            warn!(receiver = %self.id, "nvml receiver: no NVIDIA driver/GPU found ({error}); reporting vla_gpu_available 0 and retrying every {:?}", self.init_retry);
+                        } else {
+                            debug!(receiver = %self.id, %error, "nvml receiver: still no NVIDIA driver/GPU");
+                        }
+                        self.status.failure(error);
+                        self.polls_unavailable.inc();
+                        state.next_open = Some(Instant::now() + self.init_retry);
+                        return None;
+                    }
+                }
+            }
+        };
+        let polled = run_blocking(Arc::new(move || {
+            source.lock().unwrap_or_else(PoisonError::into_inner).poll()
+        }))
+        .await;
+        match polled {
+            Ok(mut readings) => {
+                readings.sort_by_key(|r| r.index);
+                if state.failing {
+                    state.failing = false;
+                    info!(receiver = %self.id, gpus = readings.len(), "nvml receiver: reading the GPUs again");
+                }
+                self.gpus.publish(GpuSnapshot {
+                    gpus: readings.clone(),
+                    taken_at: Some(SystemTime::now()),
+                });
+                self.status.success(readings.len() as u64);
+                self.polls_ok.inc();
+                Some(readings)
+            }
+            Err(e) => {
+                let error = e.one_line();
+                if !state.failing {
+                    state.failing = true;
+                    warn!(receiver = %self.id, %error, "nvml receiver: reading the GPUs failed; reporting vla_gpu_available 0 until it works again");
+                }
+                self.status.failure(error);
+                self.polls_failed.inc();
+                None
+            }
+        }
+    }
+}
+
+impl Receiver for NvmlReceiver {
+    fn run(self: Box<Self>, ctx: ReceiverContext) -> BoxFuture<'static, Result<(), ReceiverError>> {
+        Box::pin(self.serve(ctx))
+    }
+}
+
+/// What the poll loop remembers between ticks.
+#[derive(Debug, Default)]
+struct PollState {
+    /// No attempt to open the source before this.
+    next_open: Option<Instant>,
+    /// The "no driver" warning was logged.
+    open_warned: bool,
+    /// Polls are failing (warned once for the streak).
+    failing: bool,
+}
+
+/// Runs `f` on the blocking pool; a panic there becomes a [`GpuError::Read`].
+async fn run_blocking<T: Send + 'static>(
+    f: Arc<dyn Fn() -> Result<T, GpuError> + Send + Sync>,
+) -> Result<T, GpuError> {
+    match tokio::task::spawn_blocking(move || f()).await {
+        Ok(r) => r,
+        Err(e) => Err(GpuError::Read {
+            message: "the GPU source stopped unexpectedly".to_owned(),
+            source: Some(Box::new(e)),
+        }),
+    }
+}
+
+/// The host's name: `/etc/hostname`, else `$HOSTNAME`, else the kernel's; empty if none.
+fn host_name() -> String {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    };
+    read("/etc/hostname")
+        .or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        })
+        .or_else(|| read("/proc/sys/kernel/hostname"))
+        .unwrap_or_default()
+}

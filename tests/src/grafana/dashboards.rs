@@ -323,6 +323,16 @@ pub fn safety() -> Dashboard {
                     "sum by (violation_type) (increase(vla_safety_incidents_total[$__range]))",
                     "{{violation_type}}",
                 )),
+            Panel::piechart("Incidents by safety category")
+                .describe(
+                    "Incident categories as the collector's safety_labels rules assign them \
+                     (configs/collector.yaml).",
+                )
+                .unit("short")
+                .target(Target::new(
+                    "sum by (safety_category) (increase(vla_safety_incidents_total[$__range]))",
+                    "{{safety_category}}",
+                )),
             Panel::timeseries("Safety score trends")
                 .describe("Fleet safety score, 0 (unsafe) to 1 (no incidents).")
                 .unit("percentunit")

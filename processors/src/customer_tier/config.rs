@@ -1,0 +1,520 @@
+//! The `customer_tier` settings, their defaults and their pure validation (no I/O).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use vla_pipeline::config::{ConfigProblem, duration};
+
+/// The `customer_tier` processor's settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the customer table comes from: exactly one of `inline`, `file`, `postgres`.
+    pub source: SourceConfig,
+    /// The attribute that carries the customer id (default `customer_id`).
+    #[serde(default = "default_customer_id_key")]
+    pub customer_id_key: String,
+    /// The attribute the tier is written to (default `tier`).
+    #[serde(default = "default_tier_key")]
+    pub tier_key: String,
+    /// The tier given to customers missing from the table (default `unknown`).
+    #[serde(default = "default_default_tier")]
+    pub default_tier: String,
+    /// Other fields of the customer row to add: row field → attribute key (default none).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// What to enrich: data points, resources, or both (default `both`).
+    #[serde(default)]
+    pub apply_to: ApplyTo,
+    /// What to do when the point already has the attribute (default `keep`).
+    #[serde(default)]
+    pub on_existing: OnExisting,
+    /// Remove the customer id from the points of some metrics after enrichment.
+    #[serde(default)]
+    pub drop_customer_id: Option<DropConfig>,
+}
+
+/// Where the customer table comes from; exactly one of the three must be set.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Customers written in the config: id → tier, or id → `{tier: ..., other fields}`.
+    #[serde(default)]
+    pub inline: Option<BTreeMap<String, InlineCustomer>>,
+    /// A YAML (`.yaml`/`.yml`) or CSV (`.csv`) file, relative to the current directory.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// How often the file is checked for changes (default 5s; file sources only).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub reload_interval: Option<Duration>,
+    /// A PostgreSQL query run periodically.
+    #[serde(default)]
+    pub postgres: Option<PostgresConfig>,
+}
+
+/// One customer written inline: just a tier, or a row with `tier` and other fields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InlineCustomer {
+    /// `cust-0001: enterprise`.
+    Tier(String),
+    /// `cust-0002: { tier: pro, plan: annual }`.
+    Fields(BTreeMap<String, String>),
+}
+
+/// The `postgres` source. Its `Debug` hides the DSN, which may hold a password.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// A libpq-style connection string: `host=db port=5432 user=vla dbname=billing`.
+    pub dsn: String,
+    /// The query; its columns are `customer_id` (or the first column), `tier`, and extra
+    /// fields (default `SELECT customer_id, tier FROM customers`).
+    #[serde(default = "default_query")]
+    pub query: String,
+    /// How often the query runs (default 30s).
+    #[serde(default = "default_refresh_interval", deserialize_with = "duration")]
+    pub refresh_interval: Duration,
+    /// The bound on one refresh: connect and query (default 5s).
+    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("dsn", &"<hidden>")
+            .field("query", &self.query)
+            .field("refresh_interval", &self.refresh_interval)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Which attributes get the tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyTo {
+    /// Data points that carry the customer id.
+    Points,
+    /// Resources whose attributes carry the customer id.
+    Resources,
+    /// Both.
+    #[default]
+    Both,
+}
+
+impl ApplyTo {
+    pub(crate) fn points(self) -> bool {
+        matches!(self, ApplyTo::Points | ApplyTo::Both)
+    }
+    pub(crate) fn resources(self) -> bool {
+        matches!(self, ApplyTo::Resources | ApplyTo::Both)
+    }
+}
+
+/// What to do with an attribute the processor would add that is already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExisting {
+    /// Leave the present value.
+    #[default]
+    Keep,
+    /// Replace it.
+    Overwrite,
+}
+
+/// Which metrics lose their customer id after enrichment.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropConfig {
+    /// Metric names (as sent in OTLP) or `*` globs whose points lose the id.
+    pub include: Vec<String>,
+    /// Names or globs excluded from `include`.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// The default `postgres.query`.
+pub const DEFAULT_QUERY: &str = "SELECT customer_id, tier FROM customers";
+/// The default file `reload_interval`.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+fn default_customer_id_key() -> String {
+    "customer_id".to_owned()
+}
+fn default_tier_key() -> String {
+    "tier".to_owned()
+}
+fn default_default_tier() -> String {
+    "unknown".to_owned()
+}
+fn default_query() -> String {
+    DEFAULT_QUERY.to_owned()
+}
+fn default_refresh_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+/// A scalar written as text: strings as they are, numbers and booleans as written.
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TextVisitor).map(Text)
+    }
+}
+
+struct TextVisitor;
+
+impl Visitor<'_> for TextVisitor {
+    type Value = String;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_owned())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for InlineCustomer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = InlineCustomer;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a tier, or a map with `tier` and other fields of the customer")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<InlineCustomer, E> {
+                Ok(InlineCustomer::Tier(v.to_owned()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<InlineCustomer, E> {
+                Ok(InlineCustomer::Tier(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<InlineCustomer, E> {
+                Ok(InlineCustomer::Tier(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<InlineCustomer, A::Error> {
+                let mut fields = BTreeMap::new();
+                while let Some((k, Text(v))) = map.next_entry::<String, Text>()? {
+                    if fields.insert(k.clone(), v).is_some() {
+                        return Err(de::Error::custom(format!("duplicate field `{k}`")));
+                    }
+                }
+                Ok(InlineCustomer::Fields(fields))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl InlineCustomer {
+    /// The tier, if written and not empty.
+    pub(crate) fn tier(&self) -> Option<&str> {
+        let tier = match self {
+            InlineCustomer::Tier(t) => t.as_str(),
+            InlineCustomer::Fields(f) => f.get("tier").map(String::as_str).unwrap_or(""),
+        };
+        (!tier.trim().is_empty()).then_some(tier)
+    }
+}
+
+impl SourceConfig {
+    /// The names of the sources that are set.
+    fn set(&self) -> Vec<&'static str> {
+        let mut set = Vec::new();
+        if self.inline.is_some() {
+            set.push("inline");
+        }
+        if self.file.is_some() {
+            set.push("file");
+        }
+        if self.postgres.is_some() {
+            set.push("postgres");
+        }
+        set
+    }
+}
+
+impl Config {
+    /// Pure checks (no I/O): exactly one source, non-empty keys, query and DSN, intervals
+    /// greater than 0, valid globs and inline entries. Problems are reported under `path`
+    /// (e.g. `processors.customer_tier`).
+    pub fn validate(&self, path: &str) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let mut problem =
+            |at: String, message: String| problems.push(ConfigProblem::new(at, message));
+        let src = format!("{path}.source");
+        match self.source.set().as_slice() {
+            [_] => {}
+            [] => problem(
+                src.clone(),
+                "set exactly one of inline, file, postgres".into(),
+            ),
+            many => problem(
+                src.clone(),
+                format!(
+                    "set only one of inline, file, postgres (found {})",
+                    many.join(", ")
+                ),
+            ),
+        }
+        if let Some(inline) = &self.source.inline {
+            if inline.is_empty() {
+                problem(
+                    format!("{src}.inline"),
+                    "must list at least one customer".into(),
+                );
+            }
+            for (id, customer) in inline {
+                let at = format!("{src}.inline.{id}");
+                if id.trim().is_empty() {
+                    problem(
+                        format!("{src}.inline"),
+                        "customer ids must not be empty".into(),
+                    );
+                }
+                if customer.tier().is_none() {
+                    let at = match customer {
+                        InlineCustomer::Tier(_) => at.clone(),
+                        InlineCustomer::Fields(_) => format!("{at}.tier"),
+                    };
+                    problem(at, "a tier is required and must not be empty".into());
+                }
+                if let InlineCustomer::Fields(fields) = customer
+                    && fields.contains_key("customer_id")
+                {
+                    problem(
+                        format!("{at}.customer_id"),
+                        "not allowed here: the map key is the customer id".into(),
+                    );
+                }
+            }
+        }
+        if let Some(file) = &self.source.file {
+            let text = file.to_string_lossy();
+            if text.trim().is_empty() {
+                problem(format!("{src}.file"), "must not be empty".into());
+            } else if super::table::FileFormat::of(file).is_none() {
+                problem(
+                    format!("{src}.file"),
+                    format!("{text:?}: expected a name ending in .yaml, .yml or .csv"),
+                );
+            }
+        }
+        if let Some(interval) = self.source.reload_interval {
+            if self.source.file.is_none() {
+                problem(
+                    format!("{src}.reload_interval"),
+                    "only applies to a file source (postgres has refresh_interval)".into(),
+                );
+            } else if interval.is_zero() {
+                problem(
+                    format!("{src}.reload_interval"),
+                    "must be greater than 0".into(),
+                );
+            }
+        }
+        if let Some(pg) = &self.source.postgres {
+            let at = format!("{src}.postgres");
+            if pg.dsn.trim().is_empty() {
+                problem(format!("{at}.dsn"), "must not be empty".into());
+            } else {
+                match tokio_postgres::Config::from_str(&pg.dsn) {
+                    Err(e) => problem(
+                        format!("{at}.dsn"),
+                        format!(
+                            "not a valid connection string: {}",
+                            vla_pipeline::error_chain(&e)
+                        ),
+                    ),
+                    Ok(c) => {
+                        if c.get_hosts().is_empty() {
+                            problem(format!("{at}.dsn"), "must name a host (host=...)".into());
+                        }
+                        if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+                            problem(
+                                format!("{at}.dsn"),
+                                "sslmode=require is not supported (connections are plain TCP)"
+                                    .into(),
+                            );
+                        }
+                    }
+                }
+            }
+            if pg.query.trim().is_empty() {
+                problem(format!("{at}.query"), "must not be empty".into());
+            }
+            if pg.refresh_interval.is_zero() {
+                problem(
+                    format!("{at}.refresh_interval"),
+                    "must be greater than 0".into(),
+                );
+            }
+            if pg.timeout.is_zero() {
+                problem(format!("{at}.timeout"), "must be greater than 0".into());
+            }
+        }
+        for (name, value) in [
+            ("customer_id_key", &self.customer_id_key),
+            ("tier_key", &self.tier_key),
+            ("default_tier", &self.default_tier),
+        ] {
+            if value.trim().is_empty() {
+                problem(format!("{path}.{name}"), "must not be empty".into());
+            }
+        }
+        if !self.tier_key.is_empty() && self.tier_key == self.customer_id_key {
+            problem(
+                format!("{path}.tier_key"),
+                "must differ from customer_id_key".into(),
+            );
+        }
+        let mut seen_keys: BTreeMap<&str, &str> = BTreeMap::new();
+        for (field, key) in &self.attributes {
+            let at = format!("{path}.attributes.{field}");
+            if field.trim().is_empty() {
+                problem(
+                    format!("{path}.attributes"),
+                    "field names must not be empty".into(),
+                );
+            } else if field == "customer_id" || field == "tier" {
+                problem(
+                    at.clone(),
+                    format!(
+                        "{field:?} is not an extra field (the tier is always added under tier_key)"
+                    ),
+                );
+            }
+            if key.trim().is_empty() {
+                problem(at.clone(), "the attribute key must not be empty".into());
+            } else if key == &self.tier_key || key == &self.customer_id_key {
+                problem(
+                    at.clone(),
+                    format!("attribute key {key:?} clashes with tier_key or customer_id_key"),
+                );
+            } else if let Some(other) = seen_keys.insert(key, field) {
+                problem(
+                    at,
+                    format!("attribute key {key:?} is also used by field {other:?}"),
+                );
+            }
+        }
+        if let Some(drop) = &self.drop_customer_id {
+            let at = format!("{path}.drop_customer_id");
+            if drop.include.is_empty() {
+                problem(
+                    format!("{at}.include"),
+                    "must list at least one metric name or glob".into(),
+                );
+            }
+            for (list, patterns) in [("include", &drop.include), ("exclude", &drop.exclude)] {
+                for (i, p) in patterns.iter().enumerate() {
+                    if let Err(why) = Glob::check(p) {
+                        problem(format!("{at}.{list}[{i}]"), why);
+                    }
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// A metric-name pattern: an exact name, or a glob where `*` matches any run of characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Glob(String);
+
+impl Glob {
+    /// Why `pattern` is not a usable glob, if it is not.
+    pub(crate) fn check(pattern: &str) -> Result<(), String> {
+        if pattern.trim().is_empty() {
+            return Err("must not be empty".into());
+        }
+        if let Some(c) = pattern
+            .chars()
+            .find(|c| c.is_whitespace() || matches!(c, '?' | '[' | ']' | '{' | '}'))
+        {
+            return Err(format!(
+                "{pattern:?}: unexpected {c:?}; write a metric name, with `*` as the only wildcard"
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn new(pattern: &str) -> Self {
+        Self(pattern.to_owned())
+    }
+
+    /// Whether `name` matches: `*` matches any (possibly empty) run of characters.
+    pub(crate) fn matches(&self, name: &str) -> bool {
+        let (p, n) = (self.0.as_bytes(), name.as_bytes());
+        let (mut pi, mut ni) = (0, 0);
+        // Where the latest `*` was, and where in `name` its match currently ends.
+        let mut star: Option<(usize, usize)> = None;
+        while ni < n.len() {
+            if pi < p.len() && p[pi] == b'*' {
+                star = Some((pi, ni));
+                pi += 1;
+            } else if pi < p.len() && p[pi] == n[ni] {
+                pi += 1;
+                ni += 1;
+            } else if let Some((sp, sn)) = star {
+                pi = sp + 1;
+                ni = sn + 1;
+                star = Some((sp, sn + 1));
+            } else {
+                return false;
+            }
+        }
+        p[pi..].iter().all(|&c| c == b'*')
+    }
+}
+
+/// The include/exclude lists, compiled.
+#[derive(Debug, Clone)]
+pub(crate) struct MetricFilter {
+    include: Vec<Glob>,
+    exclude: Vec<Glob>,
+}
+
+impl MetricFilter {
+    pub(crate) fn new(config: &DropConfig) -> Self {
+        let compile = |v: &[String]| v.iter().map(|p| Glob::new(p)).collect();
+        Self {
+            include: compile(&config.include),
+            exclude: compile(&config.exclude),
+        }
+    }
+
+    /// Whether a metric of this name loses its customer id.
+    pub(crate) fn matches(&self, name: &str) -> bool {
+        self.include.iter().any(|g| g.matches(name))
+            && !self.exclude.iter().any(|g| g.matches(name))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,413 @@
+//! The `customer_tier` processor: adds each customer's tier, and optionally other fields of
+//! the customer's row (plan, region, name, ...), to the data points and resources that carry a
+//! customer id, from a table refreshed in the background.
+//!
+//! A data point (`apply_to: points`), a resource (`apply_to: resources`) or both (the default)
+//! whose attributes hold the string attribute `customer_id_key` (default `customer_id`) gets
+//! the tier under `tier_key` (default `tier`), and each field listed in `attributes` (row field
+//! → attribute key) that the row has. An unknown customer gets `default_tier` (default
+//! `unknown`) and no other field; points without a customer id are left alone. With
+//! `on_existing: keep` (the default) an attribute already present is left as it is; with
+//! `overwrite` it is replaced.
+//!
+//! The table is a snapshot swapped atomically by the refresher; `process` loads it once per
+//! batch and never waits on I/O. When a refresh fails the last good table stays in use, the
+//! source's status (shown by `/ready`) turns `failing`, one warning is logged per failure
+//! streak and one info line on recovery.
+//!
+//! # Sources (exactly one)
+//!
+//! ```yaml
+//! processors:
+//!   customer_tier/inline:
+//!     source:
+//!       inline:
+//!         cust-0001: enterprise
+//!         cust-0002: { tier: pro, plan: annual }
+//!   customer_tier/file:
+//!     source: { file: configs/customers.yaml, reload_interval: 5s }
+//!     attributes: { plan: customer_plan, region: customer_region }
+//!   customer_tier/db:
+//!     source:
+//!       postgres:
+//!         dsn: "host=db.internal port=5432 user=vla password=${env:VLA_PG_PASSWORD} dbname=billing"
+//!         query: "SELECT customer_id, tier, plan FROM customers"
+//!         refresh_interval: 30s
+//!         timeout: 5s
+//!     default_tier: unknown
+//!     on_existing: keep
+//!     apply_to: both
+//!     drop_customer_id:
+//!       include: ["vla.customer.inference.duration", "vla.customer.*"]
+//!       exclude: ["vla.customer.requests"]
+//! ```
+//!
+//! - `inline` loads when the collector starts.
+//! - `file` loads when the collector starts (a missing or invalid file fails start-up with the
+//!   file and line), then is checked every `reload_interval` (default 5s): when its size or
+//!   modification time changed and its content differs, it is parsed again. A file that turns
+//!   invalid keeps the last good table. Replace the file atomically (write a temporary file,
+//!   then rename it); an empty file, or one without customers, is refused for this reason.
+//!   Relative paths are relative to the collector's current directory.
+//! - `postgres` starts with an empty table (every customer gets `default_tier`) and runs the
+//!   query at once, then every `refresh_interval` (default 30s), on a fresh connection each time,
+//!   without TLS; connecting and querying together are bounded by `timeout` (default 5s).
+//!   Columns are found by name: `customer_id` (or else the first column) and `tier` are
+//!   required, every other column is an extra field (all values are read as text). NULL or
+//!   empty ids and tiers and duplicate ids fail the refresh. The DSN is never logged: the
+//!   source is shown as `postgres host:port/dbname`.
+//!
+//! # File formats
+//!
+//! YAML (`.yaml`, `.yml`), either a list of rows:
+//!
+//! ```yaml
+//! customers:
+//!   - { customer_id: cust-0001, tier: enterprise, plan: annual, region: eu-west, name: Acme Robotics }
+//!   - customer_id: cust-0002
+//!     tier: pro
+//! ```
+//!
+//! or a map of customer id to tier, or to a row without `customer_id`:
+//!
+//! ```yaml
+//! cust-0001: enterprise
+//! cust-0002: { tier: pro, plan: monthly }
+//! ```
+//!
+//! CSV (`.csv`): a header row naming `customer_id` and `tier` in any order, other columns are
+//! extra fields; cells are trimmed, lines starting with `#` are comments, an empty cell means
+//! "no value".
+//!
+//! ```text
+//! customer_id,tier,plan,region
+//! cust-0001,enterprise,annual,eu-west
+//! ```
+//!
+//! Errors name the file and line: `configs/customers.yaml:7: customer "x": missing tier`.
+//! Duplicate ids are errors.
+//!
+//! # Dropping the customer id
+//!
+//! `drop_customer_id` removes the customer id from the points of the metrics it matches
+//! (names as sent in OTLP, exact or with `*` globs; `include` minus `exclude`) after the
+//! enrichment, to bound series cardinality while keeping the tier. Points of one metric in one
+//! resource and scope that then share a label set are merged into one: sums and gauges add
+//! their values, explicit histograms with equal bounds add counts, bucket counts and sums (min
+//! and max combined), keeping the earliest start time and latest time (see `merge`).
+//! Exponential histograms, summaries and histograms whose points have different bounds keep
+//! their ids (counted as skipped).
+//!
+//! Caveat: a merged cumulative series is only as steady as the set of customers behind it. If
+//! a customer's series is missing from one export (evicted by the SDK's cardinality limit, or
+//! a new process), the merged counter steps down and a backend sees a reset. Prefer delta
+//! temporality for the metrics whose ids are dropped, or keep the id and aggregate in queries.
+//! Gauges are summed, which suits per-customer counts (quota used), not ratios.
+//!
+//! # Self-metrics (label `processor=<id>`)
+//!
+//! - `vla_collector_lookup_refreshes_total{result="ok|error"}`: table loads;
+//! - `vla_collector_lookup_entries`: customers in the table in use;
+//! - `vla_collector_customer_tier_points_total{result="enriched|default"}`: data points given a
+//!   tier from the table, or the default tier (a point without its own id counts by its
+//!   resource's);
+//! - `vla_collector_customer_tier_merged_points_total`: points folded into another after the
+//!   id was dropped;
+//! - `vla_collector_customer_tier_drop_skipped_total{reason}`: points that kept their id
+//!   although `drop_customer_id` matched (`exponential_histogram`, `summary`,
+//!   `histogram_bounds`).
+
+mod config;
+mod merge;
+mod postgres;
+mod process;
+mod refresh;
+mod table;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use vla_pipeline::config::ConfigProblem;
+use vla_pipeline::lookup::SourceStatus;
+use vla_pipeline::telemetry::{Counter, Gauge};
+use vla_pipeline::{BoxFuture, ComponentId, Processor, Telemetry};
+
+pub use config::{
+    ApplyTo, Config, DEFAULT_QUERY, DEFAULT_RELOAD_INTERVAL, DropConfig, InlineCustomer,
+    OnExisting, PostgresConfig, SourceConfig,
+};
+
+use merge::SkipReason;
+use postgres::PgSource;
+use process::{PointCounters, Settings, TierProcessor};
+use refresh::FileState;
+use table::{RawRow, Table};
+
+/// The config `type` of this processor.
+pub const TYPE: &str = "customer_tier";
+
+/// Why the customer table could not be built or refreshed.
+#[derive(Debug, thiserror::Error)]
+pub enum TierError {
+    /// The customer file could not be read.
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        /// The file, as configured.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The customer file's content is invalid (at `line`, when known).
+    #[error("{}{}: {message}", .path.display(), line_suffix(*.line))]
+    Parse {
+        /// The file, as configured.
+        path: PathBuf,
+        /// The 1-based line of the problem.
+        line: Option<u64>,
+        /// What is wrong.
+        message: String,
+    },
+    /// An inline customer is invalid.
+    #[error("inline customer {customer:?}: {message}")]
+    Inline {
+        /// The customer id.
+        customer: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A PostgreSQL refresh failed: connection, timeout, query or result.
+    #[error("{what}: {message}")]
+    Postgres {
+        /// The source without secrets: `postgres host:port/dbname`.
+        what: String,
+        /// What failed, one line.
+        message: String,
+    },
+    /// The settings are invalid (`Config::validate` reports the same).
+    #[error("invalid customer_tier settings: {0}")]
+    Config(String),
+}
+
+fn line_suffix(line: Option<u64>) -> String {
+    line.map(|l| format!(":{l}")).unwrap_or_default()
+}
+
+/// Where the table comes from, once built.
+enum Source {
+    Inline,
+    File {
+        path: PathBuf,
+        interval: Duration,
+        initial: FileState,
+    },
+    Postgres(Box<PgSource>),
+}
+
+/// What the processors and the refresher share.
+pub(crate) struct Shared {
+    id: ComponentId,
+    pub(crate) settings: Settings,
+    pub(crate) table: ArcSwap<Table>,
+    pub(crate) counters: PointCounters,
+    status: SourceStatus,
+    description: String,
+    refreshes_ok: Counter,
+    refreshes_error: Counter,
+    entries: Gauge,
+}
+
+impl Shared {
+    /// Swaps in a table of `rows` and records the good load.
+    fn install(&self, rows: Vec<RawRow>) -> usize {
+        let table = Table::build(rows, &self.settings.extra_fields);
+        let n = table.len();
+        self.table.store(Arc::new(table));
+        self.entries.set(i64::try_from(n).unwrap_or(i64::MAX));
+        self.status.success(n as u64);
+        self.refreshes_ok.inc();
+        n
+    }
+
+    /// Records a failed refresh; warns once per failure streak.
+    fn failed(&self, error: &TierError, failing: &mut bool) {
+        let message = error.to_string().replace('\n', " ");
+        self.status.failure(message.clone());
+        self.refreshes_error.inc();
+        if !*failing {
+            *failing = true;
+            warn!(
+                processor = %self.id,
+                source = %self.description,
+                error = %message,
+                "customer table refresh failed; keeping the last good table"
+            );
+        }
+    }
+
+    /// Records a good refresh after failures (the table may not have changed).
+    fn recovered(&self, failing: &mut bool, entries: usize) {
+        if *failing {
+            *failing = false;
+            info!(
+                processor = %self.id,
+                source = %self.description,
+                entries,
+                "customer table refreshed again"
+            );
+        }
+    }
+}
+
+/// The shared part of one `customer_tier` component: the snapshot, its status, its refresher.
+pub struct CustomerTier {
+    shared: Arc<Shared>,
+    source: Source,
+}
+
+impl CustomerTier {
+    /// Builds the table. `inline` and `file` load now: an unreadable or invalid file is an error
+    /// naming the file and line (so a broken file fails start-up). `postgres` starts with an
+    /// empty table (every customer gets default_tier) and loads in the refresher's first run.
+    pub fn new(id: ComponentId, config: &Config, telemetry: &Telemetry) -> Result<Self, TierError> {
+        let problems = config.validate(&format!("processors.{id}"));
+        if !problems.is_empty() {
+            return Err(TierError::Config(ConfigProblem::join(&problems)));
+        }
+        let labels: &[(&str, &str)] = &[("processor", &id)];
+        let with = |k: &'static str, v: &'static str| [("processor", &*id), (k, v)];
+        let refreshes = "Loads of a lookup table, by result.";
+        let points = "Data points given a customer tier: from the table (enriched) or the default.";
+        let skipped =
+            "Data points that kept their customer id although drop_customer_id matched, by reason.";
+        let counters = PointCounters {
+            enriched: telemetry.counter(
+                "vla_collector_customer_tier_points_total",
+                points,
+                &with("result", "enriched"),
+            ),
+            defaulted: telemetry.counter(
+                "vla_collector_customer_tier_points_total",
+                points,
+                &with("result", "default"),
+            ),
+            merged: telemetry.counter(
+                "vla_collector_customer_tier_merged_points_total",
+                "Data points merged into another after their customer id was dropped.",
+                labels,
+            ),
+            skipped: [
+                SkipReason::ExponentialHistogram,
+                SkipReason::Summary,
+                SkipReason::HistogramBounds,
+            ]
+            .map(|r| {
+                let c = telemetry.counter(
+                    "vla_collector_customer_tier_drop_skipped_total",
+                    skipped,
+                    &with("reason", r.label()),
+                );
+                (r, c)
+            }),
+        };
+        let (source, description, rows) = if let Some(inline) = &config.source.inline {
+            (
+                Source::Inline,
+                "inline".to_owned(),
+                Some(table::rows_from_inline(inline)?),
+            )
+        } else if let Some(path) = &config.source.file {
+            let (rows, initial) = refresh::load_file(path)?;
+            let interval = config
+                .source
+                .reload_interval
+                .unwrap_or(DEFAULT_RELOAD_INTERVAL);
+            let description = format!("file {}", path.display());
+            let source = Source::File {
+                path: path.clone(),
+                interval,
+                initial,
+            };
+            (source, description, Some(rows))
+        } else if let Some(pg) = &config.source.postgres {
+            let pg = PgSource::new(pg)?;
+            let description = pg.description.clone();
+            (Source::Postgres(Box::new(pg)), description, None)
+        } else {
+            return Err(TierError::Config("no source".into()));
+        };
+        let shared = Arc::new(Shared {
+            settings: Settings::new(config),
+            table: ArcSwap::from_pointee(Table::default()),
+            counters,
+            status: SourceStatus::new(description.clone()),
+            description,
+            refreshes_ok: telemetry.counter(
+                "vla_collector_lookup_refreshes_total",
+                refreshes,
+                &with("result", "ok"),
+            ),
+            refreshes_error: telemetry.counter(
+                "vla_collector_lookup_refreshes_total",
+                refreshes,
+                &with("result", "error"),
+            ),
+            entries: telemetry.gauge(
+                "vla_collector_lookup_entries",
+                "Entries in the lookup table in use.",
+                labels,
+            ),
+            id,
+        });
+        if let Some(rows) = rows {
+            shared.install(rows);
+        }
+        Ok(Self { shared, source })
+    }
+
+    /// A processor sharing the snapshot (one per pipeline that lists the component).
+    pub fn processor(&self) -> Box<dyn Processor> {
+        Box::new(TierProcessor {
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// The source's health, for /ready.
+    pub fn status(&self) -> SourceStatus {
+        self.shared.status.clone()
+    }
+
+    /// The background refresher (file poll or postgres query loop; first postgres attempt
+    /// immediately), running until `shutdown` is cancelled; None for inline. Call it once:
+    /// each call makes an independent loop. It needs a Tokio runtime with the time driver;
+    /// file checks run on the blocking pool.
+    pub fn refresher(&self, shutdown: CancellationToken) -> Option<BoxFuture<'static, ()>> {
+        let shared = self.shared.clone();
+        match &self.source {
+            Source::Inline => None,
+            Source::File {
+                path,
+                interval,
+                initial,
+            } => Some(Box::pin(refresh::file_loop(
+                shared,
+                path.clone(),
+                *interval,
+                initial.clone(),
+                shutdown,
+            ))),
+            Source::Postgres(pg) => Some(Box::pin(refresh::postgres_loop(
+                shared,
+                (**pg).clone(),
+                shutdown,
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

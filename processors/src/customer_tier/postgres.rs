@@ -1,0 +1,252 @@
+//! The `postgres` source: each refresh opens one connection (no TLS), runs the query with the
+//! simple-query protocol (every column arrives as text, whatever its SQL type), and closes it;
+//! connect and query together are bounded by `timeout`. Nothing here logs or returns the DSN:
+//! the source is described as `postgres host:port/dbname`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use tokio_postgres::config::Host;
+use tokio_postgres::{NoTls, SimpleQueryMessage, SimpleQueryRow};
+use vla_pipeline::error_chain;
+
+use super::TierError;
+use super::config::PostgresConfig;
+use super::table::RawRow;
+
+/// A ready-to-query PostgreSQL source.
+#[derive(Clone)]
+pub(crate) struct PgSource {
+    config: tokio_postgres::Config,
+    query: String,
+    timeout: Duration,
+    pub(crate) refresh_interval: Duration,
+    /// `postgres host:port/dbname`, safe to log.
+    pub(crate) description: String,
+}
+
+impl PgSource {
+    /// Parses the DSN (no I/O).
+    pub(crate) fn new(c: &PostgresConfig) -> Result<Self, TierError> {
+        let mut config = tokio_postgres::Config::from_str(&c.dsn).map_err(|e| {
+            TierError::Config(format!(
+                "source.postgres.dsn: not a valid connection string: {}",
+                error_chain(&e)
+            ))
+        })?;
+        config.connect_timeout(c.timeout);
+        let description = describe(&config);
+        Ok(Self {
+            config,
+            query: c.query.clone(),
+            timeout: c.timeout,
+            refresh_interval: c.refresh_interval,
+            description,
+        })
+    }
+
+    fn error(&self, message: String) -> TierError {
+        TierError::Postgres {
+            what: self.description.clone(),
+            message,
+        }
+    }
+
+    /// Connects, runs the query and reads its rows, all within `timeout`.
+    pub(crate) async fn load(&self) -> Result<Vec<RawRow>, TierError> {
+        match tokio::time::timeout(self.timeout, self.query_rows()).await {
+            Ok(result) => result,
+            Err(_) => Err(self.error(format!("timed out after {:?}", self.timeout))),
+        }
+    }
+
+    async fn query_rows(&self) -> Result<Vec<RawRow>, TierError> {
+        let (client, connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| self.error(error_chain(&e)))?;
+        // The connection is driven here rather than spawned, so it ends with this call.
+        let mut connection = std::pin::pin!(connection);
+        let messages = tokio::select! {
+            result = client.simple_query(&self.query) => {
+                result.map_err(|e| self.error(format!("query failed: {}", error_chain(&e))))?
+            }
+            result = &mut connection => {
+                let why = match result {
+                    Ok(()) => "connection closed by the server".to_owned(),
+                    Err(e) => error_chain(&e),
+                };
+                return Err(self.error(why));
+            }
+        };
+        rows_from_messages(&messages).map_err(|m| self.error(m))
+    }
+}
+
+/// `postgres host:port/dbname`, without user or password.
+fn describe(c: &tokio_postgres::Config) -> String {
+    let host = match c.get_hosts().first() {
+        Some(Host::Tcp(h)) if h.contains(':') => format!("[{h}]"),
+        Some(Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    let db = c.get_dbname().or(c.get_user()).unwrap_or("postgres");
+    format!("postgres {host}:{port}/{db}")
+}
+
+/// The customers in a query's result: `customer_id` (or the first column), `tier`, and every
+/// other column as an extra field.
+pub(crate) fn rows_from_messages(messages: &[SimpleQueryMessage]) -> Result<Vec<RawRow>, String> {
+    let mut columns: Option<Vec<String>> = None;
+    let mut result_sets = 0;
+    let mut rows: Vec<&SimpleQueryRow> = Vec::new();
+    for m in messages {
+        match m {
+            SimpleQueryMessage::RowDescription(cols) => {
+                result_sets += 1;
+                columns = Some(cols.iter().map(|c| c.name().to_owned()).collect());
+            }
+            SimpleQueryMessage::Row(r) => rows.push(r),
+            _ => {}
+        }
+    }
+    if result_sets > 1 {
+        return Err("the query returned several result sets; write one SELECT".into());
+    }
+    let Some(columns) = columns else {
+        return Err("the query returned no rows (is it a SELECT?)".into());
+    };
+    let id_col = columns.iter().position(|c| c == "customer_id").unwrap_or(0);
+    let Some(tier_col) = columns.iter().position(|c| c == "tier") else {
+        return Err(format!(
+            "the query's result has no `tier` column (columns: {})",
+            columns.join(", ")
+        ));
+    };
+    if tier_col == id_col {
+        return Err("the query's result needs a customer_id column before tier".into());
+    }
+    let mut first_row: hashbrown::HashMap<String, usize, foldhash::fast::RandomState> =
+        hashbrown::HashMap::with_capacity_and_hasher(rows.len(), Default::default());
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, row) in rows.into_iter().enumerate() {
+        let n = i + 1;
+        let cell = |col: usize| row.try_get(col).ok().flatten().map(str::trim);
+        let id = match cell(id_col) {
+            Some(id) if !id.is_empty() => id.to_owned(),
+            _ => return Err(format!("row {n}: {} is NULL or empty", columns[id_col])),
+        };
+        let tier = match cell(tier_col) {
+            Some(t) if !t.is_empty() => t.to_owned(),
+            _ => return Err(format!("row {n}: customer {id:?}: tier is NULL or empty")),
+        };
+        if let Some(first) = first_row.get(&id) {
+            return Err(format!(
+                "row {n}: customer {id:?}: duplicate (first in row {first})"
+            ));
+        }
+        first_row.insert(id.clone(), n);
+        let fields = columns
+            .iter()
+            .enumerate()
+            .filter(|(c, _)| *c != id_col && *c != tier_col)
+            .filter_map(|(c, name)| Some((name.clone(), cell(c)?.to_owned())))
+            .collect();
+        out.push(RawRow { id, tier, fields });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn source(dsn: &str) -> PgSource {
+        PgSource::new(&PostgresConfig {
+            dsn: dsn.into(),
+            query: "SELECT customer_id, tier FROM customers".into(),
+            refresh_interval: Duration::from_secs(30),
+            timeout: Duration::from_millis(300),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn descriptions_hide_user_and_password() {
+        let cases = [
+            (
+                "host=db.internal port=6432 user=vla password=s3cret dbname=billing",
+                "postgres db.internal:6432/billing",
+            ),
+            (
+                "host=127.0.0.1 user=vla password=s3cret",
+                "postgres 127.0.0.1:5432/vla",
+            ),
+            (
+                "postgresql://vla:s3cret@db/billing",
+                "postgres db:5432/billing",
+            ),
+            ("host=::1 dbname=x", "postgres [::1]:5432/x"),
+        ];
+        for (dsn, want) in cases {
+            assert_eq!(source(dsn).description, want, "{dsn}");
+        }
+        let err = PgSource::new(&PostgresConfig {
+            dsn: "host=db password='s3cret".into(),
+            query: String::new(),
+            refresh_interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_is_a_failure_within_the_timeout() {
+        // Nothing listens on port 1 of loopback: refused at once.
+        let src = source("host=127.0.0.1 port=1 user=vla password=s3cret dbname=billing");
+        let started = std::time::Instant::now();
+        let err = src.load().await.unwrap_err().to_string();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(err.starts_with("postgres 127.0.0.1:1/billing: "), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_is_bounded_by_the_timeout() {
+        // Accepts the TCP connection but never answers the startup message.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                open.push(s);
+            }
+        });
+        let src = source(&format!(
+            "host=127.0.0.1 port={port} user=vla dbname=billing"
+        ));
+        let started = std::time::Instant::now();
+        let err = src.load().await.unwrap_err().to_string();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            err.contains("timed out after 300ms") || err.contains("timeout"),
+            "{err}"
+        );
+    }
+}
