@@ -7,6 +7,14 @@
 //!   and the collector turns it into a [`vla_pipeline::runner::BatcherConfig`].
 //! - [`attributes`]: inserts, updates, upserts or deletes data-point attributes (the OpenTelemetry
 //!   Collector's `attributes` processor, for metrics).
+//! - [`customer_tier`]: adds the customer's tier (and other fields of its row) to points and
+//!   resources that carry a customer id, from an inline map, a YAML/CSV file reloaded on change
+//!   or a PostgreSQL query refreshed on an interval; the table is a snapshot swapped by a
+//!   background refresher, and a failing source keeps the last good one.
+//! - [`safety_labels`]: rules on metric name and attributes (equality, sets, regexes) that add
+//!   labels such as `safety_category` and `requires_review`; first match or all matches.
+//! - [`gpu_stats`]: joins the `nvml` receiver's latest GPU readings onto points that carry a
+//!   `gpu_id` (the GPU model, optionally utilization and temperature bands).
 //!
 //! ```yaml
 //! processors:

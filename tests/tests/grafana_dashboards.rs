@@ -359,7 +359,12 @@ async fn every_query_returns_data_from_the_pipeline() {
     let prom = Prometheus::start_with(free_port(), config, &[("recording.yml", &rules)])
         .await
         .expect("prometheus");
-    let (ports, collector) = vla_e2e::collector_into(&prom, "100ms")
+    // The collector as shipped (configs/collector.yaml): its enrichment adds labels that
+    // panels group by (safety_category, tier).
+    let ports = vla_e2e::Ports::new();
+    let config = vla_e2e::shipped_pipeline_config(&ports, &prom.write_url(), "100ms", |_| {})
+        .expect("configs/collector.yaml");
+    let collector = vla_e2e::Collector::start(&config, ports.telemetry)
         .await
         .expect("collector");
     let telemetry = vla_e2e::api_telemetry(ports.grpc, "api-dashboards").unwrap();
@@ -455,6 +460,20 @@ async fn every_query_returns_data_from_the_pipeline() {
                 .map(|p| ((d.uid.clone(), p.title.clone()), p.unit.clone()))
         })
         .collect();
+    // Each target's legend, whose `{{label}}`s the results must carry.
+    let legends: BTreeMap<(String, String, String), String> = dashboards()
+        .iter()
+        .flat_map(|d| {
+            d.panels().flat_map(move |p| {
+                p.targets.iter().map(move |t| {
+                    (
+                        (d.uid.clone(), p.title.clone(), t.expr.clone()),
+                        t.legend.clone(),
+                    )
+                })
+            })
+        })
+        .collect();
     let mut ran = 0;
     for (uid, title, expr) in all_queries() {
         let Some(unit) = units.get(&(uid.clone(), title.clone())) else {
@@ -475,8 +494,25 @@ async fn every_query_returns_data_from_the_pipeline() {
             .map(|s| s.value)
             .filter(|v| !v.is_nan())
             .collect();
+        let legend = legends
+            .get(&(uid.clone(), title.clone(), expr.clone()))
+            .map(String::as_str)
+            .unwrap_or("");
+        let unlabelled: Vec<&str> = legend
+            .split("{{")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("}}").map(|(label, _)| label.trim()))
+            .filter(|label| {
+                !got.iter()
+                    .any(|s| s.labels.get(*label).is_some_and(|v| !v.is_empty()))
+            })
+            .collect();
         if values.is_empty() {
             failures.push(format!("{what}: no sample (or only NaN): {got:?}"));
+        } else if !unlabelled.is_empty() {
+            failures.push(format!(
+                "{what}: no sample carries the legend's {unlabelled:?}: {got:?}"
+            ));
         } else if unit.as_deref() == Some("percentunit")
             && values.iter().any(|v| !(0.0..=1.0).contains(v))
         {
