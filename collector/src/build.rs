@@ -159,9 +159,9 @@ pub(crate) fn build_processor(
             Some(t.processor())
         }
         (ProcessorConfig::CustomerTier(_), None) => None,
-        (ProcessorConfig::SafetyLabels(c), _) => {
-            Some(Box::new(safety_labels::SafetyLabels::new(c)))
-        }
+        (ProcessorConfig::SafetyLabels(c), _) => Some(Box::new(
+            safety_labels::SafetyLabels::new(c).with_telemetry(id, telemetry),
+        )),
         (ProcessorConfig::GpuStats(c), _) => Some(Box::new(
             gpu_stats::GpuStats::new(c, gpus.clone()).with_telemetry(id, telemetry),
         )),

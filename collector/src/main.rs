@@ -129,7 +129,7 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
         .thread_name("vla-collector")
         .build()
         .context("cannot start the tokio runtime")?;
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         // Registered before anything starts, so an early SIGTERM is a clean stop too.
         let signals = Signals::register();
@@ -146,7 +146,11 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
             // Something failed, or the shutdown deadline passed and data was counted dropped.
             Ok(ExitCode::FAILURE)
         }
-    })
+    });
+    // A blocking call that never returns (an NVML read on a GPU that fell off the bus) must not
+    // keep the process alive after the shutdown is complete.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 /// The stop signals, registered up front.

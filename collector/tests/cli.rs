@@ -66,7 +66,7 @@ fn validate_ok_prints_a_summary() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        "config OK: 1 pipeline, 2 receivers, 4 processors, 1 exporter (<embedded configs/collector.yaml>)\n"
+        "config OK: 1 pipeline, 2 receivers, 5 processors, 1 exporter (<embedded configs/collector.yaml>)\n"
     );
     let remote_write = concat!(
         env!("CARGO_MANIFEST_DIR"),

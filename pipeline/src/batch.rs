@@ -234,16 +234,27 @@ pub fn attr_str<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
         })
 }
 
-/// Sets a string attribute, replacing any existing value of that key.
+/// Sets a string attribute, replacing any existing value of that key (without allocating when
+/// it already holds `value`).
 pub fn upsert_str(attrs: &mut Vec<KeyValue>, key: &str, value: &str) {
-    let new_value = Some(AnyValue {
-        value: Some(any_value::Value::StringValue(value.to_owned())),
-    });
+    let new_value = || {
+        Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_owned())),
+        })
+    };
     match attrs.iter_mut().find(|kv| kv.key == key) {
-        Some(kv) => kv.value = new_value,
+        Some(kv) => {
+            let same = matches!(
+                kv.value.as_ref().and_then(|v| v.value.as_ref()),
+                Some(any_value::Value::StringValue(s)) if s == value
+            );
+            if !same {
+                kv.value = new_value();
+            }
+        }
         None => attrs.push(KeyValue {
             key: key.to_owned(),
-            value: new_value,
+            value: new_value(),
             ..Default::default()
         }),
     }

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::metrics::v1::{Metric, metric, number_data_point};
@@ -17,8 +19,8 @@ use vla_pipeline::{
     attr_str,
 };
 use vla_receivers::nvml::{
-    Config, FakeConfig, FakeGpuSource, GpuSource, MetricsConfig, NvmlReceiver, NvmlSource,
-    Scenario, SourceKind,
+    Config, FakeConfig, FakeGpuSource, GpuError, GpuSource, MetricsConfig, NvmlReceiver,
+    NvmlSource, REOPEN_AFTER_FAILED_POLLS, Scenario, SourceKind,
 };
 
 struct Harness {
@@ -30,9 +32,12 @@ struct Harness {
     status: vla_pipeline::lookup::SourceStatus,
 }
 
+/// Polls every `interval_ms` (below the 100 ms `validate` floor where the test skips
+/// validation, for speed), with a timeout no healthy poll reaches even on a loaded machine.
 fn fast(interval_ms: u64) -> Config {
     Config {
         collection_interval: Duration::from_millis(interval_ms),
+        poll_timeout: Some(Duration::from_secs(5)),
         metrics: MetricsConfig {
             vla: true,
             dcgm: true,
@@ -156,7 +161,9 @@ async fn polls_the_source_into_the_pipeline_and_the_hub() {
     let rm = &b.resource_metrics()[0];
     let res = &rm.resource.as_ref().unwrap().attributes;
     assert_eq!(attr_str(res, "service.name"), Some("vla-collector"));
-    assert!(attr_str(res, "host.name").is_some_and(|h| !h.is_empty()));
+    let host = attr_str(res, "host.name").unwrap();
+    assert!(!host.is_empty());
+    assert_eq!(attr_str(res, "service.instance.id"), Some(host));
     assert_eq!(available(&b), 1.0);
     assert_eq!(values(&b, "vla.gpu.count"), [(String::new(), 2.0)]);
     assert_eq!(
@@ -323,7 +330,7 @@ async fn the_fake_source_from_config_crosses_the_alert_thresholds() {
                 scenario,
                 ..FakeConfig::default()
             }),
-            ..fast(20)
+            ..fast(100)
         };
         assert!(config.validate("receivers.nvml").is_empty());
         let mut h = start(4, |id, hub, t| NvmlReceiver::new(id, &config, hub, t));
@@ -381,6 +388,109 @@ async fn without_a_driver_it_reports_unavailable_and_keeps_running() {
     h.stop_within(Duration::from_secs(2)).await;
 }
 
+/// A GPU whose second poll hangs in the "driver" until the test releases it; counts the polls
+/// started and reports utilization 10 × the poll's number.
+struct HangingSource {
+    started: Arc<AtomicUsize>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+impl GpuSource for HangingSource {
+    fn describe(&self) -> String {
+        "hanging".to_owned()
+    }
+
+    fn poll(&mut self) -> Result<Vec<GpuReading>, GpuError> {
+        let n = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == 2 {
+            let _ = self.release.recv_timeout(Duration::from_secs(10));
+        }
+        Ok(vec![reading(0, 10.0 * n as f64, 50.0)])
+    }
+}
+
+#[tokio::test]
+async fn a_hung_poll_times_out_reports_unavailable_and_starts_no_other_poll() {
+    let started = Arc::new(AtomicUsize::new(0));
+    let (release, rx) = std::sync::mpsc::channel();
+    let source = HangingSource {
+        started: started.clone(),
+        release: rx,
+    };
+    let config = Config {
+        poll_timeout: Some(Duration::from_millis(100)),
+        ..fast(20)
+    };
+    let mut h = start(16, |id, hub, t| {
+        NvmlReceiver::with_source(id, &config, Box::new(source), hub, t)
+    });
+    let first = h.next().await;
+    assert_eq!(available(&first), 1.0);
+    for _ in 0..5 {
+        let b = h.next().await;
+        assert_eq!(available(&b), 0.0);
+        assert_eq!(b.data_points(), 2, "nothing per GPU while hung");
+    }
+    assert_eq!(started.load(Ordering::SeqCst), 2, "no poll while one hangs");
+    let report = h.status.report();
+    assert_eq!(report.status, "failing");
+    assert_eq!(
+        report.last_error.as_deref(),
+        Some(
+            "reading the GPUs did not return within 100ms (a GPU may have fallen off the bus); \
+             no new GPU call until it returns"
+        )
+    );
+    let polls = |h: &Harness, result| {
+        h.telemetry
+            .value(
+                "vla_collector_receiver_gpu_polls_total",
+                &[("receiver", "nvml"), ("result", result)],
+            )
+            .unwrap_or(0)
+    };
+    assert!(polls(&h, "timeout") >= 5, "{}", polls(&h, "timeout"));
+    assert_eq!(polls(&h, "failed"), 0);
+
+    release.send(()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let recovered = loop {
+        let b = h.next().await;
+        if available(&b) == 1.0 {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "never recovered");
+    };
+    // The hung poll's late answer (20 %) is dropped; a fresh poll (30 %) is sent.
+    assert_eq!(
+        values(&recovered, "vla.gpu.utilization"),
+        [("0".to_owned(), 30.0)]
+    );
+    assert_eq!(started.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        h.hub.load().by_index(0).and_then(|g| g.utilization_percent),
+        Some(30.0)
+    );
+    assert_eq!(h.status.report().status, "ok");
+    h.stop_within(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_given_source_is_kept_however_long_it_fails() {
+    let mut script = vec![Err("GPU 0 has fallen off the bus".to_owned()); 7];
+    script.push(Ok(vec![reading(0, 42.0, 60.0)]));
+    let mut h = with_source(fast(20), FakeGpuSource::scripted(script), 16);
+    for _ in 0..7 {
+        assert_eq!(available(&h.next().await), 0.0);
+    }
+    const { assert!(7 > REOPEN_AFTER_FAILED_POLLS) };
+    let b = h.next().await;
+    assert_eq!(available(&b), 1.0);
+    assert_eq!(values(&b, "vla.gpu.utilization"), [("0".to_owned(), 42.0)]);
+    assert_eq!(h.status.report().source, "fake (scripted)");
+    h.stop_within(Duration::from_secs(2)).await;
+}
+
 #[test]
 fn real_nvml_reads_sane_values_or_is_skipped() {
     let mut source = match NvmlSource::open(None) {
@@ -419,4 +529,19 @@ fn real_nvml_reads_sane_values_or_is_skipped() {
     let t0 = Instant::now();
     assert_eq!(source.poll().expect("second poll").len(), readings.len());
     assert!(t0.elapsed() < Duration::from_secs(5));
+    // Dropping the source shuts its NVML down; opening again initialises it afresh (what the
+    // receiver does after repeated failures) and reads the same GPUs.
+    let uuids: Vec<String> = readings.iter().map(|r| r.uuid.clone()).collect();
+    drop(source);
+    let mut again = NvmlSource::open(None).expect("reopen after drop");
+    let reread = again.poll().expect("poll after reopen");
+    assert_eq!(
+        reread.iter().map(|r| r.uuid.clone()).collect::<Vec<_>>(),
+        uuids
+    );
+    // Two sources at once (two receivers) both work; NVML is reference-counted.
+    let mut third = NvmlSource::open(None).expect("a second source");
+    assert_eq!(third.poll().expect("poll").len(), uuids.len());
+    drop(third);
+    assert_eq!(again.poll().expect("still works").len(), uuids.len());
 }

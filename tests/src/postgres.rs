@@ -14,6 +14,8 @@
 //! shutdown, then SIGKILL to the group if it lingers) and removes the directory.
 //! [`Postgres::stop`] and [`Postgres::start_server`] stop and restart it on the same port and
 //! data, and [`Postgres::freeze`] / [`Postgres::thaw`] suspend it to play a hung server.
+//! [`Postgres::require_passwords`] turns on password (SCRAM) authentication for every TCP login
+//! but `postgres`'s, so a test can check a client's password handling.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), vla_e2e::HarnessError> {
@@ -174,7 +176,9 @@ impl Postgres {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten());
             if exited.is_some() || Instant::now() > deadline {
-                self.server = None;
+                // A server that never became ready may still run (or have left children in
+                // its group): stop it before forgetting it, or it outlives the test.
+                self.shut_down_now();
                 return Err(HarnessError::NotReady {
                     what: "postgres",
                     secs: READY_TIMEOUT.as_secs(),
@@ -255,6 +259,38 @@ impl Postgres {
             .map_err(|e| HarnessError::Unexpected(format!("postgres: {sql}: {e:?}")))
     }
 
+    /// Requires a password (SCRAM) for TCP logins of every user but `postgres` (which
+    /// [`Postgres::client`] uses), reloads the configuration and waits until it is in force.
+    pub async fn require_passwords(&self) -> Result<(), HarnessError> {
+        std::fs::write(
+            self.data.join("pg_hba.conf"),
+            "local all all trust\n\
+             host all postgres 127.0.0.1/32 trust\n\
+             host all all 127.0.0.1/32 scram-sha-256\n",
+        )?;
+        self.execute("SELECT pg_reload_conf()").await?;
+        // The reload is asynchronous: wait until a login without a password is asked for one.
+        let probe = format!(
+            "host=127.0.0.1 port={} user=password_probe dbname=postgres",
+            self.port
+        );
+        crate::eventually(Duration::from_secs(10), || {
+            let probe = probe.clone();
+            async move {
+                match tokio_postgres::connect(&probe, tokio_postgres::NoTls).await {
+                    // "invalid configuration: password missing" (the client has none to give).
+                    Err(e) if chain(&e).contains("password") => Ok(()),
+                    Err(e) => Err(format!(
+                        "password authentication not in force yet: {}",
+                        chain(&e)
+                    )),
+                    Ok(_) => Err("a login without a password was accepted".into()),
+                }
+            }
+        })
+        .await
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -267,25 +303,46 @@ impl Postgres {
     }
 }
 
-impl Drop for Postgres {
-    fn drop(&mut self) {
+impl Postgres {
+    /// Stops the server at once, if one was started: an immediate shutdown (SIGQUIT) lets the
+    /// postmaster release its shared memory; SIGKILL to the process group if it lingers or
+    /// already exited (a child it left behind dies with the group).
+    fn shut_down_now(&mut self) {
         let Some(mut child) = self.server.take() else {
             return;
         };
-        // Immediate shutdown lets the postmaster release its shared memory; SIGKILL to the
-        // process group if it lingers.
-        let pid = self.postmaster_pid().unwrap_or(child.id());
-        signal("CONT", pid);
-        signal("QUIT", pid);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
+        if let Ok(None) = child.try_wait() {
+            let pid = self.postmaster_pid().unwrap_or(child.id());
+            signal("CONT", pid);
+            signal("QUIT", pid);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
         kill_group(&mut child);
     }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.shut_down_now();
+    }
+}
+
+/// An error and its causes, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 fn signal(sig: &str, pid: u32) {

@@ -6,7 +6,11 @@
 //!    fails and failures are counted; a restart recovers.
 //! 2. Bad queries (a missing table, no `tier` column, duplicate ids) fail with a clear message
 //!    and keep the last good table.
-//! 3. Starting with the server down gives default tiers and a failing status, until it is up.
+//! 3. Starting with the server down leaves points untouched (no default tier, ids kept, even
+//!    with `on_existing: overwrite` and `drop_customer_id`) and counts them as `no_table`, with
+//!    a failing status, until it is up.
+//! 4. A `password_file` is read at each attempt: with password authentication on, the right
+//!    password loads, a wrong one fails (never shown), and fixing the file recovers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -62,6 +66,14 @@ fn enrich(tier: &CustomerTier, customer: &str) -> (String, Option<String>) {
 
 fn tier_of(tier: &CustomerTier, customer: &str) -> String {
     enrich(tier, customer).0
+}
+
+fn points(t: &Telemetry, result: &str) -> i64 {
+    t.value(
+        "vla_collector_customer_tier_points_total",
+        &[("processor", ID), ("result", result)],
+    )
+    .unwrap_or(-1)
 }
 
 fn refreshes(t: &Telemetry, result: &str) -> i64 {
@@ -130,9 +142,16 @@ async fn tiers_from_postgres_follow_updates_and_survive_an_outage() {
         (description.as_str(), "pending")
     );
     assert_eq!(
-        tier_of(&tier, "cust-0001"),
-        "unknown",
-        "empty until the first refresh"
+        enrich(&tier, "cust-0001"),
+        ("-".into(), None),
+        "untouched until the first refresh"
+    );
+    assert_eq!(
+        (
+            points(&telemetry, "no_table"),
+            points(&telemetry, "default")
+        ),
+        (1, 0)
     );
 
     let shutdown = CancellationToken::new();
@@ -246,7 +265,11 @@ async fn bad_queries_fail_with_a_clear_message() {
         assert_eq!(report.entries, 0, "{query}");
         assert_eq!(refreshes(&telemetry, "ok"), 0, "{query}");
         assert!(refreshes(&telemetry, "error") >= 1, "{query}");
-        assert_eq!(tier_of(&tier, "cust-0001"), "unknown", "{query}");
+        assert_eq!(
+            tier_of(&tier, "cust-0001"),
+            "-",
+            "no table: no tier; {query}"
+        );
         shutdown.cancel();
         task.await.unwrap();
     }
@@ -273,26 +296,155 @@ async fn bad_queries_fail_with_a_clear_message() {
     task.await.unwrap();
 }
 
+/// Two customers' points, one with the tier the API sent, in one metric.
+fn api_batch() -> MetricBatch {
+    MetricBatch::new(
+        "otlp".into(),
+        vec![fixtures::resource(
+            "vla-api",
+            vec![fixtures::cumulative_sum(
+                "vla.customer.requests",
+                "{request}",
+                true,
+                &[
+                    (3.0, &[("customer_id", "cust-0001"), ("tier", "trial")]),
+                    (5.0, &[("customer_id", "cust-0002")]),
+                ],
+            )],
+        )],
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn starting_with_the_database_down_uses_default_tiers_until_it_is_up() {
+async fn starting_with_the_database_down_leaves_points_untouched_until_it_is_up() {
     let mut pg = Postgres::create().expect("initdb");
     let telemetry = Telemetry::new();
-    let cfg = tier_config(&pg.dsn(), "SELECT customer_id, tier, plan FROM customers");
+    // The settings where a default tier would do the most harm: it would replace the API's
+    // tier, and dropping the ids would merge both customers into one `unknown` series.
+    let cfg: Config = serde_json::from_value(serde_json::json!({
+        "source": {"postgres": {
+            "dsn": pg.dsn(),
+            "query": "SELECT customer_id, tier, plan FROM customers",
+            "refresh_interval": "200ms",
+            "timeout": "1s",
+        }},
+        "attributes": {"plan": "customer_plan"},
+        "on_existing": "overwrite",
+        "drop_customer_id": {"include": ["vla.customer.requests"]},
+    }))
+    .unwrap();
     let tier = CustomerTier::new(ID.into(), &cfg, &telemetry).unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(tier.refresher(shutdown.clone()).unwrap());
     let report = status_until(&tier, "the failure", |r| r.status == "failing").await;
     assert_eq!(report.entries, 0);
     assert!(report.loaded_at_unix.is_none());
-    assert_eq!(tier_of(&tier, "cust-0001"), "unknown");
+    let mut batch = api_batch();
+    let sent = batch.resource_metrics().to_vec();
+    tier.processor().process(&mut batch);
+    assert_eq!(
+        batch.resource_metrics(),
+        &sent[..],
+        "no table yet: points untouched"
+    );
+    assert_eq!(
+        [
+            points(&telemetry, "no_table"),
+            points(&telemetry, "enriched"),
+            points(&telemetry, "default"),
+        ],
+        [2, 0, 0]
+    );
 
     pg.start_server().await.expect("postgres");
     pg.execute(SCHEMA).await.unwrap();
-    tier_until(&tier, "cust-0001", "enterprise").await;
     let report = status_until(&tier, "ok", |r| r.status == "ok").await;
     assert_eq!(report.entries, 3);
     assert!(report.failures_total >= 1);
     assert!(refreshes(&telemetry, "ok") >= 1);
+    // Now the table decides: the API's tier is overwritten, the ids go, tiers stay apart.
+    let mut batch = api_batch();
+    tier.processor().process(&mut batch);
+    // (tier, still has its customer id)
+    let mut got = Vec::new();
+    batch.for_each_point_mut(|_, attrs| {
+        got.push((
+            attr_str(attrs, "tier").unwrap_or("-").to_owned(),
+            attr_str(attrs, "customer_id").is_some(),
+        ));
+    });
+    assert_eq!(
+        got,
+        vec![("enterprise".to_owned(), false), ("pro".to_owned(), false)]
+    );
+    assert_eq!(points(&telemetry, "enriched"), 2);
+    assert_eq!(points(&telemetry, "no_table"), 2);
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_file_is_read_at_each_attempt() {
+    // A password that a double-quoted YAML dsn could not carry.
+    const PASSWORD: &str = r#"pw "with" \ quotes"#;
+    let pg = Postgres::start().await.expect("postgres");
+    pg.execute(SCHEMA).await.unwrap();
+    pg.execute(&format!(
+        "CREATE ROLE vla LOGIN PASSWORD '{PASSWORD}'; GRANT SELECT ON customers TO vla"
+    ))
+    .await
+    .unwrap();
+    pg.require_passwords().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pg-password");
+    std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    let dsn = format!("host=127.0.0.1 port={} user=vla dbname=postgres", pg.port());
+    let cfg: Config = serde_json::from_value(serde_json::json!({
+        "source": {"postgres": {
+            "dsn": dsn,
+            "password_file": file,
+            "query": "SELECT customer_id, tier FROM customers",
+            "refresh_interval": "200ms",
+            "timeout": "2s",
+        }},
+    }))
+    .unwrap();
+    let telemetry = Telemetry::new();
+    let tier = CustomerTier::new(ID.into(), &cfg, &telemetry).unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(tier.refresher(shutdown.clone()).unwrap());
+    let report = status_until(&tier, "a load with the password", |r| r.status == "ok").await;
+    assert_eq!(report.entries, 3);
+    assert_eq!(tier_of(&tier, "cust-0002"), "pro");
+
+    // A wrong password: the refresh fails without showing it; the table stays.
+    std::fs::write(&file, "not-the-password\n").unwrap();
+    let report = status_until(&tier, "the wrong password", |r| r.status == "failing").await;
+    let error = report.last_error.unwrap_or_default();
+    assert!(error.contains("password authentication failed"), "{error}");
+    assert!(!error.contains("not-the-password"), "{error}");
+    assert_eq!(tier_of(&tier, "cust-0002"), "pro");
+
+    // An unreadable file names the file and the setting.
+    std::fs::remove_file(&file).unwrap();
+    let report = status_until(&tier, "the missing file", |r| {
+        r.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("password file"))
+    })
+    .await;
+    let error = report.last_error.unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "cannot read the password file {} (processors.{ID}.source.postgres.password_file)",
+            file.display()
+        )),
+        "{error}"
+    );
+
+    // The file is fixed: the next attempt reads it again.
+    std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    status_until(&tier, "recovery", |r| r.status == "ok").await;
     shutdown.cancel();
     task.await.unwrap();
 }

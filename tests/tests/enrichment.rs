@@ -348,7 +348,13 @@ async fn a_customer_file_that_does_not_load_stops_the_start_with_file_and_line()
         "customers:\n  - { customer_id: acme, tier: pro }\n  - { customer_id: globex }\n",
     )
     .unwrap();
-    let ports = Ports::new();
+    // Port 0 everywhere: the start must fail on the file, never on a port another test took.
+    let ports = Ports {
+        grpc: 0,
+        http: 0,
+        scrape: 0,
+        telemetry: 0,
+    };
     let config = vla_e2e::shipped_pipeline_config(
         &ports,
         "http://127.0.0.1:9/api/v1/write",
@@ -358,13 +364,28 @@ async fn a_customer_file_that_does_not_load_stops_the_start_with_file_and_line()
     .unwrap();
     let config_file = dir.path().join("collector.yaml");
     std::fs::write(&config_file, config).unwrap();
-    let out = std::process::Command::new(collector_binary().unwrap())
+    let mut child = std::process::Command::new(collector_binary().unwrap())
         .arg("--config")
         .arg(&config_file)
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    // It must refuse to start; if it starts anyway, stop it rather than hang the suite.
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the collector started on a broken customer file");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
     assert!(
         stderr.contains("customer_tier") && stderr.contains("customers.yaml:3"),
         "the error names the processor, the file and the line: {stderr}"
@@ -433,7 +454,8 @@ async fn the_tier_comes_from_postgresql_follows_an_update_and_survives_the_datab
     .unwrap();
     let prom = Prometheus::start(&[]).await.expect("prometheus");
     let ports = Ports::new();
-    let dsn = db.dsn();
+    // Trust authentication ignores the password; it is there to prove it leaks nowhere.
+    let dsn = format!("{} password=s3cret-e2e", db.dsn());
     let config = vla_e2e::shipped_pipeline_config(&ports, &prom.write_url(), "100ms", |doc| {
         doc["processors"]["customer_tier"] = json!({
             "source": { "postgres": {
@@ -514,8 +536,8 @@ async fn the_tier_comes_from_postgresql_follows_an_update_and_survives_the_datab
     .await
     .unwrap();
     assert!(
-        !body.to_string().contains("password"),
-        "no credentials on /ready: {body}"
+        !body.to_string().contains("s3cret"),
+        "no password on /ready: {body}"
     );
     let before = prom
         .query("sum(vla_customer_requests_total{customer_id=\"acme\",tier=\"enterprise\"})")
@@ -543,5 +565,11 @@ async fn the_tier_comes_from_postgresql_follows_an_update_and_survives_the_datab
         .map(|(_, v)| *v)
         .sum();
     assert!(errors >= 1.0, "{metrics:?}");
+    assert!(!format!("{metrics:?}").contains("s3cret"));
+    let log = collector.process.log();
+    assert!(
+        log.contains("customer_tier") && !log.contains("s3cret"),
+        "the outage is logged, without the password:\n{log}"
+    );
     drop(collector);
 }

@@ -301,6 +301,11 @@ pub(crate) fn serde_diagnostic(at: YamlPath, msg: &str) -> Diagnostic {
         if let Some(rest) = msg.strip_prefix(prefix)
             && let Some((got, expected)) = rest.rsplit_once(", expected ")
         {
+            let got = if got.starts_with("string ") && may_hold_a_secret(&at) {
+                "a string (not shown: it may hold a secret)"
+            } else {
+                got
+            };
             return Diagnostic::at(
                 at,
                 format!("expected {}, got {}", yaml_words(expected), got),
@@ -308,6 +313,21 @@ pub(crate) fn serde_diagnostic(at: YamlPath, msg: &str) -> Diagnostic {
         }
     }
     Diagnostic::at(at, msg)
+}
+
+/// Whether a value at `at` may be a credential (a connection string, a password, a header), so
+/// an error must not echo it.
+fn may_hold_a_secret(at: &YamlPath) -> bool {
+    const WORDS: &[&str] = &[
+        "postgres", "dsn", "password", "secret", "token", "auth", "header", "key",
+    ];
+    at.segments().iter().any(|seg| match seg {
+        super::diag::Seg::Key(k) => {
+            let k = k.to_ascii_lowercase();
+            WORDS.iter().any(|w| k.contains(w))
+        }
+        super::diag::Seg::Index(_) => false,
+    })
 }
 
 /// `unknown field "endpont" (did you mean "endpoint"?)`, or the valid names when none is close.

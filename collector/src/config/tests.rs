@@ -156,7 +156,7 @@ fn the_embedded_config_is_valid() {
     assert_eq!(c.source, EMBEDDED_NAME);
     assert_eq!(
         c.summary(),
-        "1 pipeline, 2 receivers, 4 processors, 1 exporter"
+        "1 pipeline, 2 receivers, 5 processors, 1 exporter"
     );
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
@@ -753,4 +753,20 @@ fn blocking_remote_write_beside_other_exporters_is_a_warning() {
              to group points up to its send_batch_size or timeout"
         ]
     );
+}
+
+#[test]
+fn a_connection_string_in_the_wrong_place_is_not_echoed() {
+    let yaml = format!(
+        "{BASE}processors:\n  customer_tier:\n    source: {{ postgres: \"host=db user=vla \
+         password=s3cret dbname=billing\" }}\n"
+    );
+    let errors = errors(&yaml).join("\n");
+    assert!(
+        errors.contains(
+            "processors.customer_tier.source.postgres: expected a mapping, got a string (not shown"
+        ),
+        "{errors}"
+    );
+    assert!(!errors.contains("s3cret"), "{errors}");
 }

@@ -10,6 +10,8 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use vla_pipeline::config::{ConfigProblem, duration};
 
+use super::labels;
+
 /// The `customer_tier` processor's settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,10 +48,11 @@ pub struct SourceConfig {
     /// Customers written in the config: id → tier, or id → `{tier: ..., other fields}`.
     #[serde(default)]
     pub inline: Option<BTreeMap<String, InlineCustomer>>,
-    /// A YAML (`.yaml`/`.yml`) or CSV (`.csv`) file, relative to the current directory.
+    /// A YAML (`.yaml`/`.yml`) or CSV (`.csv`) file; a relative path is relative to the
+    /// collector's working directory.
     #[serde(default)]
     pub file: Option<PathBuf>,
-    /// How often the file is checked for changes (default 5s; file sources only).
+    /// How often the file is checked for changes (default 5s, at least 100ms; file sources only).
     #[serde(default, deserialize_with = "optional_duration")]
     pub reload_interval: Option<Duration>,
     /// A PostgreSQL query run periodically.
@@ -70,16 +73,21 @@ pub enum InlineCustomer {
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
-    /// A libpq-style connection string: `host=db port=5432 user=vla dbname=billing`.
+    /// A libpq-style connection string: `host=db port=5432 user=vla dbname=billing`
+    /// (`hostaddr=10.0.0.7` may stand in for `host=`).
     pub dsn: String,
+    /// A file holding the password, read at each connection attempt (trailing newline
+    /// trimmed); instead of `password=` in the DSN.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// The query; its columns are `customer_id` (or the first column), `tier`, and extra
     /// fields (default `SELECT customer_id, tier FROM customers`).
     #[serde(default = "default_query")]
     pub query: String,
-    /// How often the query runs (default 30s).
+    /// How often the query runs (default 30s, at least 100ms).
     #[serde(default = "default_refresh_interval", deserialize_with = "duration")]
     pub refresh_interval: Duration,
-    /// The bound on one refresh: connect and query (default 5s).
+    /// The bound on one refresh: connect and query (default 5s, at least 10ms).
     #[serde(default = "default_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
 }
@@ -88,6 +96,7 @@ impl fmt::Debug for PostgresConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresConfig")
             .field("dsn", &"<hidden>")
+            .field("password_file", &self.password_file)
             .field("query", &self.query)
             .field("refresh_interval", &self.refresh_interval)
             .field("timeout", &self.timeout)
@@ -143,6 +152,11 @@ pub struct DropConfig {
 pub const DEFAULT_QUERY: &str = "SELECT customer_id, tier FROM customers";
 /// The default file `reload_interval`.
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+/// The shortest `reload_interval` and `refresh_interval`: shorter would turn the refresher
+/// into a busy loop against the file system or the database.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// The shortest postgres `timeout`: below it no connection can be made.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 
 fn default_customer_id_key() -> String {
     "customer_id".to_owned()
@@ -260,9 +274,9 @@ impl SourceConfig {
 }
 
 impl Config {
-    /// Pure checks (no I/O): exactly one source, non-empty keys, query and DSN, intervals
-    /// greater than 0, valid globs and inline entries. Problems are reported under `path`
-    /// (e.g. `processors.customer_tier`).
+    /// Pure checks (no I/O): exactly one source, non-empty keys, query and DSN, intervals not
+    /// below their minimums, added attribute keys usable as Prometheus labels, valid globs and
+    /// inline entries. Problems are reported under `path` (e.g. `processors.customer_tier`).
     pub fn validate(&self, path: &str) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
         let mut problem =
@@ -283,34 +297,38 @@ impl Config {
             ),
         }
         if let Some(inline) = &self.source.inline {
+            let at = format!("{src}.inline");
             if inline.is_empty() {
-                problem(
-                    format!("{src}.inline"),
-                    "must list at least one customer".into(),
-                );
+                problem(at.clone(), "must list at least one customer".into());
             }
             for (id, customer) in inline {
-                let at = format!("{src}.inline.{id}");
                 if id.trim().is_empty() {
-                    problem(
-                        format!("{src}.inline"),
-                        "customer ids must not be empty".into(),
-                    );
+                    problem(at.clone(), "customer ids must not be empty".into());
+                    continue;
                 }
                 if customer.tier().is_none() {
-                    let at = match customer {
-                        InlineCustomer::Tier(_) => at.clone(),
-                        InlineCustomer::Fields(_) => format!("{at}.tier"),
+                    let sub = match customer {
+                        InlineCustomer::Tier(_) => "",
+                        InlineCustomer::Fields(_) => "tier",
                     };
-                    problem(at, "a tier is required and must not be empty".into());
+                    let (at, message) = keyed(
+                        &at,
+                        id,
+                        sub,
+                        "a tier is required and must not be empty".into(),
+                    );
+                    problem(at, message);
                 }
                 if let InlineCustomer::Fields(fields) = customer
                     && fields.contains_key("customer_id")
                 {
-                    problem(
-                        format!("{at}.customer_id"),
+                    let (at, message) = keyed(
+                        &at,
+                        id,
+                        "customer_id",
                         "not allowed here: the map key is the customer id".into(),
                     );
+                    problem(at, message);
                 }
             }
         }
@@ -326,16 +344,14 @@ impl Config {
             }
         }
         if let Some(interval) = self.source.reload_interval {
+            let at = format!("{src}.reload_interval");
             if self.source.file.is_none() {
                 problem(
-                    format!("{src}.reload_interval"),
+                    at,
                     "only applies to a file source (postgres has refresh_interval)".into(),
                 );
-            } else if interval.is_zero() {
-                problem(
-                    format!("{src}.reload_interval"),
-                    "must be greater than 0".into(),
-                );
+            } else if let Some(why) = at_least(interval, MIN_INTERVAL) {
+                problem(at, why);
             }
         }
         if let Some(pg) = &self.source.postgres {
@@ -352,8 +368,20 @@ impl Config {
                         ),
                     ),
                     Ok(c) => {
-                        if c.get_hosts().is_empty() {
-                            problem(format!("{at}.dsn"), "must name a host (host=...)".into());
+                        let (hosts, addrs) = (c.get_hosts().len(), c.get_hostaddrs().len());
+                        if hosts == 0 && addrs == 0 {
+                            problem(
+                                format!("{at}.dsn"),
+                                "must name a host (host=... or hostaddr=...)".into(),
+                            );
+                        } else if hosts > 0 && addrs > 0 && hosts != addrs {
+                            problem(
+                                format!("{at}.dsn"),
+                                format!(
+                                    "host names {hosts} hosts but hostaddr {addrs} addresses; \
+                                     give one address per host, or only one of the two"
+                                ),
+                            );
                         }
                         if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
                             problem(
@@ -362,20 +390,32 @@ impl Config {
                                     .into(),
                             );
                         }
+                        if c.get_password().is_some() && pg.password_file.is_some() {
+                            problem(
+                                format!("{at}.password_file"),
+                                "the dsn has a password= already; set the password in one \
+                                 place"
+                                    .into(),
+                            );
+                        }
                     }
                 }
+            }
+            if pg
+                .password_file
+                .as_ref()
+                .is_some_and(|f| f.as_os_str().is_empty())
+            {
+                problem(format!("{at}.password_file"), "must not be empty".into());
             }
             if pg.query.trim().is_empty() {
                 problem(format!("{at}.query"), "must not be empty".into());
             }
-            if pg.refresh_interval.is_zero() {
-                problem(
-                    format!("{at}.refresh_interval"),
-                    "must be greater than 0".into(),
-                );
+            if let Some(why) = at_least(pg.refresh_interval, MIN_INTERVAL) {
+                problem(format!("{at}.refresh_interval"), why);
             }
-            if pg.timeout.is_zero() {
-                problem(format!("{at}.timeout"), "must be greater than 0".into());
+            if let Some(why) = at_least(pg.timeout, MIN_TIMEOUT) {
+                problem(format!("{at}.timeout"), why);
             }
         }
         for (name, value) in [
@@ -387,40 +427,76 @@ impl Config {
                 problem(format!("{path}.{name}"), "must not be empty".into());
             }
         }
-        if !self.tier_key.is_empty() && self.tier_key == self.customer_id_key {
-            problem(
-                format!("{path}.tier_key"),
-                "must differ from customer_id_key".into(),
-            );
-        }
-        let mut seen_keys: BTreeMap<&str, &str> = BTreeMap::new();
-        for (field, key) in &self.attributes {
-            let at = format!("{path}.attributes.{field}");
-            if field.trim().is_empty() {
+        // The keys the processor adds become Prometheus labels: each must make a valid,
+        // unreserved label, distinct from the others' and the customer id's.
+        let id_label = labels::label_name(&self.customer_id_key);
+        let tier_label = labels::label_name(&self.tier_key);
+        if !self.tier_key.trim().is_empty() {
+            if let Some(why) = labels::problem(&self.tier_key) {
+                problem(format!("{path}.tier_key"), why);
+            } else if self.tier_key == self.customer_id_key {
                 problem(
-                    format!("{path}.attributes"),
-                    "field names must not be empty".into(),
+                    format!("{path}.tier_key"),
+                    "must differ from customer_id_key".into(),
                 );
-            } else if field == "customer_id" || field == "tier" {
+            } else if tier_label == id_label {
                 problem(
-                    at.clone(),
+                    format!("{path}.tier_key"),
                     format!(
-                        "{field:?} is not an extra field (the tier is always added under tier_key)"
+                        "{:?} and customer_id_key {:?} both become the label {tier_label:?}",
+                        self.tier_key, self.customer_id_key
                     ),
                 );
             }
+        }
+        // Label → (attribute key, who adds or carries it).
+        let mut seen: BTreeMap<String, (&str, String)> = BTreeMap::new();
+        seen.insert(
+            id_label,
+            (&self.customer_id_key, "customer_id_key".to_owned()),
+        );
+        seen.entry(tier_label)
+            .or_insert((&self.tier_key, "tier_key".to_owned()));
+        let at_attributes = format!("{path}.attributes");
+        for (field, key) in &self.attributes {
+            let mut report = |message: String| {
+                let (at, message) = keyed(&at_attributes, field, "", message);
+                problem(at, message);
+            };
+            if field.trim().is_empty() {
+                problem(
+                    at_attributes.clone(),
+                    "field names must not be empty".into(),
+                );
+                continue;
+            }
+            if field == "customer_id" || field == "tier" {
+                report(format!(
+                    "{field:?} is not an extra field (the tier is always added under tier_key)"
+                ));
+            }
             if key.trim().is_empty() {
-                problem(at.clone(), "the attribute key must not be empty".into());
-            } else if key == &self.tier_key || key == &self.customer_id_key {
-                problem(
-                    at.clone(),
-                    format!("attribute key {key:?} clashes with tier_key or customer_id_key"),
-                );
-            } else if let Some(other) = seen_keys.insert(key, field) {
-                problem(
-                    at,
-                    format!("attribute key {key:?} is also used by field {other:?}"),
-                );
+                report("the attribute key must not be empty".into());
+                continue;
+            }
+            if let Some(why) = labels::problem(key) {
+                report(why);
+                continue;
+            }
+            let label = labels::label_name(key);
+            match seen.get(&label) {
+                Some((other, who)) if other == key && who.ends_with("_key") => report(format!(
+                    "attribute key {key:?} clashes with tier_key or customer_id_key"
+                )),
+                Some((other, who)) if other == key => {
+                    report(format!("attribute key {key:?} is also used by {who}"))
+                }
+                Some((other, who)) => report(format!(
+                    "attribute key {key:?} becomes the label {label:?}, as {who} {other:?} does"
+                )),
+                None => {
+                    seen.insert(label, (key, format!("field {field:?}")));
+                }
             }
         }
         if let Some(drop) = &self.drop_customer_id {
@@ -440,6 +516,31 @@ impl Config {
             }
         }
         problems
+    }
+}
+
+/// `must be at least <min> (got <d>)` when `d` is shorter than `min`.
+fn at_least(d: Duration, min: Duration) -> Option<String> {
+    (d < min).then(|| format!("must be at least {min:?} (got {d:?})"))
+}
+
+/// The problem path of `sub` (a field such as `tier`, or nothing) under the map key `key` of
+/// `at`, and the message to go with it. The collector turns a problem path back into YAML
+/// segments by splitting it at `.` and `[` (`YamlPath::join_dotted` in
+/// `collector/src/config/diag.rs`) and has no quoting for keys, so a key holding `.`, `[` or
+/// `]` (an id like `cust.0001`) cannot be written into a path without sending the line
+/// locator astray. Such a problem is reported at `at` (whose line the locator finds) and
+/// the message names the key, quoted: `"cust.0001".tier: ...`.
+fn keyed(at: &str, key: &str, sub: &str, message: String) -> (String, String) {
+    let sub_path = if sub.is_empty() {
+        String::new()
+    } else {
+        format!(".{sub}")
+    };
+    if key.contains(['.', '[', ']']) {
+        (at.to_owned(), format!("{key:?}{sub_path}: {message}"))
+    } else {
+        (format!("{at}.{key}{sub_path}"), message)
     }
 }
 

@@ -53,16 +53,28 @@ pub(crate) struct DropOutcome {
     pub(crate) skipped: Option<(SkipReason, usize)>,
 }
 
+/// The merge's working memory, kept by the processor so that merging allocates nothing once
+/// it has seen its largest metric. Cleared at each use.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    /// Attribute-set hash → index of the first kept point with that hash.
+    first_by_hash: hashbrown::HashMap<u64, usize, foldhash::fast::RandomState>,
+}
+
 /// Removes attribute `key` from the points of `metric` and merges the points that then share
 /// their attributes.
-pub(crate) fn drop_key_and_merge(metric: &mut Metric, key: &str) -> DropOutcome {
+pub(crate) fn drop_key_and_merge(
+    metric: &mut Metric,
+    key: &str,
+    scratch: &mut Scratch,
+) -> DropOutcome {
     let skipped = |reason, n: usize| DropOutcome {
         merged: 0,
         skipped: (n > 0).then_some((reason, n)),
     };
     match &mut metric.data {
-        Some(metric::Data::Gauge(g)) => number(&mut g.data_points, key),
-        Some(metric::Data::Sum(s)) => number(&mut s.data_points, key),
+        Some(metric::Data::Gauge(g)) => number(&mut g.data_points, key, scratch),
+        Some(metric::Data::Sum(s)) => number(&mut s.data_points, key, scratch),
         Some(metric::Data::Histogram(h)) => {
             let carrying = count_carrying(h.data_points.iter().map(|p| &p.attributes[..]), key);
             if carrying == 0 {
@@ -80,7 +92,12 @@ pub(crate) fn drop_key_and_merge(metric: &mut Metric, key: &str) -> DropOutcome 
                 vla_pipeline::remove_attr(&mut p.attributes, key);
             }
             DropOutcome {
-                merged: merge_by_attrs(&mut h.data_points, |p| &p.attributes, fold_histogram),
+                merged: merge_by_attrs(
+                    &mut h.data_points,
+                    |p| &p.attributes,
+                    fold_histogram,
+                    scratch,
+                ),
                 skipped: None,
             }
         }
@@ -100,7 +117,7 @@ fn count_carrying<'a>(attrs: impl Iterator<Item = &'a [KeyValue]>, key: &str) ->
     attrs.filter(|a| a.iter().any(|kv| kv.key == key)).count()
 }
 
-fn number(points: &mut Vec<NumberDataPoint>, key: &str) -> DropOutcome {
+fn number(points: &mut Vec<NumberDataPoint>, key: &str, scratch: &mut Scratch) -> DropOutcome {
     let mut removed = 0;
     for p in points.iter_mut() {
         if vla_pipeline::remove_attr(&mut p.attributes, key).is_some() {
@@ -111,46 +128,53 @@ fn number(points: &mut Vec<NumberDataPoint>, key: &str) -> DropOutcome {
         return DropOutcome::default();
     }
     DropOutcome {
-        merged: merge_by_attrs(points, |p| &p.attributes, fold_number),
+        merged: merge_by_attrs(points, |p| &p.attributes, fold_number, scratch),
         skipped: None,
     }
 }
 
 /// Folds together the points whose attribute sets are equal (in any order), keeping the
-/// first occurrence's position; returns how many points were folded away.
-pub(crate) fn merge_by_attrs<P>(
+/// first occurrence's position; returns how many points were folded away. Works in place:
+/// kept points are compacted to the front, folded ones are taken out (leaving a default).
+pub(crate) fn merge_by_attrs<P: Default>(
     points: &mut Vec<P>,
     attrs: impl Fn(&P) -> &Vec<KeyValue>,
     fold: impl Fn(&mut P, P),
+    scratch: &mut Scratch,
 ) -> usize {
     let before = points.len();
     if before < 2 {
         return 0;
     }
-    let mut out: Vec<P> = Vec::with_capacity(before);
-    let mut first_by_hash: hashbrown::HashMap<u64, usize, foldhash::fast::RandomState> =
-        hashbrown::HashMap::with_capacity_and_hasher(
-            before,
-            foldhash::fast::RandomState::default(),
-        );
-    for p in points.drain(..) {
-        let h = attrs_hash(attrs(&p));
+    let first_by_hash = &mut scratch.first_by_hash;
+    first_by_hash.clear();
+    first_by_hash.reserve(before);
+    // Points `..kept` are the output so far; `kept..read` are emptied slots.
+    let mut kept = 0;
+    for read in 0..before {
+        let h = attrs_hash(attrs(&points[read]));
         let target = match first_by_hash.get(&h) {
-            Some(&i) if same_attrs(attrs(&out[i]), attrs(&p)) => Some(i),
+            Some(&i) if same_attrs(attrs(&points[i]), attrs(&points[read])) => Some(i),
             // A hash collision between different sets: rare, so a scan is fine.
-            Some(_) => out.iter().position(|o| same_attrs(attrs(o), attrs(&p))),
+            Some(_) => points[..kept]
+                .iter()
+                .position(|o| same_attrs(attrs(o), attrs(&points[read]))),
             None => None,
         };
         match target {
-            Some(i) => fold(&mut out[i], p),
+            Some(i) => {
+                let p = std::mem::take(&mut points[read]);
+                fold(&mut points[i], p);
+            }
             None => {
-                first_by_hash.entry(h).or_insert(out.len());
-                out.push(p);
+                first_by_hash.entry(h).or_insert(kept);
+                points.swap(kept, read);
+                kept += 1;
             }
         }
     }
-    *points = out;
-    before - points.len()
+    points.truncate(kept);
+    before - kept
 }
 
 /// A hash of an attribute set that does not depend on the attributes' order.

@@ -8,7 +8,14 @@
 //! → attribute key) that the row has. An unknown customer gets `default_tier` (default
 //! `unknown`) and no other field; points without a customer id are left alone. With
 //! `on_existing: keep` (the default) an attribute already present is left as it is; with
-//! `overwrite` it is replaced.
+//! `overwrite` it is replaced. Until a table has loaded once (a `postgres` source whose first
+//! query has not succeeded yet) nothing is changed at all: no tier, no default tier, no id
+//! dropped; those points are counted as `no_table`.
+//!
+//! The added keys (`tier_key` and the `attributes` values) become Prometheus labels, so they
+//! must be label names, dots allowed (the exporters turn `.` into `_`): `[a-zA-Z_][a-zA-Z0-9_.]*`,
+//! not starting with `__`, not `job`, `instance`, `le` or `quantile`, and no two of them (nor
+//! one and `customer_id_key`) may become the same label.
 //!
 //! The table is a snapshot swapped atomically by the refresher; `process` loads it once per
 //! batch and never waits on I/O. When a refresh fails the last good table stays in use, the
@@ -30,7 +37,8 @@
 //!   customer_tier/db:
 //!     source:
 //!       postgres:
-//!         dsn: "host=db.internal port=5432 user=vla password=${env:VLA_PG_PASSWORD} dbname=billing"
+//!         dsn: "host=db.internal port=5432 user=vla dbname=billing"
+//!         password_file: /run/secrets/vla-pg-password
 //!         query: "SELECT customer_id, tier, plan FROM customers"
 //!         refresh_interval: 30s
 //!         timeout: 5s
@@ -48,14 +56,25 @@
 //!   modification time changed and its content differs, it is parsed again. A file that turns
 //!   invalid keeps the last good table. Replace the file atomically (write a temporary file,
 //!   then rename it); an empty file, or one without customers, is refused for this reason.
-//!   Relative paths are relative to the collector's current directory.
-//! - `postgres` starts with an empty table (every customer gets `default_tier`) and runs the
-//!   query at once, then every `refresh_interval` (default 30s), on a fresh connection each time,
-//!   without TLS; connecting and querying together are bounded by `timeout` (default 5s).
-//!   Columns are found by name: `customer_id` (or else the first column) and `tier` are
-//!   required, every other column is an extra field (all values are read as text). NULL or
-//!   empty ids and tiers and duplicate ids fail the refresh. The DSN is never logged: the
-//!   source is shown as `postgres host:port/dbname`.
+//!   A relative path is relative to the collector's working directory (the directory it was
+//!   started from, not the config file's), which an unreadable file's error names.
+//!   `reload_interval` is at least 100ms.
+//! - `postgres` starts without a table (points pass untouched, see above) and runs the query
+//!   at once, then every `refresh_interval` (default 30s, at least 100ms), on a fresh
+//!   connection each time, without TLS; connecting and querying together are bounded by
+//!   `timeout` (default 5s, at least 10ms). The DSN names the server with `host=` or
+//!   `hostaddr=`. Columns are found by name: `customer_id` (or else the first column) and
+//!   `tier` are required, every other column is an extra field (all values are read as text).
+//!   NULL or empty ids and tiers and duplicate ids fail the refresh. The DSN and the password
+//!   are never logged: the source is shown as `postgres host:port/dbname`.
+//!
+//!   The password: `password_file` is read at each connection attempt (trailing newline
+//!   trimmed; a rotated secret is picked up at the next refresh; a file that cannot be read
+//!   fails that refresh, naming the file, never its content). The DSN may carry `password=`
+//!   instead, e.g. from `${env:VLA_PG_PASSWORD}`; but that is substituted into the YAML text
+//!   before parsing, so a password holding `"` or `\` breaks a double-quoted `dsn:` and needs
+//!   single quotes in YAML (`dsn: 'host=db password=${env:VLA_PG_PASSWORD}'`), and one
+//!   holding a space, `'` or `\` needs libpq quoting inside the DSN as well. Not both.
 //!
 //! # File formats
 //!
@@ -98,19 +117,26 @@
 //! Exponential histograms, summaries and histograms whose points have different bounds keep
 //! their ids (counted as skipped).
 //!
-//! Caveat: a merged cumulative series is only as steady as the set of customers behind it. If
-//! a customer's series is missing from one export (evicted by the SDK's cardinality limit, or
-//! a new process), the merged counter steps down and a backend sees a reset. Prefer delta
-//! temporality for the metrics whose ids are dropped, or keep the id and aggregate in queries.
-//! Gauges are summed, which suits per-customer counts (quota used), not ratios.
+//! Caveat for cumulative sums and histograms: the merge adds what one export carries, it keeps
+//! no state between exports. The merged series is right while every export of a process
+//! carries every customer's series, which the OpenTelemetry SDKs' cumulative exports do (a
+//! series, once seen, is exported each time). But when a customer appears (a first request)
+//! or disappears (a restart of the sending process, the SDK's cardinality limit), or its tier
+//! changes, the merged counter steps up or down by that customer's whole total; Prometheus
+//! reads a step down as a counter reset, and `rate()`/`increase()` then count the remaining
+//! customers' totals again. Drop ids only on metrics where such steps are acceptable (or that
+//! are gauges); otherwise keep the id and aggregate in queries. Delta sums are not a way out
+//! here: the exporters drop delta sums and histograms. A `delta_to_cumulative`/aggregation
+//! stage (a later issue) will keep per-series state and make the merge exact. Gauges are
+//! summed, which suits per-customer counts (quota used), not ratios.
 //!
 //! # Self-metrics (label `processor=<id>`)
 //!
 //! - `vla_collector_lookup_refreshes_total{result="ok|error"}`: table loads;
 //! - `vla_collector_lookup_entries`: customers in the table in use;
-//! - `vla_collector_customer_tier_points_total{result="enriched|default"}`: data points given a
-//!   tier from the table, or the default tier (a point without its own id counts by its
-//!   resource's);
+//! - `vla_collector_customer_tier_points_total{result="enriched|default|no_table"}`: data
+//!   points given a tier from the table, or the default tier, or left untouched because no
+//!   table has loaded yet (a point without its own id counts by its resource's);
 //! - `vla_collector_customer_tier_merged_points_total`: points folded into another after the
 //!   id was dropped;
 //! - `vla_collector_customer_tier_drop_skipped_total{reason}`: points that kept their id
@@ -118,6 +144,7 @@
 //!   `histogram_bounds`).
 
 mod config;
+mod labels;
 mod merge;
 mod postgres;
 mod process;
@@ -128,7 +155,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vla_pipeline::config::ConfigProblem;
@@ -144,7 +171,7 @@ pub use config::{
 use merge::SkipReason;
 use postgres::PgSource;
 use process::{PointCounters, Settings, TierProcessor};
-use refresh::FileState;
+use refresh::{CustomerFile, FileState};
 use table::{RawRow, Table};
 
 /// The config `type` of this processor.
@@ -153,11 +180,16 @@ pub const TYPE: &str = "customer_tier";
 /// Why the customer table could not be built or refreshed.
 #[derive(Debug, thiserror::Error)]
 pub enum TierError {
-    /// The customer file could not be read.
-    #[error("cannot read {}: {source}", .path.display())]
+    /// The customer file could not be read. The message names the file and the setting it
+    /// came from; the OS error is the source (callers print the chain).
+    #[error("cannot read customer file {} ({setting}{})", .path.display(), relative_to(.path, .cwd.as_deref()))]
     Read {
         /// The file, as configured.
         path: PathBuf,
+        /// The YAML path of the setting: `processors.<id>.source.file`.
+        setting: String,
+        /// The working directory a relative `path` is resolved against, when known.
+        cwd: Option<PathBuf>,
         /// The OS error.
         #[source]
         source: std::io::Error,
@@ -197,11 +229,21 @@ fn line_suffix(line: Option<u64>) -> String {
     line.map(|l| format!(":{l}")).unwrap_or_default()
 }
 
+/// `, relative to the working directory /dir` for a relative path whose base is known.
+fn relative_to(path: &std::path::Path, cwd: Option<&std::path::Path>) -> String {
+    match cwd {
+        Some(cwd) if path.is_relative() => {
+            format!(", relative to the working directory {}", cwd.display())
+        }
+        _ => String::new(),
+    }
+}
+
 /// Where the table comes from, once built.
 enum Source {
     Inline,
     File {
-        path: PathBuf,
+        file: CustomerFile,
         interval: Duration,
         initial: FileState,
     },
@@ -212,7 +254,8 @@ enum Source {
 pub(crate) struct Shared {
     id: ComponentId,
     pub(crate) settings: Settings,
-    pub(crate) table: ArcSwap<Table>,
+    /// `None` until a table has loaded once: points then pass untouched.
+    pub(crate) table: ArcSwapOption<Table>,
     pub(crate) counters: PointCounters,
     status: SourceStatus,
     description: String,
@@ -226,7 +269,7 @@ impl Shared {
     fn install(&self, rows: Vec<RawRow>) -> usize {
         let table = Table::build(rows, &self.settings.extra_fields);
         let n = table.len();
-        self.table.store(Arc::new(table));
+        self.table.store(Some(Arc::new(table)));
         self.entries.set(i64::try_from(n).unwrap_or(i64::MAX));
         self.status.success(n as u64);
         self.refreshes_ok.inc();
@@ -235,7 +278,7 @@ impl Shared {
 
     /// Records a failed refresh; warns once per failure streak.
     fn failed(&self, error: &TierError, failing: &mut bool) {
-        let message = error.to_string().replace('\n', " ");
+        let message = vla_pipeline::error_chain(error).replace('\n', " ");
         self.status.failure(message.clone());
         self.refreshes_error.inc();
         if !*failing {
@@ -271,8 +314,9 @@ pub struct CustomerTier {
 
 impl CustomerTier {
     /// Builds the table. `inline` and `file` load now: an unreadable or invalid file is an error
-    /// naming the file and line (so a broken file fails start-up). `postgres` starts with an
-    /// empty table (every customer gets default_tier) and loads in the refresher's first run.
+    /// naming the file and line (so a broken file fails start-up). `postgres` starts without a
+    /// table (points pass untouched, counted as `no_table`) and loads in the refresher's first
+    /// run.
     pub fn new(id: ComponentId, config: &Config, telemetry: &Telemetry) -> Result<Self, TierError> {
         let problems = config.validate(&format!("processors.{id}"));
         if !problems.is_empty() {
@@ -281,7 +325,8 @@ impl CustomerTier {
         let labels: &[(&str, &str)] = &[("processor", &id)];
         let with = |k: &'static str, v: &'static str| [("processor", &*id), (k, v)];
         let refreshes = "Loads of a lookup table, by result.";
-        let points = "Data points given a customer tier: from the table (enriched) or the default.";
+        let points = "Data points with a customer id: given a tier from the table (enriched) or the \
+                      default, or left untouched because no table has loaded yet (no_table).";
         let skipped =
             "Data points that kept their customer id although drop_customer_id matched, by reason.";
         let counters = PointCounters {
@@ -294,6 +339,11 @@ impl CustomerTier {
                 "vla_collector_customer_tier_points_total",
                 points,
                 &with("result", "default"),
+            ),
+            no_table: telemetry.counter(
+                "vla_collector_customer_tier_points_total",
+                points,
+                &with("result", "no_table"),
             ),
             merged: telemetry.counter(
                 "vla_collector_customer_tier_merged_points_total",
@@ -321,20 +371,25 @@ impl CustomerTier {
                 Some(table::rows_from_inline(inline)?),
             )
         } else if let Some(path) = &config.source.file {
-            let (rows, initial) = refresh::load_file(path)?;
+            let file = CustomerFile {
+                path: path.clone(),
+                setting: format!("processors.{id}.source.file"),
+                cwd: std::env::current_dir().ok(),
+            };
+            let (rows, initial) = refresh::load_file(&file)?;
             let interval = config
                 .source
                 .reload_interval
                 .unwrap_or(DEFAULT_RELOAD_INTERVAL);
             let description = format!("file {}", path.display());
             let source = Source::File {
-                path: path.clone(),
+                file,
                 interval,
                 initial,
             };
             (source, description, Some(rows))
         } else if let Some(pg) = &config.source.postgres {
-            let pg = PgSource::new(pg)?;
+            let pg = PgSource::new(pg, &format!("processors.{id}.source.postgres"))?;
             let description = pg.description.clone();
             (Source::Postgres(Box::new(pg)), description, None)
         } else {
@@ -342,7 +397,7 @@ impl CustomerTier {
         };
         let shared = Arc::new(Shared {
             settings: Settings::new(config),
-            table: ArcSwap::from_pointee(Table::default()),
+            table: ArcSwapOption::empty(),
             counters,
             status: SourceStatus::new(description.clone()),
             description,
@@ -373,6 +428,7 @@ impl CustomerTier {
     pub fn processor(&self) -> Box<dyn Processor> {
         Box::new(TierProcessor {
             shared: self.shared.clone(),
+            scratch: merge::Scratch::default(),
         })
     }
 
@@ -390,12 +446,12 @@ impl CustomerTier {
         match &self.source {
             Source::Inline => None,
             Source::File {
-                path,
+                file,
                 interval,
                 initial,
             } => Some(Box::pin(refresh::file_loop(
                 shared,
-                path.clone(),
+                file.clone(),
                 *interval,
                 initial.clone(),
                 shutdown,

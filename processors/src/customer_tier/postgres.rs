@@ -1,8 +1,10 @@
 //! The `postgres` source: each refresh opens one connection (no TLS), runs the query with the
 //! simple-query protocol (every column arrives as text, whatever its SQL type), and closes it;
-//! connect and query together are bounded by `timeout`. Nothing here logs or returns the DSN:
-//! the source is described as `postgres host:port/dbname`.
+//! connect and query together are bounded by `timeout`. Nothing here logs or returns the DSN
+//! or the password: the source is described as `postgres host:port/dbname`. A `password_file`
+//! is read at each attempt (so a rotated password is picked up), its trailing newline trimmed.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -18,6 +20,8 @@ use super::table::RawRow;
 #[derive(Clone)]
 pub(crate) struct PgSource {
     config: tokio_postgres::Config,
+    /// The file holding the password, and its setting's YAML path (for errors).
+    password_file: Option<(PathBuf, String)>,
     query: String,
     timeout: Duration,
     pub(crate) refresh_interval: Duration,
@@ -26,11 +30,11 @@ pub(crate) struct PgSource {
 }
 
 impl PgSource {
-    /// Parses the DSN (no I/O).
-    pub(crate) fn new(c: &PostgresConfig) -> Result<Self, TierError> {
+    /// Parses the DSN (no I/O); `at` is the YAML path of the `postgres` settings.
+    pub(crate) fn new(c: &PostgresConfig, at: &str) -> Result<Self, TierError> {
         let mut config = tokio_postgres::Config::from_str(&c.dsn).map_err(|e| {
             TierError::Config(format!(
-                "source.postgres.dsn: not a valid connection string: {}",
+                "{at}.dsn: not a valid connection string: {}",
                 error_chain(&e)
             ))
         })?;
@@ -38,6 +42,10 @@ impl PgSource {
         let description = describe(&config);
         Ok(Self {
             config,
+            password_file: c
+                .password_file
+                .as_ref()
+                .map(|p| (p.clone(), format!("{at}.password_file"))),
             query: c.query.clone(),
             timeout: c.timeout,
             refresh_interval: c.refresh_interval,
@@ -60,9 +68,37 @@ impl PgSource {
         }
     }
 
+    /// The connection settings with the password from `password_file`, read now.
+    async fn connect_config(
+        &self,
+    ) -> Result<std::borrow::Cow<'_, tokio_postgres::Config>, TierError> {
+        let Some((path, setting)) = &self.password_file else {
+            return Ok(std::borrow::Cow::Borrowed(&self.config));
+        };
+        let read = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || std::fs::read(path)).await
+        };
+        let read = read.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        // The error names the file, never its content.
+        let text = read.map_err(|e| {
+            self.error(format!(
+                "cannot read the password file {} ({setting}): {e}",
+                path.display()
+            ))
+        })?;
+        let mut password = text.as_slice();
+        while let [rest @ .., b'\n' | b'\r'] = password {
+            password = rest;
+        }
+        let mut config = self.config.clone();
+        config.password(password);
+        Ok(std::borrow::Cow::Owned(config))
+    }
+
     async fn query_rows(&self) -> Result<Vec<RawRow>, TierError> {
-        let (client, connection) = self
-            .config
+        let config = self.connect_config().await?;
+        let (client, connection) = config
             .connect(NoTls)
             .await
             .map_err(|e| self.error(error_chain(&e)))?;
@@ -86,12 +122,14 @@ impl PgSource {
 
 /// `postgres host:port/dbname`, without user or password.
 fn describe(c: &tokio_postgres::Config) -> String {
-    let host = match c.get_hosts().first() {
-        Some(Host::Tcp(h)) if h.contains(':') => format!("[{h}]"),
-        Some(Host::Tcp(h)) => h.clone(),
+    let host = match (c.get_hosts().first(), c.get_hostaddrs().first()) {
+        (Some(Host::Tcp(h)), _) if h.contains(':') => format!("[{h}]"),
+        (Some(Host::Tcp(h)), _) => h.clone(),
         #[cfg(unix)]
-        Some(Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".to_owned(),
+        (Some(Host::Unix(p)), _) => p.display().to_string(),
+        (None, Some(std::net::IpAddr::V6(a))) => format!("[{a}]"),
+        (None, Some(a)) => a.to_string(),
+        (None, None) => "localhost".to_owned(),
     };
     let port = c.get_ports().first().copied().unwrap_or(5432);
     let db = c.get_dbname().or(c.get_user()).unwrap_or("postgres");
@@ -166,14 +204,20 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
-    fn source(dsn: &str) -> PgSource {
-        PgSource::new(&PostgresConfig {
+    const AT: &str = "processors.customer_tier.source.postgres";
+
+    fn pg_config(dsn: &str) -> PostgresConfig {
+        PostgresConfig {
             dsn: dsn.into(),
+            password_file: None,
             query: "SELECT customer_id, tier FROM customers".into(),
             refresh_interval: Duration::from_secs(30),
             timeout: Duration::from_millis(300),
-        })
-        .unwrap()
+        }
+    }
+
+    fn source(dsn: &str) -> PgSource {
+        PgSource::new(&pg_config(dsn), AT).unwrap()
     }
 
     #[test]
@@ -192,20 +236,18 @@ mod tests {
                 "postgres db:5432/billing",
             ),
             ("host=::1 dbname=x", "postgres [::1]:5432/x"),
+            ("hostaddr=10.0.0.7 dbname=x", "postgres 10.0.0.7:5432/x"),
+            ("hostaddr=::1 port=6543 dbname=x", "postgres [::1]:6543/x"),
         ];
         for (dsn, want) in cases {
             assert_eq!(source(dsn).description, want, "{dsn}");
         }
-        let err = PgSource::new(&PostgresConfig {
-            dsn: "host=db password='s3cret".into(),
-            query: String::new(),
-            refresh_interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-        })
-        .err()
-        .unwrap()
-        .to_string();
+        let err = PgSource::new(&pg_config("host=db password='s3cret"), AT)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(!err.contains("s3cret"), "{err}");
+        assert!(err.contains(&format!("{AT}.dsn: ")), "{err}");
     }
 
     #[tokio::test]
@@ -248,5 +290,32 @@ mod tests {
             err.contains("timed out after 300ms") || err.contains("timeout"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_password_file_is_read_at_each_attempt_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pg-password");
+        let mut c = pg_config("host=127.0.0.1 port=1 user=vla dbname=billing");
+        c.password_file = Some(path.clone());
+        let src = PgSource::new(&c, AT).unwrap();
+        let err = src.load().await.unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "postgres 127.0.0.1:1/billing: cannot read the password file {} ({AT}.password_file): ",
+                path.display()
+            )),
+            "{err}"
+        );
+        std::fs::write(&path, "s3cret \"q\\\r\n").unwrap();
+        let config = src.connect_config().await.unwrap();
+        assert_eq!(config.get_password(), Some(&b"s3cret \"q\\"[..]));
+        // Now the file is there: the attempt gets as far as connecting.
+        let err = src.load().await.unwrap_err().to_string();
+        assert!(!err.contains("password file"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        std::fs::write(&path, "rotated\n").unwrap();
+        let config = src.connect_config().await.unwrap();
+        assert_eq!(config.get_password(), Some(&b"rotated"[..]));
     }
 }

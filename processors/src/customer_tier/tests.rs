@@ -390,6 +390,63 @@ fn drop_customer_id_with_include_exclude_and_merge() {
 }
 
 #[test]
+fn until_a_table_loads_points_and_resources_pass_untouched() {
+    // The worst case: overwrite would replace the tier the API sent, and the dropped ids
+    // would merge every customer into one series.
+    let cfg = config(serde_json::json!({
+        "source": {"postgres": {"dsn": "host=127.0.0.1 port=1 dbname=billing"}},
+        "on_existing": "overwrite",
+        "attributes": {"plan": "customer_plan"},
+        "drop_customer_id": {"include": ["vla.*"]},
+    }));
+    let (tier, t) = build(&cfg);
+    let mut processor = tier.processor();
+    let points: &[(f64, &[(&str, &str)])] = &[
+        (1.0, &[("customer_id", "cust-0001"), ("tier", "enterprise")]),
+        (2.0, &[("customer_id", "cust-0002"), ("tier", "enterprise")]),
+        (3.0, &[("customer_id", "cust-0003")]),
+        (4.0, &[("model", "rt-2")]),
+    ];
+    let mut batch = one_gauge(points);
+    let sent = batch.resource_metrics().to_vec();
+    processor.process(&mut batch);
+    assert_eq!(batch.resource_metrics(), &sent[..], "points untouched");
+    let mut batch = resource_batch();
+    let sent = batch.resource_metrics().to_vec();
+    processor.process(&mut batch);
+    assert_eq!(batch.resource_metrics(), &sent[..], "resources untouched");
+    let name = "vla_collector_customer_tier_points_total";
+    let counts = |t: &Telemetry| {
+        [
+            value(t, name, &[("result", "no_table")]),
+            value(t, name, &[("result", "enriched")]),
+            value(t, name, &[("result", "default")]),
+            value(t, "vla_collector_customer_tier_merged_points_total", &[]),
+        ]
+    };
+    // 3 points with an id, then 3 points whose own or resource's id counts.
+    assert_eq!(counts(&t), [6, 0, 0, 0]);
+
+    // The first load (even of an empty table) ends the pass-through.
+    tier.shared.install(vec![RawRow {
+        id: "cust-0001".into(),
+        tier: "pro".into(),
+        fields: vec![("plan".into(), "annual".into())],
+    }]);
+    let mut batch = one_gauge(points);
+    processor.process(&mut batch);
+    assert_eq!(
+        point_attrs(&mut batch),
+        vec![
+            vec!["customer_plan=annual", "tier=pro"],
+            vec!["tier=unknown"],
+            vec!["model=rt-2"],
+        ]
+    );
+    assert_eq!(counts(&t), [6, 1, 2, 1]);
+}
+
+#[test]
 fn invalid_settings_and_files_fail_new() {
     let t = Telemetry::new();
     let err = CustomerTier::new(
@@ -411,9 +468,18 @@ fn invalid_settings_and_files_fail_new() {
         .err()
         .unwrap()
         .to_string();
-    assert!(
-        err.starts_with(&format!("cannot read {}: ", path.display())),
-        "{err}"
+    assert_eq!(
+        err,
+        format!(
+            "cannot read customer file {} (processors.c.source.file)",
+            path.display()
+        )
+    );
+    let chain = vla_pipeline::error_chain(&CustomerTier::new("c".into(), &cfg, &t).err().unwrap());
+    assert_eq!(
+        chain.matches("No such file or directory").count(),
+        1,
+        "the cause is printed once: {chain}"
     );
     std::fs::write(
         &path,
@@ -459,7 +525,7 @@ async fn file_reloads_on_change_and_keeps_the_last_good_table() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("customers.csv");
     std::fs::write(&path, "customer_id,tier\ncust-0001,pro\n").unwrap();
-    let cfg = config(serde_json::json!({"source": {"file": path, "reload_interval": "20ms"}}));
+    let cfg = config(serde_json::json!({"source": {"file": path, "reload_interval": "100ms"}}));
     let (tier, t) = build(&cfg);
     assert_eq!(
         tier.status().report().source,
@@ -539,7 +605,7 @@ async fn file_reloads_on_change_and_keeps_the_last_good_table() {
 async fn postgres_source_starts_empty_and_fails_without_a_server() {
     let cfg = config(serde_json::json!({"source": {"postgres": {
         "dsn": "host=127.0.0.1 port=1 user=vla password=s3cret dbname=billing",
-        "refresh_interval": "50ms",
+        "refresh_interval": "100ms",
         "timeout": "1s",
     }}}));
     let (tier, t) = build(&cfg);
@@ -548,7 +614,7 @@ async fn postgres_source_starts_empty_and_fails_without_a_server() {
         (report.source.as_str(), report.status),
         ("postgres 127.0.0.1:1/billing", "pending")
     );
-    assert_eq!(tier_of(&tier, "cust-0001"), "unknown");
+    assert_eq!(tier_of(&tier, "cust-0001"), "-", "no table yet: no tier");
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(tier.refresher(shutdown.clone()).unwrap());
     wait_until("two failures", || {

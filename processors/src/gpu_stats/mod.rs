@@ -9,10 +9,32 @@
 //! (`GPU-...`, `MIG-...`), matched on its UUID. Points of an unknown GPU, and every point before
 //! the first snapshot, are left untouched and counted.
 //!
+//! **Which id to send.** The join assumes the service that sends the points and the collector
+//! run on the same host (the snapshot is this host's GPUs). An index must be the NVML index as
+//! the collector sees it (`nvidia-smi`'s order, by PCI bus id), which is not the CUDA ordinal
+//! the worker uses: `CUDA_VISIBLE_DEVICES` renumbers the visible devices from 0, and CUDA
+//! orders them fastest-first unless `CUDA_DEVICE_ORDER=PCI_BUS_ID`. Send the UUID (`GPU-...`,
+//! from `nvidia-smi -L`, `torch.cuda.get_device_properties(i).uuid` or
+//! `cudaDeviceProp::uuid`, prefixed `GPU-`): it is the same everywhere.
+//!
+//! **Stale readings.** The receiver keeps the last good snapshot in the hub while NVML polls
+//! fail. A snapshot taken more than `max_age` ago (default 1m: six polls at the default 10 s)
+//! is not joined; the points are left untouched and counted as `stale_snapshot`. Keep
+//! `max_age` a few times the `nvml` receiver's `collection_interval`.
+//!
 //! Added attributes (string values, so they become Prometheus labels):
 //! - `model_key` (default `gpu_model`): the product name, e.g. `NVIDIA H100 80GB HBM3`;
 //! - `gpu_utilization_bucket` with `utilization_buckets: [50, 80]`: `<50`, `50-80` or `>=80`
 //!   (a value on a bound belongs to the bucket above it); likewise `gpu_temperature_bucket`.
+//!
+//! **Buckets only on gauges and delta points.** A bucket describes the GPU *now*, while a
+//! cumulative sum or histogram point carries everything since the process started: labelling
+//! it would make the series flip between bucket values as the GPU heats up, each bucket series
+//! carrying the whole cumulative count, so `rate()` by bucket would be meaningless. Bucket
+//! labels are therefore added to gauge points and to delta sums and histograms (each covers one
+//! interval) only; on cumulative sums, cumulative histograms (explicit or exponential) and
+//! summaries they are skipped (the model is still added) and the points counted. For latency by
+//! bucket, export the histogram with delta temporality or use a gauge.
 //!
 //! With `on_existing: keep` (the default) an attribute the point already has is left as is;
 //! `overwrite` replaces it.
@@ -24,16 +46,33 @@
 //!     model_key: gpu_model
 //!     on_existing: keep               # keep | overwrite
 //!     metrics: ["vla.inference.*"]    # optional: only these metrics (exact or * globs)
-//!     utilization_buckets: [50, 80]   # optional
-//!     temperature_buckets: [70, 85]   # optional
+//!     max_age: 1m                     # older snapshots are not joined (default 1m)
+//!     utilization_buckets: [50, 80]   # optional; gauges and delta sums/histograms only
+//!     temperature_buckets: [70, 85]   # optional; gauges and delta sums/histograms only
 //! ```
+//!
+//! Counters: `vla_collector_processor_gpu_join_data_points_total{processor, result}` for the
+//! points carrying a GPU id, `result` = `joined`, `unknown_gpu`, `no_snapshot` or
+//! `stale_snapshot`; and `vla_collector_processor_gpu_bucket_skipped_data_points_total
+//! {processor, reason="cumulative"}` for joined points whose bucket labels were skipped.
+//!
+//! The metric filter is decided once per metric (the last name's decision is reused, as
+//! points of a metric and metrics of a batch come in runs) and the resource's GPU once per
+//! resource; the bucket labels of each GPU are computed once per batch.
 
-use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
-use serde::Deserialize;
-use vla_pipeline::config::ConfigProblem;
+use std::time::{Duration, SystemTime};
+
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Metric, ResourceMetrics, metric,
+};
 use vla_pipeline::gpu::{GpuReading, GpuSnapshot, GpuSnapshots};
 use vla_pipeline::telemetry::Counter;
-use vla_pipeline::{ComponentId, MetricBatch, Processor, Telemetry, upsert_str};
+use vla_pipeline::{ComponentId, MetricBatch, Processor, Telemetry};
+
+mod config;
+
+pub use config::{Config, DEFAULT_MAX_AGE, OnExisting};
 
 /// The config `type` of this processor.
 pub const TYPE: &str = "gpu_stats";
@@ -41,168 +80,6 @@ pub const TYPE: &str = "gpu_stats";
 pub const UTILIZATION_BUCKET_KEY: &str = "gpu_utilization_bucket";
 /// The attribute `temperature_buckets` adds.
 pub const TEMPERATURE_BUCKET_KEY: &str = "gpu_temperature_bucket";
-
-/// The `gpu_stats` processor's settings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// The attribute holding the GPU id (index or UUID).
-    pub gpu_id_key: String,
-    /// The attribute added with the GPU's product name.
-    pub model_key: String,
-    /// What to do when the point already has an attribute this processor adds.
-    pub on_existing: OnExisting,
-    /// Only the metrics with these names (exact, or globs with `*`); `None` = every metric.
-    pub metrics: Option<Vec<String>>,
-    /// Bounds of `gpu_utilization_bucket`, percent, strictly increasing.
-    pub utilization_buckets: Option<Vec<f64>>,
-    /// Bounds of `gpu_temperature_bucket`, °C, strictly increasing.
-    pub temperature_buckets: Option<Vec<f64>>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            gpu_id_key: "gpu_id".to_owned(),
-            model_key: "gpu_model".to_owned(),
-            on_existing: OnExisting::Keep,
-            metrics: None,
-            utilization_buckets: None,
-            temperature_buckets: None,
-        }
-    }
-}
-
-/// What to do with an attribute the point already has.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnExisting {
-    /// Leave the point's value.
-    #[default]
-    Keep,
-    /// Replace it with the GPU's.
-    Overwrite,
-}
-
-impl Config {
-    /// Checks the settings without I/O; problems are reported under `path` (e.g.
-    /// `processors.gpu_stats`).
-    pub fn validate(&self, path: &str) -> Vec<ConfigProblem> {
-        let mut problems = Vec::new();
-        if !is_attribute_key(&self.gpu_id_key) {
-            problems.push(ConfigProblem::new(
-                format!("{path}.gpu_id_key"),
-                format!(
-                    "{:?} is not an attribute name: expected letters, digits, `_` and `.`, not \
-                     starting with a digit, e.g. gpu_id",
-                    self.gpu_id_key
-                ),
-            ));
-        }
-        if !is_attribute_key(&self.model_key) {
-            problems.push(ConfigProblem::new(
-                format!("{path}.model_key"),
-                format!(
-                    "{:?} is not an attribute name: expected letters, digits, `_` and `.`, not \
-                     starting with a digit, e.g. gpu_model",
-                    self.model_key
-                ),
-            ));
-        } else if [
-            self.gpu_id_key.as_str(),
-            UTILIZATION_BUCKET_KEY,
-            TEMPERATURE_BUCKET_KEY,
-        ]
-        .contains(&self.model_key.as_str())
-        {
-            problems.push(ConfigProblem::new(
-                format!("{path}.model_key"),
-                format!(
-                    "{:?} is already used for the GPU id or a bucket; choose another name",
-                    self.model_key
-                ),
-            ));
-        }
-        if let Some(metrics) = &self.metrics {
-            if metrics.is_empty() {
-                problems.push(ConfigProblem::new(
-                    format!("{path}.metrics"),
-                    "must list at least one metric name (leave it out for every metric)",
-                ));
-            }
-            for (i, m) in metrics.iter().enumerate() {
-                if m.trim().is_empty() {
-                    problems.push(ConfigProblem::new(
-                        format!("{path}.metrics[{i}]"),
-                        "must not be empty; write a metric name or a glob such as vla.inference.*",
-                    ));
-                }
-            }
-        }
-        check_bounds(
-            &mut problems,
-            &format!("{path}.utilization_buckets"),
-            self.utilization_buckets.as_deref(),
-            Some((0.0, 100.0)),
-        );
-        check_bounds(
-            &mut problems,
-            &format!("{path}.temperature_buckets"),
-            self.temperature_buckets.as_deref(),
-            None,
-        );
-        problems
-    }
-}
-
-fn is_attribute_key(key: &str) -> bool {
-    let mut chars = key.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-}
-
-fn check_bounds(
-    problems: &mut Vec<ConfigProblem>,
-    path: &str,
-    bounds: Option<&[f64]>,
-    range: Option<(f64, f64)>,
-) {
-    let Some(bounds) = bounds else {
-        return;
-    };
-    if bounds.is_empty() {
-        problems.push(ConfigProblem::new(
-            path,
-            "must list at least one bound, e.g. [50, 80] (leave it out for no bucket)",
-        ));
-        return;
-    }
-    if let Some(bad) = bounds.iter().find(|b| !b.is_finite()) {
-        problems.push(ConfigProblem::new(
-            path,
-            format!("bounds must be finite numbers, got {bad}"),
-        ));
-        return;
-    }
-    if let Some((lo, hi)) = range
-        && let Some(bad) = bounds.iter().find(|b| **b < lo || **b > hi)
-    {
-        problems.push(ConfigProblem::new(
-            path,
-            format!("bounds must be between {lo} and {hi}, got {bad}"),
-        ));
-    }
-    if let Some(w) = bounds.windows(2).find(|w| w[1] <= w[0]) {
-        problems.push(ConfigProblem::new(
-            path,
-            format!(
-                "bounds must be strictly increasing, but {} follows {}",
-                w[1], w[0]
-            ),
-        ));
-    }
-}
-
 /// Bucket bounds and their labels (`labels[i]` for values with `i` bounds at or below them).
 #[derive(Debug, Clone)]
 struct Buckets {
@@ -277,11 +154,14 @@ pub struct GpuStats {
     model_key: String,
     overwrite: bool,
     metrics: Option<Vec<NamePattern>>,
+    max_age: Duration,
     buckets: Vec<Buckets>,
     gpus: GpuSnapshots,
     joined: Counter,
     unknown_gpu: Counter,
     no_snapshot: Counter,
+    stale_snapshot: Counter,
+    bucket_skipped: Counter,
 }
 
 impl GpuStats {
@@ -310,27 +190,40 @@ impl GpuStats {
                 .metrics
                 .as_ref()
                 .map(|m| m.iter().map(|p| NamePattern::new(p)).collect()),
+            max_age: config.max_age,
             buckets,
             gpus,
             joined: Counter::default(),
             unknown_gpu: Counter::default(),
             no_snapshot: Counter::default(),
+            stale_snapshot: Counter::default(),
+            bucket_skipped: Counter::default(),
         }
     }
 
-    /// Registers the processor's counters as `vla_collector_processor_gpu_join_data_points_total
-    /// {processor, result=joined|unknown_gpu|no_snapshot}` (points carrying a GPU id).
+    /// Registers the processor's counters: `vla_collector_processor_gpu_join_data_points_total
+    /// {processor, result=joined|unknown_gpu|no_snapshot|stale_snapshot}` (points carrying a
+    /// GPU id) and `vla_collector_processor_gpu_bucket_skipped_data_points_total{processor,
+    /// reason=cumulative}` (joined points of cumulative metrics, left without bucket labels).
     pub fn with_telemetry(mut self, id: &ComponentId, telemetry: &Telemetry) -> Self {
         let counter = |result| {
             telemetry.counter(
                 "vla_collector_processor_gpu_join_data_points_total",
-                "Data points with a GPU id seen by gpu_stats, by result (joined, unknown_gpu, no_snapshot).",
+                "Data points with a GPU id seen by gpu_stats, by result (joined, unknown_gpu, \
+                 no_snapshot, stale_snapshot).",
                 &[("processor", id), ("result", result)],
             )
         };
         self.joined = counter("joined");
         self.unknown_gpu = counter("unknown_gpu");
         self.no_snapshot = counter("no_snapshot");
+        self.stale_snapshot = counter("stale_snapshot");
+        self.bucket_skipped = telemetry.counter(
+            "vla_collector_processor_gpu_bucket_skipped_data_points_total",
+            "Joined data points of cumulative sums/histograms/summaries that gpu_stats left \
+             without GPU bucket labels (a bucket would split one cumulative series).",
+            &[("processor", id), ("reason", "cumulative")],
+        );
         self
     }
 
@@ -340,85 +233,252 @@ impl GpuStats {
             .is_none_or(|ps| ps.iter().any(|p| p.matches(metric_name)))
     }
 
-    /// Adds the GPU's attributes to one point's.
-    fn join(&self, attrs: &mut Vec<KeyValue>, gpu: &GpuReading) {
-        if !gpu.model.is_empty() {
-            self.set(attrs, &self.model_key, &gpu.model);
-        }
-        for buckets in &self.buckets {
-            if let Some(label) = (buckets.value)(gpu).and_then(|v| buckets.label(v)) {
-                self.set(attrs, buckets.key, label);
-            }
-        }
+    /// What to add for each GPU of `snapshot`, computed once per batch.
+    fn plans<'a>(&'a self, snapshot: &'a GpuSnapshot) -> Vec<Plan<'a>> {
+        snapshot
+            .gpus
+            .iter()
+            .map(|gpu| {
+                let mut plan = Plan {
+                    model: (!gpu.model.is_empty()).then_some(gpu.model.as_str()),
+                    buckets: [None, None],
+                };
+                let labels = self
+                    .buckets
+                    .iter()
+                    .map(|b| (b.value)(gpu).and_then(|v| b.label(v)).map(|l| (b.key, l)));
+                for (slot, label) in plan.buckets.iter_mut().zip(labels) {
+                    *slot = label;
+                }
+                plan
+            })
+            .collect()
     }
 
-    fn set(&self, attrs: &mut Vec<KeyValue>, key: &str, value: &str) {
-        if self.overwrite || !attrs.iter().any(|kv| kv.key == key) {
-            upsert_str(attrs, key, value);
+    /// Adds a GPU's attributes to one point's; bucket labels only with `buckets`.
+    fn join(&self, attrs: &mut Vec<KeyValue>, plan: &Plan<'_>, buckets: bool) {
+        let model = plan.model.map(|m| (self.model_key.as_str(), m));
+        let labels = plan.buckets.iter().filter(|_| buckets).flatten().copied();
+        let mut reserved = false;
+        let mut pending = model.into_iter().chain(labels).peekable();
+        while let Some((key, value)) = pending.next() {
+            match attrs.iter_mut().find(|kv| kv.key == key) {
+                Some(kv) => {
+                    if self.overwrite {
+                        set_value(kv, value);
+                    }
+                }
+                None => {
+                    if !reserved {
+                        // One growth for this and every attribute still to come.
+                        attrs.reserve(1 + pending.clone().count());
+                        reserved = true;
+                    }
+                    attrs.push(KeyValue {
+                        key: key.to_owned(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(value.to_owned())),
+                        }),
+                        ..Default::default()
+                    });
+                }
+            }
         }
     }
 }
 
-/// Finds the GPU that `attrs[key]` names in `snapshot`: `Ok(None)` when the key is absent,
-/// `Err(())` when it names no GPU of the snapshot.
-fn find_gpu<'s>(
-    snapshot: &'s GpuSnapshot,
-    attrs: &[KeyValue],
-    key: &str,
-) -> Result<Option<&'s GpuReading>, ()> {
+/// What to add for one GPU, borrowed from the snapshot and the bucket labels, so joining
+/// copies only into the point.
+#[derive(Debug, Clone, Copy)]
+struct Plan<'a> {
+    /// The product name, when known.
+    model: Option<&'a str>,
+    /// `(key, label)` of the utilization and temperature buckets, where configured and known.
+    buckets: [Option<(&'static str, &'a str)>; 2],
+}
+
+/// Sets a string attribute's value without allocating when it already holds it (or a string
+/// whose buffer can take it).
+fn set_value(kv: &mut KeyValue, value: &str) {
+    if let Some(AnyValue {
+        value: Some(any_value::Value::StringValue(s)),
+    }) = &mut kv.value
+    {
+        if s != value {
+            s.clear();
+            s.push_str(value);
+        }
+        return;
+    }
+    kv.value = Some(AnyValue {
+        value: Some(any_value::Value::StringValue(value.to_owned())),
+    });
+}
+
+/// The GPU an attribute list names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    /// No `gpu_id_key` attribute.
+    Absent,
+    /// An id that names no GPU of the snapshot.
+    Unknown,
+    /// The position of the GPU in the snapshot.
+    Found(usize),
+}
+
+/// Finds the GPU that `attrs[key]` names in `snapshot`.
+fn find_gpu(snapshot: &GpuSnapshot, attrs: &[KeyValue], key: &str) -> Lookup {
     let Some(value) = attrs
         .iter()
         .find(|kv| kv.key == key)
         .and_then(|kv| kv.value.as_ref())
         .and_then(|v| v.value.as_ref())
     else {
-        return Ok(None);
+        return Lookup::Absent;
     };
+    let by_index = |i: u32| snapshot.gpus.iter().position(|g| g.index == i);
     let found = match value {
-        any_value::Value::IntValue(i) => u32::try_from(*i).ok().and_then(|i| snapshot.by_index(i)),
+        any_value::Value::IntValue(i) => u32::try_from(*i).ok().and_then(by_index),
         any_value::Value::StringValue(s) => {
             let s = s.trim();
             if s.starts_with("GPU-") || s.starts_with("MIG-") {
-                snapshot.by_uuid(s)
+                snapshot.gpus.iter().position(|g| g.uuid == s)
             } else {
-                s.parse::<u32>().ok().and_then(|i| snapshot.by_index(i))
+                s.parse::<u32>().ok().and_then(by_index)
             }
         }
         _ => None,
     };
-    found.map(Some).ok_or(())
+    found.map_or(Lookup::Unknown, Lookup::Found)
+}
+
+/// Whether bucket labels may go on a metric's points: gauges, and sums and histograms that
+/// cover one interval (delta). `None` for a metric without data.
+fn takes_buckets(data: Option<&metric::Data>) -> Option<bool> {
+    let delta = |t: i32| t == AggregationTemporality::Delta as i32;
+    Some(match data? {
+        metric::Data::Gauge(_) => true,
+        metric::Data::Sum(s) => delta(s.aggregation_temporality),
+        metric::Data::Histogram(h) => delta(h.aggregation_temporality),
+        metric::Data::ExponentialHistogram(h) => delta(h.aggregation_temporality),
+        metric::Data::Summary(_) => false,
+    })
+}
+
+/// Calls `f` with every point's attributes of one metric.
+fn for_each_attrs(data: &mut metric::Data, mut f: impl FnMut(&mut Vec<KeyValue>)) {
+    match data {
+        metric::Data::Gauge(g) => g.data_points.iter_mut().for_each(|p| f(&mut p.attributes)),
+        metric::Data::Sum(s) => s.data_points.iter_mut().for_each(|p| f(&mut p.attributes)),
+        metric::Data::Histogram(h) => h.data_points.iter_mut().for_each(|p| f(&mut p.attributes)),
+        metric::Data::ExponentialHistogram(h) => {
+            h.data_points.iter_mut().for_each(|p| f(&mut p.attributes));
+        }
+        metric::Data::Summary(s) => s.data_points.iter_mut().for_each(|p| f(&mut p.attributes)),
+    }
+}
+
+/// The snapshot's state for this batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freshness {
+    /// Nothing published yet.
+    None,
+    /// Older than `max_age`.
+    Stale,
+    /// Joinable.
+    Fresh,
+}
+
+/// One batch's counts.
+#[derive(Debug, Default)]
+struct Counts {
+    joined: u64,
+    unknown: u64,
+    no_snapshot: u64,
+    stale: u64,
+    bucket_skipped: u64,
 }
 
 impl Processor for GpuStats {
     fn process(&mut self, batch: &mut MetricBatch) {
         let snapshot = self.gpus.load();
-        let (mut joined, mut unknown, mut waiting) = (0u64, 0u64, 0u64);
-        let this = &*self;
-        batch.for_each_point_mut(|ctx, attrs| {
-            if !this.selects(ctx.metric_name) {
-                return;
+        let freshness = match snapshot.taken_at {
+            None => Freshness::None,
+            // A snapshot from the future (clock stepped back) counts as fresh.
+            Some(t) if SystemTime::now().duration_since(t).unwrap_or_default() > self.max_age => {
+                Freshness::Stale
             }
-            let found = match find_gpu(&snapshot, attrs, &this.gpu_id_key) {
-                Ok(None) => match ctx.resource {
-                    Some(r) => find_gpu(&snapshot, &r.attributes, &this.gpu_id_key),
-                    None => Ok(None),
-                },
-                other => other,
-            };
-            match found {
-                Ok(None) => {}
-                // Before the first poll every id is unknown: count that apart.
-                Err(()) if snapshot.taken_at.is_none() => waiting += 1,
-                Err(()) => unknown += 1,
-                Ok(Some(gpu)) => {
-                    this.join(attrs, gpu);
-                    joined += 1;
+            Some(_) => Freshness::Fresh,
+        };
+        let plans = match freshness {
+            Freshness::Fresh => self.plans(&snapshot),
+            _ => Vec::new(),
+        };
+        let key = self.gpu_id_key.as_str();
+        let mut counts = Counts::default();
+        let mut rms = batch.resource_metrics_mut();
+        // Metrics come in runs of the same name (one per resource): reuse the last decision.
+        let mut last: Option<(&str, bool)> = None;
+        for rm in rms.iter_mut() {
+            let ResourceMetrics {
+                resource,
+                scope_metrics,
+                ..
+            } = rm;
+            let resource_gpu = resource
+                .as_ref()
+                .map_or(Lookup::Absent, |r| find_gpu(&snapshot, &r.attributes, key));
+            for sm in scope_metrics.iter_mut() {
+                for m in sm.metrics.iter_mut() {
+                    let Metric { name, data, .. } = m;
+                    let name: &str = name;
+                    let selected = match last {
+                        Some((n, d)) if n == name => d,
+                        _ => {
+                            let d = self.selects(name);
+                            last = Some((name, d));
+                            d
+                        }
+                    };
+                    if !selected {
+                        continue;
+                    }
+                    let Some(buckets) = takes_buckets(data.as_ref()) else {
+                        continue;
+                    };
+                    let Some(data) = data.as_mut() else {
+                        continue;
+                    };
+                    for_each_attrs(data, |attrs| {
+                        let gpu = match find_gpu(&snapshot, attrs, key) {
+                            Lookup::Absent => resource_gpu,
+                            found => found,
+                        };
+                        match (gpu, freshness) {
+                            (Lookup::Absent, _) => {}
+                            (_, Freshness::None) => counts.no_snapshot += 1,
+                            (_, Freshness::Stale) => counts.stale += 1,
+                            (Lookup::Unknown, Freshness::Fresh) => counts.unknown += 1,
+                            (Lookup::Found(i), Freshness::Fresh) => {
+                                if let Some(plan) = plans.get(i) {
+                                    self.join(attrs, plan, buckets);
+                                    counts.joined += 1;
+                                    if !buckets && plan.buckets.iter().any(Option::is_some) {
+                                        counts.bucket_skipped += 1;
+                                    }
+                                }
+                            }
+                        }
+                    });
                 }
             }
-        });
-        self.joined.add(joined);
-        self.unknown_gpu.add(unknown);
-        self.no_snapshot.add(waiting);
+        }
+        drop(rms);
+        self.joined.add(counts.joined);
+        self.unknown_gpu.add(counts.unknown);
+        self.no_snapshot.add(counts.no_snapshot);
+        self.stale_snapshot.add(counts.stale);
+        self.bucket_skipped.add(counts.bucket_skipped);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Tests of the `gpu_stats` processor.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::*;
 use opentelemetry_proto::tonic::common::v1::AnyValue;
@@ -324,4 +324,250 @@ fn validation_messages() {
         .to_string();
     assert!(err.starts_with("unknown variant `merge`"), "{err}");
     assert!(serde_json::from_value::<Config>(serde_json::json!({"gpu_key": "x"})).is_err());
+}
+
+fn counter_of(t: &Telemetry, name: &str, labels: &[(&str, &str)]) -> Option<i64> {
+    t.value(name, labels)
+}
+
+#[test]
+fn buckets_only_on_gauges_and_delta_points_and_cumulative_skips_are_counted() {
+    use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
+    let t = Telemetry::new();
+    let id: ComponentId = "gpu_stats/b".into();
+    let mut p = GpuStats::new(
+        &config(serde_json::json!({
+            "utilization_buckets": [50, 80], "temperature_buckets": [70, 85]
+        })),
+        hub(),
+    )
+    .with_telemetry(&id, &t);
+    let gpu0: &[(&str, &str)] = &[("gpu_id", "0")];
+    let metrics = vec![
+        fixtures::gauge("g", "s", &[(1.0, gpu0)]),
+        fixtures::delta_sum("ds", "1", true, &[(1.0, gpu0)]),
+        fixtures::cumulative_sum("cs", "1", true, &[(1.0, gpu0), (2.0, gpu0)]),
+        fixtures::histogram_with(
+            "dh",
+            "s",
+            AggregationTemporality::Delta,
+            &[1.0],
+            &[1, 2],
+            3.0,
+            gpu0,
+        ),
+        fixtures::histogram("ch", "s", &[1.0], &[1, 2], 3.0, gpu0),
+        fixtures::summary("sm", "s", &[(0.5, 1.0)], 3, 3.0, gpu0),
+    ];
+    let mut b = MetricBatch::new("otlp".into(), vec![fixtures::resource("api", metrics)]);
+    p.process(&mut b);
+    // Order: g, ds, cs (two points), dh, ch, sm.
+    assert_eq!(
+        values(&mut b, "gpu_model"),
+        vec![s("NVIDIA H100 80GB HBM3"); 7],
+        "the model goes on every kind"
+    );
+    let util = [s(">=80"), s(">=80"), None, None, s(">=80"), None, None];
+    assert_eq!(values(&mut b, UTILIZATION_BUCKET_KEY), util);
+    let temp = [s("70-85"), s("70-85"), None, None, s("70-85"), None, None];
+    assert_eq!(values(&mut b, TEMPERATURE_BUCKET_KEY), temp);
+    let labels = [("processor", "gpu_stats/b"), ("reason", "cumulative")];
+    assert_eq!(
+        counter_of(
+            &t,
+            "vla_collector_processor_gpu_bucket_skipped_data_points_total",
+            &labels
+        ),
+        Some(4),
+        "2 cumulative sum points, 1 cumulative histogram, 1 summary"
+    );
+    assert_eq!(
+        counter_of(
+            &t,
+            "vla_collector_processor_gpu_join_data_points_total",
+            &[("processor", "gpu_stats/b"), ("result", "joined")]
+        ),
+        Some(7)
+    );
+
+    // Without buckets configured nothing is skipped.
+    let t = Telemetry::new();
+    let mut p = GpuStats::new(&Config::default(), hub()).with_telemetry(&id, &t);
+    let mut b = MetricBatch::new(
+        "otlp".into(),
+        vec![fixtures::resource(
+            "api",
+            vec![fixtures::cumulative_sum("cs", "1", true, &[(1.0, gpu0)])],
+        )],
+    );
+    p.process(&mut b);
+    assert_eq!(
+        counter_of(
+            &t,
+            "vla_collector_processor_gpu_bucket_skipped_data_points_total",
+            &labels
+        ),
+        Some(0)
+    );
+}
+
+#[test]
+fn a_stale_snapshot_is_not_joined_and_is_counted() {
+    let t = Telemetry::new();
+    let id: ComponentId = "gpu_stats".into();
+    let hub = GpuSnapshots::new();
+    let old = SystemTime::now() - Duration::from_secs(120);
+    hub.publish(GpuSnapshot {
+        gpus: vec![gpu(0, "NVIDIA H100 80GB HBM3", 80.0, 70.0)],
+        taken_at: Some(old),
+    });
+    let mut p = GpuStats::new(&Config::default(), hub.clone()).with_telemetry(&id, &t);
+    let points: &[(&str, &[(&str, &str)])] = &[
+        ("m", &[("gpu_id", "0")]),
+        ("m", &[("gpu_id", "9")]),
+        ("m", &[]),
+    ];
+    let mut b = batch(&[], points);
+    p.process(&mut b);
+    assert_eq!(values(&mut b, "gpu_model"), [None, None, None]);
+    let count = |result| {
+        t.value(
+            "vla_collector_processor_gpu_join_data_points_total",
+            &[("processor", "gpu_stats"), ("result", result)],
+        )
+    };
+    assert_eq!(count("stale_snapshot"), Some(2));
+    assert_eq!(count("joined"), Some(0));
+    assert_eq!(count("unknown_gpu"), Some(0));
+
+    // A longer max_age accepts it; a fresh publish is joined again with the default.
+    let mut lenient = GpuStats::new(&config(serde_json::json!({"max_age": "5m"})), hub.clone());
+    let mut b = batch(&[], points);
+    lenient.process(&mut b);
+    assert_eq!(
+        values(&mut b, "gpu_model"),
+        [s("NVIDIA H100 80GB HBM3"), None, None]
+    );
+    hub.publish(GpuSnapshot {
+        gpus: vec![gpu(0, "NVIDIA H100 80GB HBM3", 80.0, 70.0)],
+        taken_at: Some(SystemTime::now()),
+    });
+    let mut b = batch(&[], points);
+    p.process(&mut b);
+    assert_eq!(
+        values(&mut b, "gpu_model"),
+        [s("NVIDIA H100 80GB HBM3"), None, None]
+    );
+    assert_eq!(count("joined"), Some(1));
+    assert_eq!(count("unknown_gpu"), Some(1));
+    assert_eq!(count("stale_snapshot"), Some(2));
+}
+
+#[test]
+fn max_age_parses_defaults_and_validates() {
+    assert_eq!(Config::default().max_age, Duration::from_secs(60));
+    assert_eq!(config(serde_json::json!({})).max_age, DEFAULT_MAX_AGE);
+    assert_eq!(
+        config(serde_json::json!({"max_age": "30s"})).max_age,
+        Duration::from_secs(30)
+    );
+    assert!(serde_json::from_value::<Config>(serde_json::json!({"max_age": 30})).is_err());
+    let zero: Config = serde_json::from_value(serde_json::json!({"max_age": "0s"})).unwrap();
+    let got: Vec<String> = zero
+        .validate("processors.gpu_stats")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "processors.gpu_stats.max_age: must be longer than 0, e.g. 1m (a few times the nvml \
+          receiver's collection_interval)"
+        ]
+    );
+}
+
+#[test]
+fn metric_decisions_and_resource_gpus_hold_across_resources() {
+    let mut p = GpuStats::new(
+        &config(serde_json::json!({"metrics": ["vla.inference.*"]})),
+        hub(),
+    );
+    let gauge = |name: &str, attrs: &[(&str, &str)]| fixtures::gauge(name, "s", &[(1.0, attrs)]);
+    let mut b = MetricBatch::new(
+        "otlp".into(),
+        vec![
+            fixtures::resource_with(
+                &[("gpu_id", "1")],
+                vec![
+                    gauge("vla.inference.duration", &[]),
+                    gauge("vla.inference.duration", &[("gpu_id", "0")]),
+                    gauge("other", &[]),
+                ],
+            ),
+            fixtures::resource_with(
+                &[("gpu_id", "GPU-0aaa")],
+                vec![gauge("other", &[]), gauge("vla.inference.duration", &[])],
+            ),
+            fixtures::resource_with(&[], vec![gauge("vla.inference.duration", &[])]),
+        ],
+    );
+    p.process(&mut b);
+    assert_eq!(
+        values(&mut b, "gpu_model"),
+        [
+            s("NVIDIA A100-SXM4-40GB"),
+            s("NVIDIA H100 80GB HBM3"),
+            None,
+            None,
+            s("NVIDIA H100 80GB HBM3"),
+            None,
+        ]
+    );
+    assert_eq!(b.data_points(), 6);
+}
+
+#[test]
+fn an_attribute_already_holding_the_value_is_not_reallocated() {
+    let points: &[(&str, &[(&str, &str)])] = &[(
+        "m",
+        &[
+            ("gpu_id", "0"),
+            ("gpu_model", "NVIDIA H100 80GB HBM3"),
+            (UTILIZATION_BUCKET_KEY, "old-bucket-label"),
+        ],
+    )];
+    let mut p = GpuStats::new(
+        &config(serde_json::json!({
+            "on_existing": "overwrite", "utilization_buckets": [50, 80], "temperature_buckets": [70]
+        })),
+        hub(),
+    );
+    let mut b = batch(&[], points);
+    let ptrs = |b: &mut MetricBatch| {
+        let mut out = Vec::new();
+        b.for_each_point_mut(|_, attrs| {
+            out.extend(attrs.iter().filter_map(|kv| {
+                match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(any_value::Value::StringValue(s)) => Some(s.as_ptr() as usize),
+                    _ => None,
+                }
+            }));
+        });
+        out
+    };
+    let before = ptrs(&mut b);
+    p.process(&mut b);
+    let after = ptrs(&mut b);
+    assert_eq!(
+        before[..3],
+        after[..3],
+        "same value kept in place; a shorter one written into the old buffer"
+    );
+    assert_eq!(values(&mut b, UTILIZATION_BUCKET_KEY), [s(">=80")]);
+    assert_eq!(values(&mut b, TEMPERATURE_BUCKET_KEY), [s(">=70")]);
+    b.for_each_point_mut(|_, attrs| {
+        assert_eq!(attrs.len(), 4);
+        assert!(attrs.capacity() >= 4);
+    });
 }

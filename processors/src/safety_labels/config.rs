@@ -255,6 +255,33 @@ fn check_metric_pattern(m: &MetricPattern, at: &str, problems: &mut Vec<ConfigPr
     }
 }
 
+/// Where problems about the entry `key` of the mapping at `map` are reported.
+///
+/// The collector reads a problem path back by splitting it at every `.` and taking `[..]` as
+/// an index (`YamlPath::join_dotted` in `collector/src/config/diag.rs`), so a key holding `.`,
+/// `[` or `]` (attribute keys such as `vla.severity`) cannot be a path segment: it would be
+/// located under `vla`, then `severity`. Such a problem goes on the mapping, whose line the
+/// collector finds, and its message starts with the key: `["vla.severity"].regex: ...`.
+struct Entry<'a> {
+    map: &'a str,
+    key: &'a str,
+}
+
+impl Entry<'_> {
+    /// A problem with the entry itself (`field` `None`) or with one of its fields.
+    fn problem(&self, field: Option<&str>, message: impl fmt::Display) -> ConfigProblem {
+        let field = field.map(|f| format!(".{f}")).unwrap_or_default();
+        if self.key.is_empty() || self.key.contains(['.', '[', ']']) {
+            ConfigProblem::new(self.map, format!("[{:?}]{field}: {message}", self.key))
+        } else {
+            ConfigProblem::new(
+                format!("{}.{}{field}", self.map, self.key),
+                message.to_string(),
+            )
+        }
+    }
+}
+
 fn check_attr_matcher(
     key: &str,
     m: &AttrMatcher,
@@ -268,31 +295,33 @@ fn check_attr_matcher(
         ));
         return;
     }
-    let at = format!("{at_attributes}.{key}");
+    let at = Entry {
+        map: at_attributes,
+        key,
+    };
     let c = match m {
         AttrMatcher::Equals(_) => return,
         AttrMatcher::Conditions(c) => c,
     };
     if c.one_of.is_none() && c.not_in.is_none() && c.regex.is_none() && c.exists.is_none() {
-        problems.push(ConfigProblem::new(
-            at.clone(),
+        problems.push(at.problem(
+            None,
             "needs at least one of in, not_in, regex, exists (or a plain value for equality)",
         ));
     }
     for (field, list) in [("in", &c.one_of), ("not_in", &c.not_in)] {
         if list.as_ref().is_some_and(Vec::is_empty) {
-            problems.push(ConfigProblem::new(
-                format!("{at}.{field}"),
-                "must list at least one value",
-            ));
+            problems.push(at.problem(Some(field), "must list at least one value"));
         }
     }
-    if let Some(r) = &c.regex {
-        check_regex(r, &format!("{at}.regex"), problems);
+    if let Some(r) = &c.regex
+        && let Err(why) = matcher::full_match_regex(r)
+    {
+        problems.push(at.problem(Some("regex"), format!("invalid regex {r:?}: {why}")));
     }
     if c.exists == Some(false) && (c.one_of.is_some() || c.regex.is_some()) {
-        problems.push(ConfigProblem::new(
-            format!("{at}.exists"),
+        problems.push(at.problem(
+            Some("exists"),
             "exists: false never holds together with in or regex, which need the attribute",
         ));
     }
@@ -309,15 +338,13 @@ fn check_regex(pattern: &str, at: &str, problems: &mut Vec<ConfigProblem>) {
 
 fn check_labels(labels: &BTreeMap<String, String>, at: &str, problems: &mut Vec<ConfigProblem>) {
     for (key, value) in labels {
+        let entry = Entry { map: at, key };
         if let Err(why) = matcher::check_label_name(key) {
-            problems.push(ConfigProblem::new(
-                format!("{at}.{key}"),
-                format!("invalid label name {key:?}: {why}"),
-            ));
+            problems.push(entry.problem(None, format!("invalid label name {key:?}: {why}")));
         }
         if value.is_empty() {
-            problems.push(ConfigProblem::new(
-                format!("{at}.{key}"),
+            problems.push(entry.problem(
+                None,
                 "must not be empty (an empty Prometheus label is the same as no label)",
             ));
         }

@@ -48,6 +48,11 @@ fn short_regex_error(e: &regex::Error) -> String {
 }
 
 /// Why `key` is not a Prometheus label name a rule may set.
+///
+/// Beyond Prometheus' syntax, a name must reach the exporters' output unchanged and alone:
+/// their sanitiser collapses runs of `_` (`a__b` is exported as `a_b`, which could also merge
+/// it with another key), and they set some names themselves, which would replace or clash
+/// with the rule's value.
 pub(super) fn check_label_name(key: &str) -> Result<(), &'static str> {
     let mut chars = key.chars();
     match chars.next() {
@@ -63,7 +68,21 @@ pub(super) fn check_label_name(key: &str) -> Result<(), &'static str> {
     if key.starts_with("__") {
         return Err("names starting with __ are reserved by Prometheus");
     }
-    Ok(())
+    if key.contains("__") {
+        return Err(
+            "the exporters collapse a run of _ into one (a__b is exported as a_b); \
+                    write the name with single underscores",
+        );
+    }
+    match key {
+        "job" | "instance" => Err("set by the exporters from the resource (service.name, \
+                                   service.instance.id), which would replace this value"),
+        "otel_scope_name" | "otel_scope_version" => Err("set by the exporters from the \
+                                                         instrumentation scope, which would \
+                                                         replace this value"),
+        "le" | "quantile" => Err("reserved for histogram buckets and summary quantiles"),
+        _ => Ok(()),
+    }
 }
 
 /// A `*` glob, split at its stars.

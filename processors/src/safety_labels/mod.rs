@@ -77,18 +77,30 @@
 //!       are compared by the text the exporters write for them (`true`, `42`, `0.5`);
 //!       bytes, arrays and maps match no value.
 //!   - `set`: label name → value, at least one. Names must be Prometheus label names
-//!     (`[a-zA-Z_][a-zA-Z0-9_]*`, not starting with `__`); values are non-empty strings
-//!     (YAML booleans and numbers are turned into their text: `true`, `3`).
+//!     (`[a-zA-Z_][a-zA-Z0-9_]*`, not starting with `__`) that the exporters write unchanged
+//!     and do not set themselves: no run of `_` (`a__b` would be exported as `a_b`), and not
+//!     `job`, `instance`, `otel_scope_name`, `otel_scope_version` (taken from the resource and
+//!     scope, replacing a rule's value), `le` or `quantile` (histogram and summary labels).
+//!     Values are non-empty strings (YAML booleans and numbers are turned into their text:
+//!     `true`, `3`).
 //! - `default`: labels set, like a rule's `set`, on considered points that no rule matched.
 //!
 //! `validate` reports every problem at once with its YAML path, e.g.
 //! `processors.safety_labels.rules[2].match.attributes.severity.regex: invalid regex "(":
-//! unclosed group`. It also refuses a rule that can never apply (after a rule without
-//! conditions in mode `first`) and a `default` that never applies.
+//! unclosed group`. A key holding `.`, `[` or `]` (`vla.severity`) cannot be a segment of the
+//! collector's dotted paths, so its problems are reported on the enclosing mapping, the key
+//! leading the message: `...match.attributes: ["vla.severity"].regex: invalid regex ...`.
+//! It also refuses a rule that can never apply (after a rule without conditions in mode
+//! `first`) and a `default` that never applies.
 //!
 //! [`Config::added_keys`] lists every label the rules can add, for the check that dashboards
 //! and alerts only group by labels that exist. Only the rule syntax is ours; the labels follow
 //! Prometheus' data model.
+//!
+//! Self-metrics ([`SafetyLabels::with_telemetry`]):
+//! `vla_collector_safety_labels_points_total{processor, result}` counts the considered
+//! points: `matched` (a rule set labels), `default` (no rule matched; the default did) and
+//! `unmatched` (no rule matched and there is no default).
 //!
 //! The processor compiles the rules once and decides per metric name (cached) which rules can
 //! apply, so each point costs only its attribute checks; it allocates only the label strings
@@ -105,7 +117,8 @@ use std::hash::BuildHasher;
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 use vla_pipeline::opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use vla_pipeline::{MetricBatch, Processor};
+use vla_pipeline::telemetry::Counter;
+use vla_pipeline::{ComponentId, MetricBatch, Processor, Telemetry};
 
 pub use config::{
     AttrConditions, AttrMatcher, Config, Match, MetricPattern, Mode, OnExisting, Rule,
@@ -197,19 +210,39 @@ pub struct SafetyLabels {
     /// Reused per point: the rules that matched (mode `all`) and numbers' text.
     matched: Vec<u32>,
     scratch: String,
+    /// How many metric patterns and rules `new` skipped because they did not compile.
+    skipped: usize,
+    counters: Counters,
+}
+
+/// Considered points, by result.
+#[derive(Debug, Default)]
+struct Counters {
+    matched: Counter,
+    default: Counter,
+    unmatched: Counter,
 }
 
 impl SafetyLabels {
     /// A processor running the (validated) `config`'s rules; a rule or pattern that does not
     /// compile anyway is skipped with a warning, never a panic.
     pub fn new(config: &Config) -> Self {
+        // The component id is not known here; `with_telemetry` repeats the count with it.
+        let mut skipped = 0;
         let scope = config.metrics.as_ref().map(|patterns| {
             patterns
                 .iter()
-                .filter_map(|p| {
+                .enumerate()
+                .filter_map(|(i, p)| {
                     NameMatcher::new(p)
                         .inspect_err(|e| {
-                            tracing::warn!(processor = TYPE, error = %e, "metric pattern skipped")
+                            skipped += 1;
+                            tracing::warn!(
+                                processor = TYPE,
+                                metrics_index = i,
+                                error = %e,
+                                "metric pattern skipped"
+                            );
                         })
                         .ok()
                 })
@@ -221,7 +254,8 @@ impl SafetyLabels {
             .filter_map(|r| {
                 compile_rule(r)
                     .inspect_err(|e| {
-                        tracing::warn!(processor = TYPE, rule = %r.name, error = %e, "rule skipped")
+                        skipped += 1;
+                        tracing::warn!(processor = TYPE, rule = %r.name, error = %e, "rule skipped");
                     })
                     .ok()
             })
@@ -235,7 +269,35 @@ impl SafetyLabels {
             cache: PlanCache::default(),
             matched: Vec::new(),
             scratch: String::new(),
+            skipped,
+            counters: Counters::default(),
         }
+    }
+
+    /// Registers the processor's counters as `vla_collector_safety_labels_points_total
+    /// {processor=<id>, result=matched|default|unmatched}` (considered points).
+    pub fn with_telemetry(mut self, id: &ComponentId, telemetry: &Telemetry) -> Self {
+        let counter = |result| {
+            telemetry.counter(
+                "vla_collector_safety_labels_points_total",
+                "Data points considered by safety_labels, by result (matched: a rule set labels, \
+                 default: the default did, unmatched: neither).",
+                &[("processor", id), ("result", result)],
+            )
+        };
+        self.counters = Counters {
+            matched: counter("matched"),
+            default: counter("default"),
+            unmatched: counter("unmatched"),
+        };
+        if self.skipped > 0 {
+            tracing::warn!(
+                processor = %id,
+                skipped = self.skipped,
+                "metric patterns or rules that did not compile were skipped"
+            );
+        }
+        self
     }
 }
 
@@ -280,8 +342,12 @@ impl Processor for SafetyLabels {
             cache,
             matched,
             scratch,
+            skipped: _,
+            counters,
         } = self;
         let (mode, keep, scope, rules) = (*mode, *keep_existing, scope.as_deref(), &**rules);
+        // Tallied locally, added to the shared counters once per batch.
+        let (mut n_matched, mut n_default, mut n_unmatched) = (0u64, 0u64, 0u64);
         // Points of one metric come in a row: remember the last plan to skip the lookup.
         let mut last: Option<usize> = None;
         batch.for_each_point_mut(|ctx, attrs| {
@@ -294,7 +360,11 @@ impl Processor for SafetyLabels {
                 }
             };
             let plan = &cache.plans[i];
-            if !plan.considered || (plan.rules.is_empty() && default.is_none()) {
+            if !plan.considered {
+                return;
+            }
+            if plan.rules.is_empty() && default.is_none() {
+                n_unmatched += 1;
                 return;
             }
             let arrived = attrs.len();
@@ -308,15 +378,23 @@ impl Processor for SafetyLabels {
                 }
             }
             if matched.is_empty() {
-                if let Some(d) = default {
-                    set_labels(attrs, arrived, d, keep);
+                match default {
+                    Some(d) => {
+                        n_default += 1;
+                        set_labels(attrs, arrived, d, keep);
+                    }
+                    None => n_unmatched += 1,
                 }
                 return;
             }
+            n_matched += 1;
             for &r in &*matched {
                 set_labels(attrs, arrived, &rules[r as usize].set, keep);
             }
         });
+        counters.matched.add(n_matched);
+        counters.default.add(n_default);
+        counters.unmatched.add(n_unmatched);
     }
 }
 

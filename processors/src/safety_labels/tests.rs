@@ -844,7 +844,7 @@ default: { "bad-key": x }
             "{p}.rules[1].set.ok: must not be empty (an empty Prometheus label is the same as no label)"
         ),
         format!(
-            "{p}.rules[1].set.safety.category: invalid label name \"safety.category\": may hold only letters, digits and _ ([a-zA-Z_][a-zA-Z0-9_]*)"
+            "{p}.rules[1].set: [\"safety.category\"]: invalid label name \"safety.category\": may hold only letters, digits and _ ([a-zA-Z_][a-zA-Z0-9_]*)"
         ),
         format!("{p}.rules[2].name: must not be empty"),
         format!("{p}.rules[2].match.metric.regex: invalid regex \"a)\": unopened group"),
@@ -942,4 +942,162 @@ fn new_skips_what_does_not_compile_instead_of_panicking() {
             "bad glob: severity=critical"
         ]
     );
+}
+
+#[test]
+fn label_names_the_exporters_would_change_or_override_are_refused() {
+    let cases: &[(&str, Option<&str>)] = &[
+        ("safety_category", None),
+        ("_private", None),
+        ("a_b_", None),
+        ("job", Some("set by the exporters from the resource")),
+        ("instance", Some("set by the exporters from the resource")),
+        ("otel_scope_name", Some("instrumentation scope")),
+        ("otel_scope_version", Some("instrumentation scope")),
+        ("le", Some("histogram buckets and summary quantiles")),
+        ("quantile", Some("histogram buckets and summary quantiles")),
+        ("__name__", Some("reserved by Prometheus")),
+        ("__x", Some("reserved by Prometheus")),
+        ("safety__category", Some("collapse a run of _")),
+        ("a___", Some("collapse a run of _")),
+        ("Job", None),
+        ("jobs", None),
+    ];
+    for (key, want) in cases {
+        for yaml in [
+            format!("rules: [{{ name: r, set: {{ {key}: x }} }}]"),
+            format!(
+                "rules: [{{ name: r, match: {{ attributes: {{ a: b }} }}, set: {{ k: v }} }}]\ndefault: {{ {key}: x }}"
+            ),
+        ] {
+            let problems = parse(&yaml).validate("p");
+            match want {
+                None => assert!(problems.is_empty(), "{key}: {problems:?}"),
+                Some(want) => {
+                    assert_eq!(problems.len(), 1, "{key}: {problems:?}");
+                    assert!(
+                        problems[0].path.ends_with(&format!(".{key}")),
+                        "{problems:?}"
+                    );
+                    assert!(problems[0].message.contains(want), "{key}: {problems:?}");
+                }
+            }
+        }
+    }
+    // Two keys that the exporters would merge (`a_b` and `a__b`) cannot both pass.
+    let problems = parse("rules: [{ name: r, set: { a_b: x, a__b: y } }]").validate("p");
+    assert_eq!(
+        problems.iter().map(|p| &*p.path).collect::<Vec<_>>(),
+        ["p.rules[0].set.a__b"]
+    );
+}
+
+#[test]
+fn keys_with_dots_are_reported_on_their_mapping() {
+    let cfg = parse(
+        r#"
+rules:
+  - name: r
+    match:
+      attributes:
+        vla.severity: { regex: "(", in: [] }
+        "a[0]": { exists: false, in: [x] }
+        "weird]": {}
+        plain: { regex: "(" }
+    set: { k: v }
+default: { vla.category: x }
+"#,
+    );
+    let got: Vec<String> = cfg.validate("p").iter().map(ToString::to_string).collect();
+    assert_eq!(
+        got,
+        [
+            "p.rules[0].match.attributes: [\"a[0]\"].exists: exists: false never holds together with in or regex, which need the attribute",
+            "p.rules[0].match.attributes.plain.regex: invalid regex \"(\": unclosed group",
+            "p.rules[0].match.attributes: [\"vla.severity\"].in: must list at least one value",
+            "p.rules[0].match.attributes: [\"vla.severity\"].regex: invalid regex \"(\": unclosed group",
+            "p.rules[0].match.attributes: [\"weird]\"]: needs at least one of in, not_in, regex, exists (or a plain value for equality)",
+            "p.default: [\"vla.category\"]: invalid label name \"vla.category\": may hold only letters, digits and _ ([a-zA-Z_][a-zA-Z0-9_]*)",
+        ]
+    );
+    // The collector splits problem paths at every `.` (`YamlPath::join_dotted`), so no path
+    // may hold part of a key: it would be looked for under a `vla` key, on the wrong line.
+    for problem in cfg.validate("p") {
+        assert!(
+            [
+                "p.rules[0].match.attributes",
+                "p.rules[0].match.attributes.plain.regex",
+                "p.default"
+            ]
+            .contains(&problem.path.as_str()),
+            "{problem}"
+        );
+    }
+}
+
+#[test]
+fn considered_points_are_counted_by_result() {
+    let t = Telemetry::new();
+    let count = |id: &str, result: &str| {
+        t.value(
+            "vla_collector_safety_labels_points_total",
+            &[("processor", id), ("result", result)],
+        )
+    };
+    let with_default = valid(
+        r#"
+metrics: ["vla.safety.*"]
+rules:
+  - { name: a, match: { attributes: { v: a } }, set: { hit: a } }
+  - { name: b, match: { metric: vla.safety.b, attributes: { v: b } }, set: { hit: b } }
+default: { hit: none }
+"#,
+    );
+    let without_default = Config {
+        default: None,
+        ..with_default.clone()
+    };
+    let metrics = || {
+        vec![
+            // matched, default, matched
+            sum(
+                "vla.safety.a",
+                &[&[("v", "a")], &[("v", "b")], &[("v", "a")]],
+            ),
+            // matched (rule b), default
+            sum("vla.safety.b", &[&[("v", "b")], &[]]),
+            // not considered: not counted at all
+            sum("other", &[&[("v", "a")], &[("v", "b")]]),
+        ]
+    };
+    let id_d: ComponentId = "safety_labels/d".into();
+    let id_n: ComponentId = "safety_labels/n".into();
+    let mut d = SafetyLabels::new(&with_default).with_telemetry(&id_d, &t);
+    let mut n = SafetyLabels::new(&without_default).with_telemetry(&id_n, &t);
+    for _ in 0..2 {
+        let mut batch = MetricBatch::new("otlp".into(), vec![fixtures::resource("svc", metrics())]);
+        d.process(&mut batch);
+        let mut batch = MetricBatch::new("otlp".into(), vec![fixtures::resource("svc", metrics())]);
+        n.process(&mut batch);
+    }
+    assert_eq!(count("safety_labels/d", "matched"), Some(6));
+    assert_eq!(count("safety_labels/d", "default"), Some(4));
+    assert_eq!(count("safety_labels/d", "unmatched"), Some(0));
+    assert_eq!(count("safety_labels/n", "matched"), Some(6));
+    assert_eq!(count("safety_labels/n", "default"), Some(0));
+    assert_eq!(count("safety_labels/n", "unmatched"), Some(4));
+
+    // A metric that no rule can apply to, without a default, is counted as unmatched too.
+    let id: ComponentId = "safety_labels/m".into();
+    let mut m = SafetyLabels::new(&valid(
+        "rules: [{ name: r, match: { metric: x }, set: { k: v } }]",
+    ))
+    .with_telemetry(&id, &t);
+    let mut batch = MetricBatch::new(
+        "otlp".into(),
+        vec![fixtures::resource("svc", vec![sum("y", &[&[], &[]])])],
+    );
+    m.process(&mut batch);
+    assert_eq!(count("safety_labels/m", "unmatched"), Some(2));
+    assert_eq!(count("safety_labels/m", "matched"), Some(0));
 }

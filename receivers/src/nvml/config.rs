@@ -3,7 +3,8 @@
 //! ```yaml
 //! receivers:
 //!   nvml:
-//!     collection_interval: 10s        # default 10s
+//!     collection_interval: 10s        # default 10s, at least 100ms
+//!     poll_timeout: 10s               # default: collection_interval, at most 10s
 //!     source: nvml                    # nvml (default) | fake
 //!     library_path: /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1   # optional, nvml only
 //!     fake: { gpus: 2, model: "NVIDIA H100 80GB HBM3", memory_total_mib: 81559, scenario: steady }
@@ -15,11 +16,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use vla_pipeline::config::ConfigProblem;
 
 /// Default poll interval.
 pub const DEFAULT_COLLECTION_INTERVAL: Duration = Duration::from_secs(10);
+/// Shortest poll interval `validate` accepts.
+pub const MIN_COLLECTION_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest default poll timeout (the default is the collection interval, capped at this).
+pub const MAX_DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most GPUs a fake source may simulate.
 pub const MAX_FAKE_GPUS: u32 = 64;
 
@@ -30,6 +35,10 @@ pub struct Config {
     /// How often every GPU is read.
     #[serde(deserialize_with = "vla_pipeline::config::duration")]
     pub collection_interval: Duration,
+    /// How long one poll (or one attempt to open NVML) may block before the source is
+    /// reported failing; `None` = `collection_interval`, at most 10 s.
+    #[serde(deserialize_with = "optional_duration")]
+    pub poll_timeout: Option<Duration>,
     /// Where the readings come from.
     pub source: SourceKind,
     /// The NVML library to load instead of the system's `libnvidia-ml.so.1` (`source: nvml`).
@@ -38,7 +47,8 @@ pub struct Config {
     pub fake: Option<FakeConfig>,
     /// Which metric names to send.
     pub metrics: MetricsConfig,
-    /// Extra resource attributes; they win over `service.name` and `host.name`.
+    /// Extra resource attributes; they win over `service.name`, `host.name` and
+    /// `service.instance.id`.
     pub resource_attributes: BTreeMap<String, String>,
 }
 
@@ -46,6 +56,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             collection_interval: DEFAULT_COLLECTION_INTERVAL,
+            poll_timeout: None,
             source: SourceKind::Nvml,
             library_path: None,
             fake: None,
@@ -139,10 +150,20 @@ impl Config {
     /// YAML path, e.g. `receivers.nvml`).
     pub fn validate(&self, path: &str) -> Vec<vla_pipeline::config::ConfigProblem> {
         let mut problems = Vec::new();
-        if self.collection_interval.is_zero() {
+        if self.collection_interval < MIN_COLLECTION_INTERVAL {
             problems.push(ConfigProblem::new(
                 format!("{path}.collection_interval"),
-                "must be longer than 0, e.g. 10s",
+                format!(
+                    "must be at least 100ms (NVML polls are not free), got {:?}; e.g. 10s",
+                    self.collection_interval
+                ),
+            ));
+        }
+        if self.poll_timeout.is_some_and(|t| t.is_zero()) {
+            problems.push(ConfigProblem::new(
+                format!("{path}.poll_timeout"),
+                "must be longer than 0, e.g. 5s (leave it out for the collection interval, at \
+                 most 10s)",
             ));
         }
         match self.source {
@@ -185,10 +206,21 @@ impl Config {
         problems
     }
 
+    /// The poll timeout in effect: `poll_timeout`, else `collection_interval` capped at 10 s.
+    pub fn effective_poll_timeout(&self) -> Duration {
+        self.poll_timeout
+            .unwrap_or_else(|| self.collection_interval.min(MAX_DEFAULT_POLL_TIMEOUT))
+    }
+
     /// The fake source's settings: the configured ones or the defaults.
     pub fn fake_or_default(&self) -> FakeConfig {
         self.fake.clone().unwrap_or_default()
     }
+}
+
+/// A duration that may be left out (`None`).
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    vla_pipeline::config::duration(d).map(Some)
 }
 
 impl FakeConfig {

@@ -5,6 +5,14 @@
 //!
 //! A field the GPU does not report (`None`) produces no point at all, never a 0, and a metric
 //! with no point is left out.
+//!
+//! Every cumulative sum starts at the receiver's start (`start_time_unix_nano`), also energy
+//! and ECC errors, which NVML counts since the driver loaded: NVML does not tell when that
+//! was. Their first point therefore holds everything since the driver loaded (see the module
+//! doc of `nvml`).
+//!
+//! The resource carries `service.instance.id` = the host name (Prometheus' `instance`), so
+//! hosts stay apart even for the series without GPU labels.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -234,7 +242,8 @@ pub(crate) struct Encoder {
     metrics: MetricsConfig,
     resource: Resource,
     host_name: String,
-    /// When the receiver started: the start of every cumulative sum.
+    /// When the receiver started: the start of every cumulative sum, including those NVML
+    /// counts since the driver loaded (energy, ECC errors).
     start_unix_nanos: u64,
 }
 
@@ -259,6 +268,8 @@ impl Encoder {
         let mut attributes = vec![str_kv("service.name", "vla-collector")];
         if !host_name.is_empty() {
             attributes.push(str_kv("host.name", host_name));
+            // The exporters' `instance` label: one per host, also for vla.gpu.available.
+            attributes.push(str_kv("service.instance.id", host_name));
         }
         for (k, v) in extra_resource_attributes {
             match attributes.iter_mut().find(|kv| kv.key == k) {

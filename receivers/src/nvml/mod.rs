@@ -9,7 +9,8 @@
 //! ```yaml
 //! receivers:
 //!   nvml:
-//!     collection_interval: 10s        # default 10s
+//!     collection_interval: 10s        # default 10s, at least 100ms
+//!     poll_timeout: 10s               # default: collection_interval, at most 10s
 //!     source: nvml                    # nvml (default) | fake
 //!     library_path: /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1   # optional
 //!     fake: { gpus: 2, model: "NVIDIA H100 80GB HBM3", memory_total_mib: 81559, scenario: steady }
@@ -17,9 +18,12 @@
 //!     resource_attributes: { deployment.environment: prod }
 //! ```
 //!
-//! Each poll sends one batch with one resource (`service.name = vla-collector`, `host.name`,
-//! plus `resource_attributes`). Names follow the metric catalogue (`vla-sdk`) and the
-//! OpenTelemetry → Prometheus naming the exporters apply:
+//! Each poll sends one batch with one resource (`service.name = vla-collector`, `host.name`
+//! and `service.instance.id` = the host name, plus `resource_attributes`, which win). The
+//! exporters derive Prometheus' `instance` label from `service.instance.id`, so the series of
+//! several hosts (including `vla_gpu_available` and `vla_gpu_count`, which carry no GPU label)
+//! stay apart. Names follow the metric catalogue (`vla-sdk`) and the OpenTelemetry →
+//! Prometheus naming the exporters apply:
 //!
 //! | OTel name | unit | kind | Prometheus |
 //! |---|---|---|---|
@@ -42,9 +46,29 @@
 //! (`DCGM_FI_DEV_GPU_UTIL`, `DCGM_FI_DEV_FB_USED` in MiB, ...) with its labels `gpu`, `UUID`,
 //! `device`, `modelName`, `Hostname`. A field the GPU does not support sends no point.
 //!
-//! Without a driver or GPU the receiver logs one warning, sends `vla.gpu.available 0` every
-//! interval and retries NVML every 60 s (or every interval, if longer); it never fails the
-//! collector. `/ready` shows the source's health through [`NvmlReceiver::status`].
+//! **Start times.** `vla.gpu.energy` and `vla.gpu.ecc.errors` count since the driver loaded
+//! (NVML does not say when that was), yet carry the receiver's start as
+//! `start_time_unix_nano`; `vla.gpu.xid.errors` really counts from then. Prometheus' `rate()`
+//! and `increase()` only look at the values and are unaffected, but a consumer that trusts the
+//! start time (e.g. a delta conversion) sees the energy used before the receiver started as
+//! spent in its first interval. A driver reload resets the counters without a new start time;
+//! the values dropping is the reset signal, as for any Prometheus counter.
+//!
+//! **Memory** needs driver R510 or newer (`nvmlDeviceGetMemoryInfo_v2`; older drivers report
+//! no memory values), and `vla.gpu.memory.used` excludes the memory the driver reserves (see
+//! `nvml_source.rs`).
+//!
+//! **Failures.** Without a driver or GPU the receiver logs one warning, sends
+//! `vla.gpu.available 0` every interval and retries NVML every 60 s (or every interval, if
+//! longer); it never fails the collector. Each poll (and each attempt to open NVML) runs on
+//! the blocking pool under `poll_timeout`: a call that hangs in the driver (a GPU fallen off
+//! the bus) makes the source "failing" and sends `vla.gpu.available 0`, and no other call
+//! starts until it returns (a late answer is discarded; a late successful open is used). After
+//! five failed or timed-out polls in a row the source is dropped (for NVML: its XID event set
+//! is freed and NVML shut down) and opened again, so a reloaded driver is picked up. `/ready`
+//! shows the source's health through [`NvmlReceiver::status`]; polls are counted in
+//! `vla_collector_receiver_gpu_polls_total{receiver, result=ok|failed|unavailable|timeout}`,
+//! one result per interval.
 
 mod config;
 mod metrics;
@@ -57,6 +81,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 use vla_pipeline::gpu::{GpuReading, GpuSnapshot, GpuSnapshots};
@@ -68,8 +93,8 @@ use vla_pipeline::{
 };
 
 pub use config::{
-    Config, DEFAULT_COLLECTION_INTERVAL, FakeConfig, MAX_FAKE_GPUS, MetricsConfig, Scenario,
-    SourceKind,
+    Config, DEFAULT_COLLECTION_INTERVAL, FakeConfig, MAX_DEFAULT_POLL_TIMEOUT, MAX_FAKE_GPUS,
+    MIN_COLLECTION_INTERVAL, MetricsConfig, Scenario, SourceKind,
 };
 pub use nvml_source::DEFAULT_LIBRARY;
 pub use source::{BoxError, FakeGpuSource, GpuError, GpuSource, NvmlSource};
@@ -81,28 +106,37 @@ pub const TYPE: &str = "nvml";
 
 /// Shortest wait between two attempts to open NVML.
 const INIT_RETRY: Duration = Duration::from_secs(60);
+/// Failed (or timed-out) polls in a row after which an openable source is dropped and opened
+/// again (a reloaded driver needs a fresh NVML).
+pub const REOPEN_AFTER_FAILED_POLLS: u32 = 5;
 
-type SharedSource = Arc<Mutex<Box<dyn GpuSource>>>;
-type Opener = Arc<dyn Fn() -> Result<Box<dyn GpuSource>, GpuError> + Send + Sync>;
+type BoxSource = Box<dyn GpuSource>;
+type SharedSource = Arc<Mutex<BoxSource>>;
+type Opener = Arc<dyn Fn() -> Result<BoxSource, GpuError> + Send + Sync>;
 
 /// The `nvml` receiver.
 pub struct NvmlReceiver {
     id: ComponentId,
     config: Config,
     slot: Slot,
+    /// How to open the source again after repeated failures; `None` for a given source.
+    reopen: Option<Opener>,
     /// Wait between two attempts to open the source.
     init_retry: Duration,
+    /// Longest wait for one blocking call (poll or open).
+    poll_timeout: Duration,
     gpus: GpuSnapshots,
     status: SourceStatus,
     polls_ok: Counter,
     polls_failed: Counter,
     polls_unavailable: Counter,
+    polls_timeout: Counter,
 }
 
 /// The source, or how to open it.
 enum Slot {
     Open(SharedSource),
-    /// Not opened yet, or the last attempt failed.
+    /// Not opened yet, or the last attempt failed, or dropped after failures.
     Closed(Opener),
 }
 
@@ -137,14 +171,14 @@ impl NvmlReceiver {
                     None => "nvml".to_owned(),
                 };
                 let opener: Opener = Arc::new(move || {
-                    NvmlSource::open(path.as_deref()).map(|s| Box::new(s) as Box<dyn GpuSource>)
+                    NvmlSource::open(path.as_deref()).map(|s| Box::new(s) as BoxSource)
                 });
                 Self::build(id, config, Slot::Closed(opener), described, gpus, telemetry)
             }
         }
     }
 
-    /// With an explicit source (tests).
+    /// With an explicit source (tests); it is kept however often it fails.
     pub fn with_source(
         id: ComponentId,
         config: &Config,
@@ -168,18 +202,26 @@ impl NvmlReceiver {
         let polls = |result: &str| {
             telemetry.counter(
                 "vla_collector_receiver_gpu_polls_total",
-                "GPU polls of an nvml receiver, by result (ok, failed, unavailable).",
+                "GPU polls of an nvml receiver, one per interval, by result (ok, failed, \
+                 unavailable, timeout).",
                 &[("receiver", &id), ("result", result)],
             )
+        };
+        let reopen = match &slot {
+            Slot::Closed(opener) => Some(opener.clone()),
+            Slot::Open(_) => None,
         };
         Self {
             polls_ok: polls("ok"),
             polls_failed: polls("failed"),
             polls_unavailable: polls("unavailable"),
+            polls_timeout: polls("timeout"),
             id: id.clone(),
             config: config.clone(),
             slot,
+            reopen,
             init_retry: INIT_RETRY.max(config.collection_interval),
+            poll_timeout: config.effective_poll_timeout(),
             gpus,
             status: SourceStatus::new(described),
         }
@@ -204,7 +246,7 @@ impl NvmlReceiver {
         let mut state = PollState::default();
         let mut ticker = tokio::time::interval(self.config.collection_interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        debug!(receiver = %self.id, interval = ?self.config.collection_interval, "nvml receiver started");
+        debug!(receiver = %self.id, interval = ?self.config.collection_interval, timeout = ?self.poll_timeout, "nvml receiver started");
         loop {
             tokio::select! {
                 biased;
@@ -244,6 +286,24 @@ impl NvmlReceiver {
 
     /// One poll: opens the source first if needed. `None` when no reading could be taken.
     async fn poll_once(&mut self, state: &mut PollState) -> Option<Vec<GpuReading>> {
+        if let Some(call) = state.outstanding.take() {
+            if !call.is_finished() {
+                // Still hung: starting another call would only pile up blocked threads.
+                state.outstanding = Some(call);
+                self.polls_timeout.inc();
+                return None;
+            }
+            info!(receiver = %self.id, "nvml receiver: the GPU call that timed out has returned");
+            match call {
+                // A late answer is stale: poll afresh below.
+                Outstanding::Poll(h) => drop(h.await),
+                Outstanding::Open(h) => match flatten(h.await) {
+                    Ok(source) => drop(self.opened(state, source)),
+                    // Tried again after `init_retry`, as after any failed open.
+                    Err(e) => self.status.failure(e.one_line()),
+                },
+            }
+        }
         let source = match &self.slot {
             Slot::Open(s) => s.clone(),
             Slot::Closed(opener) => {
@@ -251,14 +311,19 @@ impl NvmlReceiver {
                     self.polls_unavailable.inc();
                     return None;
                 }
-                match run_blocking(opener.clone()).await {
-                    Ok(source) => {
-                        info!(receiver = %self.id, source = %source.describe(), "nvml receiver: NVIDIA driver found; reading the GPUs");
-                        let source = Arc::new(Mutex::new(source));
-                        self.slot = Slot::Open(source.clone());
-                        state.next_open = None;
-                        source
+                let opener = opener.clone();
+                let mut call = tokio::task::spawn_blocking(move || opener());
+                let opened = match tokio::time::timeout(self.poll_timeout, &mut call).await {
+                    Ok(joined) => flatten(joined),
+                    Err(_) => {
+                        state.outstanding = Some(Outstanding::Open(call));
+                        state.next_open = Some(Instant::now() + self.init_retry);
+                        self.timed_out(state, "opening the GPU source");
+                        return None;
                     }
+                };
+                match opened {
+                    Ok(source) => self.opened(state, source),
                     Err(e) => {
                         let error = e.one_line();
                         if !state.open_warned {
@@ -275,13 +340,22 @@ impl NvmlReceiver {
                 }
             }
         };
-        let polled = run_blocking(Arc::new(move || {
+        let mut call = tokio::task::spawn_blocking(move || {
             source.lock().unwrap_or_else(PoisonError::into_inner).poll()
-        }))
-        .await;
+        });
+        let polled = match tokio::time::timeout(self.poll_timeout, &mut call).await {
+            Ok(joined) => flatten(joined),
+            Err(_) => {
+                state.outstanding = Some(Outstanding::Poll(call));
+                self.timed_out(state, "reading the GPUs");
+                self.failed_poll(state);
+                return None;
+            }
+        };
         match polled {
             Ok(mut readings) => {
                 readings.sort_by_key(|r| r.index);
+                state.failed_polls = 0;
                 if state.failing {
                     state.failing = false;
                     info!(receiver = %self.id, gpus = readings.len(), "nvml receiver: reading the GPUs again");
@@ -302,9 +376,52 @@ impl NvmlReceiver {
                 }
                 self.status.failure(error);
                 self.polls_failed.inc();
+                self.failed_poll(state);
                 None
             }
         }
+    }
+
+    /// Puts a freshly opened source in the slot.
+    fn opened(&mut self, state: &mut PollState, source: BoxSource) -> SharedSource {
+        info!(receiver = %self.id, source = %source.describe(), "nvml receiver: NVIDIA driver found; reading the GPUs");
+        let source = Arc::new(Mutex::new(source));
+        self.slot = Slot::Open(source.clone());
+        state.next_open = None;
+        state.failed_polls = 0;
+        source
+    }
+
+    /// Reports a call that did not return within the poll timeout.
+    fn timed_out(&self, state: &mut PollState, what: &str) {
+        let error = format!(
+            "{what} did not return within {:?} (a GPU may have fallen off the bus); no new \
+             GPU call until it returns",
+            self.poll_timeout
+        );
+        if !state.failing {
+            state.failing = true;
+            warn!(receiver = %self.id, %error, "nvml receiver: GPU call hung; reporting vla_gpu_available 0 until it works again");
+        }
+        self.status.failure(error);
+        self.polls_timeout.inc();
+    }
+
+    /// Counts a failed poll; after [`REOPEN_AFTER_FAILED_POLLS`] in a row, drops an openable
+    /// source so the next interval opens it afresh.
+    fn failed_poll(&mut self, state: &mut PollState) {
+        state.failed_polls += 1;
+        let Some(opener) = &self.reopen else {
+            return;
+        };
+        if state.failed_polls < REOPEN_AFTER_FAILED_POLLS {
+            return;
+        }
+        warn!(receiver = %self.id, failed_polls = state.failed_polls, "nvml receiver: GPU polls keep failing; closing the GPU source and opening it again (driver reloaded?)");
+        // A hung poll still holds the source; it is released when that call returns.
+        self.slot = Slot::Closed(opener.clone());
+        state.next_open = None;
+        state.failed_polls = 0;
     }
 }
 
@@ -315,7 +432,7 @@ impl Receiver for NvmlReceiver {
 }
 
 /// What the poll loop remembers between ticks.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct PollState {
     /// No attempt to open the source before this.
     next_open: Option<Instant>,
@@ -323,19 +440,35 @@ struct PollState {
     open_warned: bool,
     /// Polls are failing (warned once for the streak).
     failing: bool,
+    /// Failed or timed-out polls in a row.
+    failed_polls: u32,
+    /// A blocking call that outlived the poll timeout.
+    outstanding: Option<Outstanding>,
 }
 
-/// Runs `f` on the blocking pool; a panic there becomes a [`GpuError::Read`].
-async fn run_blocking<T: Send + 'static>(
-    f: Arc<dyn Fn() -> Result<T, GpuError> + Send + Sync>,
-) -> Result<T, GpuError> {
-    match tokio::task::spawn_blocking(move || f()).await {
-        Ok(r) => r,
-        Err(e) => Err(GpuError::Read {
+/// A blocking call still running after its timeout.
+enum Outstanding {
+    Open(JoinHandle<Result<BoxSource, GpuError>>),
+    Poll(JoinHandle<Result<Vec<GpuReading>, GpuError>>),
+}
+
+impl Outstanding {
+    fn is_finished(&self) -> bool {
+        match self {
+            Outstanding::Open(h) => h.is_finished(),
+            Outstanding::Poll(h) => h.is_finished(),
+        }
+    }
+}
+
+/// A blocking call's result; a panic there becomes a [`GpuError::Read`].
+fn flatten<T>(joined: Result<Result<T, GpuError>, tokio::task::JoinError>) -> Result<T, GpuError> {
+    joined.unwrap_or_else(|e| {
+        Err(GpuError::Read {
             message: "the GPU source stopped unexpectedly".to_owned(),
             source: Some(Box::new(e)),
-        }),
-    }
+        })
+    })
 }
 
 /// The host's name: `/etc/hostname`, else `$HOSTNAME`, else the kernel's; empty if none.

@@ -9,9 +9,26 @@
 //! XID errors come from an NVML event set registered for critical XID events on every GPU that
 //! supports them, drained without waiting (timeout 0) at each poll; GPUs without support report
 //! no XID values.
+//!
+//! **One thread per source.** An `EventSet` borrows the `Nvml` it came from, so a struct that
+//! kept both would need an `Nvml` that lives forever (leaked) or unsafe code. Instead each
+//! [`NvmlSource`] owns a thread (`nvml`) that initialises NVML, keeps the handle and the event
+//! set on its own stack and answers poll requests over a channel. Dropping the source closes
+//! the channel: the thread frees the event set and shuts NVML down (`nvmlShutdown`, which NVML
+//! reference-counts), so opening a new source later initialises NVML afresh, which is what
+//! picks up a reloaded driver (the receiver does that after repeated failed polls). If two
+//! sources share the process (two `nvml` receivers), NVML stays initialised until both are
+//! dropped. A call that hangs in the driver blocks only that thread; the receiver times the
+//! poll out and starts no other until it returns.
+//!
+//! **Driver version.** Memory comes from `nvmlDeviceGetMemoryInfo_v2` only (what
+//! `nvml-wrapper` 0.13 calls), which drivers R510 (510.39) and later provide; an older driver
+//! reports no memory values (the other fields still work). With v2, `used` excludes the
+//! memory the driver reserves, so `used + free` is less than `total` by that reserve.
+//! Energy needs Volta or newer.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::mpsc;
 
 use nvml_wrapper::Nvml;
 use nvml_wrapper::bitmasks::event::EventTypes;
@@ -30,75 +47,133 @@ pub const DEFAULT_LIBRARY: &str = "libnvidia-ml.so.1";
 /// Most XID events handled in one poll, so a storm cannot stall the poller.
 const MAX_EVENTS_PER_POLL: usize = 1024;
 
-/// NVML handles opened by this process, one per library path, never shut down.
-///
-/// An `EventSet` borrows the `Nvml` it came from, so a source that keeps both needs an `Nvml`
-/// that lives forever: each distinct library is initialised once and leaked (NVML reference-
-/// counts its initialisation; the process exit releases it). Reopening, e.g. after a config
-/// reload, reuses the handle instead of leaking another. Failed attempts are not cached.
-static OPENED: Mutex<Vec<(Option<PathBuf>, &'static Nvml)>> = Mutex::new(Vec::new());
+type Readings = Result<Vec<GpuReading>, GpuError>;
 
-fn shared_nvml(library_path: Option<&Path>) -> Result<&'static Nvml, NvmlError> {
-    let mut opened = OPENED.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((_, nvml)) = opened.iter().find(|(p, _)| p.as_deref() == library_path) {
-        return Ok(nvml);
-    }
-    let nvml = match library_path {
-        Some(path) => Nvml::builder().lib_path(path.as_os_str()).init()?,
-        None => Nvml::init()?,
-    };
-    let nvml: &'static Nvml = Box::leak(Box::new(nvml));
-    opened.push((library_path.map(Path::to_path_buf), nvml));
-    Ok(nvml)
-}
-
-/// The GPUs of this host, read through NVML.
+/// The GPUs of this host, read through NVML on the source's own thread.
 #[derive(Debug)]
 pub struct NvmlSource {
-    nvml: &'static Nvml,
     library: String,
     driver_version: String,
-    xid: Option<XidWatch>,
-    partial_failures: LogLimiter,
-}
-
-/// Critical XID events of the GPUs that support them, counted since the source opened.
-#[derive(Debug)]
-struct XidWatch {
-    set: EventSet<'static>,
-    /// `(gpu index, events seen, last XID code)`.
-    counts: Vec<(u32, u64, u64)>,
+    /// One `()` per poll; dropping it stops the thread.
+    requests: mpsc::Sender<()>,
+    /// One answer per request, in order.
+    replies: mpsc::Receiver<Readings>,
 }
 
 impl NvmlSource {
     /// Loads and initialises NVML (from `library_path`, or the system's `libnvidia-ml.so.1`)
-    /// and checks that it sees at least one GPU. Blocks while the library loads.
+    /// on a new thread and checks that it sees at least one GPU. Blocks while the library
+    /// loads.
     pub fn open(library_path: Option<&Path>) -> Result<Self, GpuError> {
         let library =
             library_path.map_or_else(|| DEFAULT_LIBRARY.to_owned(), |p| p.display().to_string());
-        let nvml = shared_nvml(library_path).map_err(|e| GpuError::Unavailable {
-            message: format!("cannot load or initialise NVML ({library})"),
-            source: Some(Box::new(e)),
-        })?;
-        let count = nvml.device_count().map_err(|e| GpuError::Unavailable {
-            message: "NVML cannot count the GPUs".to_owned(),
-            source: Some(Box::new(e)),
-        })?;
-        if count == 0 {
-            return Err(GpuError::unavailable("NVML found no GPU"));
-        }
-        let driver_version = nvml
-            .sys_driver_version()
-            .unwrap_or_else(|_| "unknown".to_owned());
+        let (init_tx, init_rx) = mpsc::sync_channel(1);
+        let (requests, request_rx) = mpsc::channel();
+        let (reply_tx, replies) = mpsc::channel();
+        let path = library_path.map(Path::to_path_buf);
+        let described = library.clone();
+        std::thread::Builder::new()
+            .name("nvml".to_owned())
+            .spawn(move || serve(path, &described, &init_tx, &request_rx, &reply_tx))
+            .map_err(|e| GpuError::Unavailable {
+                message: "cannot start the NVML thread".to_owned(),
+                source: Some(Box::new(e)),
+            })?;
+        let driver_version = init_rx.recv().map_err(|_| {
+            GpuError::unavailable(format!("the NVML thread stopped while opening {library}"))
+        })??;
         Ok(Self {
-            nvml,
             library,
             driver_version,
-            xid: XidWatch::register(nvml, count),
-            partial_failures: LogLimiter::default(),
+            requests,
+            replies,
         })
     }
+}
 
+impl GpuSource for NvmlSource {
+    fn describe(&self) -> String {
+        format!("nvml {} ({})", self.driver_version, self.library)
+    }
+
+    fn poll(&mut self) -> Result<Vec<GpuReading>, GpuError> {
+        let stopped = || GpuError::read("the NVML thread stopped");
+        self.requests.send(()).map_err(|_| stopped())?;
+        self.replies.recv().map_err(|_| stopped())?
+    }
+}
+
+/// The source's thread: opens NVML, reports the driver version (or why it failed) on `init`,
+/// then answers each request until the source is dropped. NVML is shut down on return.
+fn serve(
+    path: Option<PathBuf>,
+    library: &str,
+    init: &mpsc::SyncSender<Result<String, GpuError>>,
+    requests: &mpsc::Receiver<()>,
+    replies: &mpsc::Sender<Readings>,
+) {
+    let opened = match &path {
+        Some(p) => Nvml::builder().lib_path(p.as_os_str()).init(),
+        None => Nvml::init(),
+    };
+    let nvml = match opened {
+        Ok(nvml) => nvml,
+        Err(e) => {
+            let _ = init.send(Err(GpuError::Unavailable {
+                message: format!("cannot load or initialise NVML ({library})"),
+                source: Some(Box::new(e)),
+            }));
+            return;
+        }
+    };
+    let count = match nvml.device_count() {
+        Ok(0) => {
+            let _ = init.send(Err(GpuError::unavailable("NVML found no GPU")));
+            return;
+        }
+        Ok(n) => n,
+        Err(e) => {
+            let _ = init.send(Err(GpuError::Unavailable {
+                message: "NVML cannot count the GPUs".to_owned(),
+                source: Some(Box::new(e)),
+            }));
+            return;
+        }
+    };
+    let driver_version = nvml
+        .sys_driver_version()
+        .unwrap_or_else(|_| "unknown".to_owned());
+    // Declared after `nvml`, so dropped (event set freed) before NVML shuts down.
+    let mut session = Session {
+        nvml: &nvml,
+        xid: XidWatch::register(&nvml, count),
+        partial_failures: LogLimiter::default(),
+    };
+    if init.send(Ok(driver_version)).is_err() {
+        return;
+    }
+    while requests.recv().is_ok() {
+        if replies.send(session.poll()).is_err() {
+            break;
+        }
+    }
+}
+
+/// An open NVML handle and what the source keeps between polls.
+struct Session<'n> {
+    nvml: &'n Nvml,
+    xid: Option<XidWatch<'n>>,
+    partial_failures: LogLimiter,
+}
+
+/// Critical XID events of the GPUs that support them, counted since the source opened.
+struct XidWatch<'n> {
+    set: EventSet<'n>,
+    /// `(gpu index, events seen, last XID code)`.
+    counts: Vec<(u32, u64, u64)>,
+}
+
+impl Session<'_> {
     /// Reads one GPU; only a missing device handle fails, every other field is optional.
     fn read_device(&self, i: u32) -> Result<GpuReading, NvmlError> {
         let d = self.nvml.device_by_index(i)?;
@@ -112,6 +187,7 @@ impl NvmlSource {
             r.utilization_percent = percent(u.gpu);
             r.memory_utilization_percent = percent(u.memory);
         }
+        // nvmlDeviceGetMemoryInfo_v2 (driver R510+); `used` excludes the reserved memory.
         if let Ok(m) = d.memory_info() {
             r.memory_total_bytes = memory_total_bytes(m.total);
             r.memory_used_bytes = memory_bytes(m.used);
@@ -147,14 +223,9 @@ impl NvmlSource {
         }
         Ok(r)
     }
-}
 
-impl GpuSource for NvmlSource {
-    fn describe(&self) -> String {
-        format!("nvml {} ({})", self.driver_version, self.library)
-    }
-
-    fn poll(&mut self) -> Result<Vec<GpuReading>, GpuError> {
+    /// Reads every GPU, ordered by index; fails only when no GPU could be read.
+    fn poll(&mut self) -> Readings {
         let count = self.nvml.device_count().map_err(|e| GpuError::Read {
             message: "NVML cannot count the GPUs".to_owned(),
             source: Some(Box::new(e)),
@@ -196,9 +267,9 @@ impl GpuSource for NvmlSource {
     }
 }
 
-impl XidWatch {
+impl<'n> XidWatch<'n> {
     /// Registers every GPU that supports critical XID events; `None` when none does.
-    fn register(nvml: &'static Nvml, count: u32) -> Option<Self> {
+    fn register(nvml: &'n Nvml, count: u32) -> Option<Self> {
         let mut registered: Vec<u32> = Vec::new();
         let mut set = nvml.create_event_set().ok()?;
         for i in 0..count {
@@ -229,7 +300,7 @@ impl XidWatch {
         })
     }
 
-    fn rebuild(nvml: &'static Nvml, indices: &[u32]) -> Option<EventSet<'static>> {
+    fn rebuild(nvml: &'n Nvml, indices: &[u32]) -> Option<EventSet<'n>> {
         let mut set = nvml.create_event_set().ok()?;
         for &i in indices {
             let device = nvml.device_by_index(i).ok()?;

@@ -11,6 +11,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use vla_pipeline::PipelineSender;
+use vla_pipeline::lookup::SourceStatus;
 
 use super::nvml_source::{
     clock_mhz, error_count, memory_bytes, memory_total_bytes, millijoules_to_joules,
@@ -259,26 +260,38 @@ fn resource_has_service_host_and_extras() {
     let want = [
         ("service.name", "vla-collector"),
         ("host.name", "gpu-host-1"),
+        ("service.instance.id", "gpu-host-1"),
         ("deployment.environment", "test"),
     ];
     assert_eq!(
         attrs,
         want.map(|(k, v)| (k.to_owned(), v.to_owned())).to_vec()
     );
-    // Extras win over the defaults.
+    // Extras win over the defaults, service.instance.id included.
     let e = Encoder::new(
         MetricsConfig::default(),
         "h",
-        [("service.name", "gpu-agent")],
+        [
+            ("service.name", "gpu-agent"),
+            ("service.instance.id", "rack7-h"),
+        ],
         SystemTime::UNIX_EPOCH,
     );
     let rm = e.encode(PollResult::Unavailable, SystemTime::UNIX_EPOCH);
     let attrs = rm.resource.unwrap().attributes;
-    assert_eq!(attrs.len(), 2);
+    assert_eq!(attrs.len(), 3);
     assert_eq!(
         vla_pipeline::attr_str(&attrs, "service.name"),
         Some("gpu-agent")
     );
+    assert_eq!(
+        vla_pipeline::attr_str(&attrs, "service.instance.id"),
+        Some("rack7-h")
+    );
+    // Without a host name there is no instance to name.
+    let e = Encoder::new(MetricsConfig::default(), "", [], SystemTime::UNIX_EPOCH);
+    let rm = e.encode(PollResult::Unavailable, SystemTime::UNIX_EPOCH);
+    assert_eq!(rm.resource.unwrap().attributes.len(), 1);
 }
 
 #[test]
@@ -410,6 +423,7 @@ fn config_defaults_and_full_form() {
     let c = yaml("{}").unwrap();
     assert_eq!(c, Config::default());
     assert_eq!(c.collection_interval, Duration::from_secs(10));
+    assert_eq!(c.effective_poll_timeout(), Duration::from_secs(10));
     assert_eq!(c.source, SourceKind::Nvml);
     assert_eq!(
         c.metrics,
@@ -427,6 +441,8 @@ fn config_defaults_and_full_form() {
     )
     .unwrap();
     assert_eq!(c.collection_interval, Duration::from_secs(2));
+    assert_eq!(c.poll_timeout, None);
+    assert_eq!(c.effective_poll_timeout(), Duration::from_secs(2));
     assert_eq!(
         c.fake,
         Some(FakeConfig {
@@ -467,6 +483,7 @@ fn config_unknown_fields_and_values_are_errors() {
         "source: fake\nfake: { gpu: 2 }",
         "source: fake\nfake: { scenario: meltdown }",
         "collection_interval: 10",
+        "poll_timeout: 5",
     ] {
         assert!(yaml(text).is_err(), "{text}");
     }
@@ -476,6 +493,7 @@ fn config_unknown_fields_and_values_are_errors() {
 fn config_validation_reports_every_problem_with_its_path() {
     let bad = Config {
         collection_interval: Duration::ZERO,
+        poll_timeout: Some(Duration::ZERO),
         source: SourceKind::Fake,
         library_path: Some("/opt/libnvidia-ml.so.1".into()),
         fake: Some(FakeConfig {
@@ -495,7 +513,10 @@ fn config_validation_reports_every_problem_with_its_path() {
     assert_eq!(
         got,
         [
-            "receivers.nvml/a.collection_interval: must be longer than 0, e.g. 10s",
+            "receivers.nvml/a.collection_interval: must be at least 100ms (NVML polls are not \
+             free), got 0ns; e.g. 10s",
+            "receivers.nvml/a.poll_timeout: must be longer than 0, e.g. 5s (leave it out for \
+             the collection interval, at most 10s)",
             "receivers.nvml/a.library_path: is only used with `source: nvml`",
             "receivers.nvml/a.fake.gpus: must be between 0 and 64, got 65",
             "receivers.nvml/a.fake.model: must not be empty, e.g. \"NVIDIA H100 80GB HBM3\"",
@@ -648,6 +669,7 @@ async fn unopenable_source_reports_unavailable_retries_and_recovers() {
     });
     let config = Config {
         collection_interval: Duration::from_millis(20),
+        poll_timeout: Some(Duration::from_secs(5)),
         ..Config::default()
     };
     let hub = GpuSnapshots::new();
@@ -728,6 +750,7 @@ fn new_picks_the_source_from_the_config() {
     };
     let r = NvmlReceiver::new("nvml".into(), &fake, GpuSnapshots::new(), &t);
     assert!(matches!(r.slot, Slot::Open(_)));
+    assert!(r.reopen.is_none(), "a given source is never reopened");
     assert_eq!(r.status().report().source, "fake (2 GPUs, steady)");
     // NVML is not opened at construction, so this works without a driver.
     let real = Config {
@@ -736,6 +759,8 @@ fn new_picks_the_source_from_the_config() {
     };
     let r = NvmlReceiver::new("nvml/x".into(), &real, GpuSnapshots::new(), &t);
     assert!(matches!(r.slot, Slot::Closed(_)));
+    assert!(r.reopen.is_some());
+    assert_eq!(r.poll_timeout, Duration::from_secs(10));
     assert_eq!(
         r.status().report().source,
         "nvml (/nonexistent/libnvidia-ml.so.1)"
@@ -747,4 +772,184 @@ fn new_picks_the_source_from_the_config() {
     };
     let r = NvmlReceiver::new("nvml".into(), &slow, GpuSnapshots::new(), &t);
     assert_eq!(r.init_retry, Duration::from_secs(120));
+    assert_eq!(r.poll_timeout, Duration::from_secs(10), "capped at 10 s");
+    let quick = Config {
+        collection_interval: Duration::from_secs(1),
+        ..Config::default()
+    };
+    let r = NvmlReceiver::new("nvml".into(), &quick, GpuSnapshots::new(), &t);
+    assert_eq!(r.poll_timeout, Duration::from_secs(1));
+    let set = Config {
+        poll_timeout: Some(Duration::from_secs(3)),
+        ..quick
+    };
+    let r = NvmlReceiver::new("nvml".into(), &set, GpuSnapshots::new(), &t);
+    assert_eq!(r.poll_timeout, Duration::from_secs(3));
+}
+
+#[test]
+fn collection_interval_has_a_100ms_floor_and_poll_timeout_parses() {
+    let at = |ms| Config {
+        collection_interval: Duration::from_millis(ms),
+        ..Config::default()
+    };
+    let got: Vec<String> = at(99)
+        .validate("receivers.nvml")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "receivers.nvml.collection_interval: must be at least 100ms (NVML polls are not free), \
+          got 99ms; e.g. 10s"
+        ]
+    );
+    assert!(at(100).validate("receivers.nvml").is_empty());
+    let c = yaml("collection_interval: 30s\npoll_timeout: 3s").unwrap();
+    assert_eq!(c.poll_timeout, Some(Duration::from_secs(3)));
+    assert_eq!(c.effective_poll_timeout(), Duration::from_secs(3));
+    assert_eq!(
+        yaml("collection_interval: 30s")
+            .unwrap()
+            .effective_poll_timeout(),
+        Duration::from_secs(10)
+    );
+}
+
+/// Runs a receiver that opens its source with `opener`; returns the batches' receiver, the
+/// shutdown token, the task, the telemetry and the status.
+fn run_with_opener(
+    opener: Opener,
+    config: &Config,
+) -> (
+    mpsc::Receiver<MetricBatch>,
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), ReceiverError>>,
+    Telemetry,
+    SourceStatus,
+) {
+    let telemetry = Telemetry::new();
+    let id: ComponentId = "nvml".into();
+    let r = NvmlReceiver::build(
+        id.clone(),
+        config,
+        Slot::Closed(opener),
+        "nvml".into(),
+        GpuSnapshots::new(),
+        &telemetry,
+    );
+    let status = r.status();
+    let (tx, rx) = mpsc::channel(64);
+    let shutdown = CancellationToken::new();
+    let ctx = ReceiverContext {
+        output: PipelineSender::new(&id, vec![tx], Duration::from_millis(10), &telemetry),
+        shutdown: shutdown.clone(),
+    };
+    let task = tokio::spawn(Box::new(r).run(ctx));
+    (rx, shutdown, task, telemetry, status)
+}
+
+async fn next_available(rx: &mut mpsc::Receiver<MetricBatch>) -> i64 {
+    let b = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    available(&b)
+}
+
+fn polls(t: &Telemetry, result: &str) -> i64 {
+    t.value(
+        "vla_collector_receiver_gpu_polls_total",
+        &[("receiver", "nvml"), ("result", result)],
+    )
+    .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn repeated_failed_polls_drop_the_source_and_open_it_again() {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counter = attempts.clone();
+    // The first source fails every poll (driver reloaded under it); the second one works.
+    let opener: Opener = Arc::new(move || {
+        let source = if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+            FakeGpuSource::failing("Driver/library version mismatch")
+        } else {
+            FakeGpuSource::from_readings(vec![full_reading(0)])
+        };
+        Ok(Box::new(source) as Box<dyn GpuSource>)
+    });
+    let config = Config {
+        collection_interval: Duration::from_millis(20),
+        poll_timeout: Some(Duration::from_secs(5)),
+        ..Config::default()
+    };
+    let (mut rx, shutdown, task, telemetry, status) = run_with_opener(opener, &config);
+    let mut seen = Vec::new();
+    for _ in 0..REOPEN_AFTER_FAILED_POLLS + 1 {
+        seen.push(next_available(&mut rx).await);
+    }
+    assert_eq!(seen, [0, 0, 0, 0, 0, 1]);
+    assert_eq!(attempts.load(Ordering::SeqCst), 2, "opened again once");
+    assert_eq!(polls(&telemetry, "failed"), 5);
+    assert_eq!(status.report().status, "ok");
+    // Working again: no further reopen.
+    for _ in 0..3 {
+        assert_eq!(next_available(&mut rx).await, 1);
+    }
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    shutdown.cancel();
+    assert!(task.await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn a_hung_open_times_out_starts_nothing_else_and_is_used_when_it_returns() {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counter = attempts.clone();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = Arc::new(Mutex::new(release_rx));
+    let opener: Opener = Arc::new(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        // Blocks like nvmlInit on a wedged driver, until the test lets it go.
+        let _ = release_rx
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(10));
+        Ok(Box::new(FakeGpuSource::from_readings(vec![full_reading(0)])) as Box<dyn GpuSource>)
+    });
+    let config = Config {
+        collection_interval: Duration::from_millis(20),
+        poll_timeout: Some(Duration::from_millis(50)),
+        ..Config::default()
+    };
+    let (mut rx, shutdown, task, telemetry, status) = run_with_opener(opener, &config);
+    for _ in 0..4 {
+        assert_eq!(next_available(&mut rx).await, 0);
+    }
+    let report = status.report();
+    assert_eq!(report.status, "failing");
+    assert_eq!(
+        report.last_error.as_deref(),
+        Some(
+            "opening the GPU source did not return within 50ms (a GPU may have fallen off the \
+             bus); no new GPU call until it returns"
+        )
+    );
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        1,
+        "no second open while hung"
+    );
+    assert!(polls(&telemetry, "timeout") >= 4);
+    assert_eq!(polls(&telemetry, "unavailable"), 0);
+    release_tx.send(()).unwrap();
+    let mut seen = 0;
+    while next_available(&mut rx).await == 0 {
+        seen += 1;
+        assert!(seen < 50, "the late open was not used");
+    }
+    assert_eq!(attempts.load(Ordering::SeqCst), 1, "the late open is used");
+    assert_eq!(status.report().status, "ok");
+    shutdown.cancel();
+    assert!(task.await.unwrap().is_ok());
 }

@@ -105,7 +105,14 @@ fn every_problem_with_its_path() {
             json!({"source": {"file": "customers.json", "reload_interval": "0"}}),
             vec![
                 "processors.customer_tier.source.file: \"customers.json\": expected a name ending in .yaml, .yml or .csv",
-                "processors.customer_tier.source.reload_interval: must be greater than 0",
+                "processors.customer_tier.source.reload_interval: must be at least 100ms (got 0ns)",
+            ],
+        ),
+        (
+            "short reload_interval",
+            json!({"source": {"file": "c.yaml", "reload_interval": "99ms"}}),
+            vec![
+                "processors.customer_tier.source.reload_interval: must be at least 100ms (got 99ms)",
             ],
         ),
         (
@@ -123,8 +130,29 @@ fn every_problem_with_its_path() {
             vec![
                 "processors.customer_tier.source.postgres.dsn: must not be empty",
                 "processors.customer_tier.source.postgres.query: must not be empty",
-                "processors.customer_tier.source.postgres.refresh_interval: must be greater than 0",
-                "processors.customer_tier.source.postgres.timeout: must be greater than 0",
+                "processors.customer_tier.source.postgres.refresh_interval: must be at least 100ms (got 0ns)",
+                "processors.customer_tier.source.postgres.timeout: must be at least 10ms (got 0ns)",
+            ],
+        ),
+        (
+            "short postgres intervals",
+            json!({"source": {"postgres": {
+                "dsn": "host=db", "refresh_interval": "50ms", "timeout": "9ms"
+            }}}),
+            vec![
+                "processors.customer_tier.source.postgres.refresh_interval: must be at least 100ms (got 50ms)",
+                "processors.customer_tier.source.postgres.timeout: must be at least 10ms (got 9ms)",
+            ],
+        ),
+        (
+            "password in two places, empty password_file, host and hostaddr counts",
+            json!({"source": {"postgres": {
+                "dsn": "host=a,b hostaddr=10.0.0.1 password=x", "password_file": ""
+            }}}),
+            vec![
+                "processors.customer_tier.source.postgres.dsn: host names 2 hosts but hostaddr 1 addresses; give one address per host, or only one of the two",
+                "processors.customer_tier.source.postgres.password_file: the dsn has a password= already; set the password in one place",
+                "processors.customer_tier.source.postgres.password_file: must not be empty",
             ],
         ),
         (
@@ -138,7 +166,7 @@ fn every_problem_with_its_path() {
             "dsn without host, and sslmode=require",
             json!({"source": {"postgres": {"dsn": "user=vla sslmode=require"}}}),
             vec![
-                "processors.customer_tier.source.postgres.dsn: must name a host (host=...)",
+                "processors.customer_tier.source.postgres.dsn: must name a host (host=... or hostaddr=...)",
                 "processors.customer_tier.source.postgres.dsn: sslmode=require is not supported (connections are plain TCP)",
             ],
         ),
@@ -160,6 +188,42 @@ fn every_problem_with_its_path() {
                 "processors.customer_tier.attributes.plan: the attribute key must not be empty",
                 "processors.customer_tier.attributes.region: attribute key \"tier\" clashes with tier_key or customer_id_key",
                 "processors.customer_tier.attributes.tier: \"tier\" is not an extra field (the tier is always added under tier_key)",
+            ],
+        ),
+        (
+            "dotted keys are named in the message, not the path",
+            json!({"source": {"inline": {
+                "cust.0001": "", "cust.0002": {"plan": "x"}, "cust[3]": {"tier": "pro", "customer_id": "c"}
+            }}, "attributes": {"plan.name": "job", "region": "customer.region"}}),
+            vec![
+                "processors.customer_tier.source.inline: \"cust.0001\": a tier is required and must not be empty",
+                "processors.customer_tier.source.inline: \"cust.0002\".tier: a tier is required and must not be empty",
+                "processors.customer_tier.source.inline: \"cust[3]\".customer_id: not allowed here: the map key is the customer id",
+                "processors.customer_tier.attributes: \"plan.name\": \"job\" is reserved: Prometheus sets the label \"job\" itself",
+            ],
+        ),
+        (
+            "label names",
+            json!({"source": {"file": "c.csv"}, "tier_key": "customer.id", "attributes": {
+                "a": "1plan", "b": "plan-name", "c": "__meta", "d": "le", "e": "Instance",
+                "f": "x.y", "g": "x_y", "h": "x..y", "i": "instance", "j": "quantile.x"
+            }}),
+            vec![
+                "processors.customer_tier.tier_key: \"customer.id\" and customer_id_key \"customer_id\" both become the label \"customer_id\"",
+                "processors.customer_tier.attributes.a: \"1plan\" is not a valid label name: use letters, digits, `_` and `.`, starting with a letter or `_`",
+                "processors.customer_tier.attributes.b: \"plan-name\" is not a valid label name: use letters, digits, `_` and `.`, starting with a letter or `_`",
+                "processors.customer_tier.attributes.c: \"__meta\": names starting with `__` are reserved by Prometheus",
+                "processors.customer_tier.attributes.d: \"le\" is reserved: Prometheus sets the label \"le\" itself",
+                "processors.customer_tier.attributes.g: attribute key \"x_y\" becomes the label \"x_y\", as field \"f\" \"x.y\" does",
+                "processors.customer_tier.attributes.h: attribute key \"x..y\" becomes the label \"x_y\", as field \"f\" \"x.y\" does",
+                "processors.customer_tier.attributes.i: \"instance\" is reserved: Prometheus sets the label \"instance\" itself",
+            ],
+        ),
+        (
+            "an attribute named like the customer id's label",
+            json!({"source": {"file": "c.csv"}, "attributes": {"org": "customer.id"}}),
+            vec![
+                "processors.customer_tier.attributes.org: attribute key \"customer.id\" becomes the label \"customer_id\", as customer_id_key \"customer_id\" does",
             ],
         ),
         (

@@ -159,8 +159,10 @@ fn number_merge_table() {
             vec![("a=1", "int:1", 1, 9), ("a=2", "int:2", 1, 9)],
         ),
     ];
+    // One scratch for every case, as the processor keeps it: each use starts clean.
+    let mut scratch = Scratch::default();
     for (name, mut m, merged, want) in cases {
-        let out = drop_key_and_merge(&mut m, ID);
+        let out = drop_key_and_merge(&mut m, ID, &mut scratch);
         assert_eq!(
             out,
             DropOutcome {
@@ -182,7 +184,7 @@ fn no_recorded_value_points_add_nothing() {
     let mut stale = np(&[(ID, "c1")], AsDouble(0.0), 1, 20);
     stale.flags = NO_RECORDED_VALUE;
     let mut m = sum(vec![stale.clone(), np(&[(ID, "c2")], AsDouble(2.0), 1, 10)]);
-    drop_key_and_merge(&mut m, ID);
+    drop_key_and_merge(&mut m, ID, &mut Scratch::default());
     assert_eq!(numbers(&m), vec![(String::new(), "2".into(), 1, 20)]);
     let Some(metric::Data::Sum(s)) = &m.data else {
         panic!()
@@ -191,7 +193,7 @@ fn no_recorded_value_points_add_nothing() {
     let mut other = stale.clone();
     other.attributes = attrs(&[(ID, "c2")]);
     let mut m = sum(vec![stale, other]);
-    drop_key_and_merge(&mut m, ID);
+    drop_key_and_merge(&mut m, ID, &mut Scratch::default());
     let Some(metric::Data::Sum(s)) = &m.data else {
         panic!()
     };
@@ -399,8 +401,13 @@ fn histogram_merge_table() {
             ],
         ),
     ];
+    let mut scratch = Scratch::default();
     for (name, mut m, outcome, want) in cases {
-        assert_eq!(drop_key_and_merge(&mut m, ID), outcome, "{name}");
+        assert_eq!(
+            drop_key_and_merge(&mut m, ID, &mut scratch),
+            outcome,
+            "{name}"
+        );
         assert_eq!(histograms(&m), want, "{name}");
     }
 }
@@ -426,7 +433,7 @@ fn exponential_histograms_and_summaries_keep_their_ids() {
         ..Default::default()
     };
     assert_eq!(
-        drop_key_and_merge(&mut exp, ID),
+        drop_key_and_merge(&mut exp, ID, &mut Scratch::default()),
         DropOutcome {
             merged: 0,
             skipped: Some((SkipReason::ExponentialHistogram, 2))
@@ -447,7 +454,7 @@ fn exponential_histograms_and_summaries_keep_their_ids() {
         ..Default::default()
     };
     assert_eq!(
-        drop_key_and_merge(&mut summary, ID),
+        drop_key_and_merge(&mut summary, ID, &mut Scratch::default()),
         DropOutcome {
             merged: 0,
             skipped: Some((SkipReason::Summary, 1))
