@@ -31,6 +31,7 @@ pub mod attributes;
 pub mod batch;
 pub mod customer_tier;
 pub mod gpu_stats;
+mod pattern;
 pub mod safety_labels;
 
 /// The processor types this crate provides, as written in a config's component keys.

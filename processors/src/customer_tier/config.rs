@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 use vla_pipeline::config::{ConfigProblem, duration};
 
 use super::labels;
+use crate::pattern::{MetricGlob, ScalarText};
 
 /// The `customer_tier` processor's settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -181,39 +182,6 @@ fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>
     duration(d).map(Some)
 }
 
-/// A scalar written as text: strings as they are, numbers and booleans as written.
-struct Text(String);
-
-impl<'de> Deserialize<'de> for Text {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(TextVisitor).map(Text)
-    }
-}
-
-struct TextVisitor;
-
-impl Visitor<'_> for TextVisitor {
-    type Value = String;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-        Ok(v.to_owned())
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-}
-
 impl<'de> Deserialize<'de> for InlineCustomer {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -233,7 +201,7 @@ impl<'de> Deserialize<'de> for InlineCustomer {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<InlineCustomer, A::Error> {
                 let mut fields = BTreeMap::new();
-                while let Some((k, Text(v))) = map.next_entry::<String, Text>()? {
+                while let Some((k, ScalarText(v))) = map.next_entry::<String, ScalarText>()? {
                     if fields.insert(k.clone(), v).is_some() {
                         return Err(de::Error::custom(format!("duplicate field `{k}`")));
                     }
@@ -509,7 +477,7 @@ impl Config {
             }
             for (list, patterns) in [("include", &drop.include), ("exclude", &drop.exclude)] {
                 for (i, p) in patterns.iter().enumerate() {
-                    if let Err(why) = Glob::check(p) {
+                    if let Err(why) = MetricGlob::check(p) {
                         problem(format!("{at}.{list}[{i}]"), why);
                     }
                 }
@@ -544,66 +512,16 @@ fn keyed(at: &str, key: &str, sub: &str, message: String) -> (String, String) {
     }
 }
 
-/// A metric-name pattern: an exact name, or a glob where `*` matches any run of characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Glob(String);
-
-impl Glob {
-    /// Why `pattern` is not a usable glob, if it is not.
-    pub(crate) fn check(pattern: &str) -> Result<(), String> {
-        if pattern.trim().is_empty() {
-            return Err("must not be empty".into());
-        }
-        if let Some(c) = pattern
-            .chars()
-            .find(|c| c.is_whitespace() || matches!(c, '?' | '[' | ']' | '{' | '}'))
-        {
-            return Err(format!(
-                "{pattern:?}: unexpected {c:?}; write a metric name, with `*` as the only wildcard"
-            ));
-        }
-        Ok(())
-    }
-
-    pub(crate) fn new(pattern: &str) -> Self {
-        Self(pattern.to_owned())
-    }
-
-    /// Whether `name` matches: `*` matches any (possibly empty) run of characters.
-    pub(crate) fn matches(&self, name: &str) -> bool {
-        let (p, n) = (self.0.as_bytes(), name.as_bytes());
-        let (mut pi, mut ni) = (0, 0);
-        // Where the latest `*` was, and where in `name` its match currently ends.
-        let mut star: Option<(usize, usize)> = None;
-        while ni < n.len() {
-            if pi < p.len() && p[pi] == b'*' {
-                star = Some((pi, ni));
-                pi += 1;
-            } else if pi < p.len() && p[pi] == n[ni] {
-                pi += 1;
-                ni += 1;
-            } else if let Some((sp, sn)) = star {
-                pi = sp + 1;
-                ni = sn + 1;
-                star = Some((sp, sn + 1));
-            } else {
-                return false;
-            }
-        }
-        p[pi..].iter().all(|&c| c == b'*')
-    }
-}
-
 /// The include/exclude lists, compiled.
 #[derive(Debug, Clone)]
 pub(crate) struct MetricFilter {
-    include: Vec<Glob>,
-    exclude: Vec<Glob>,
+    include: Vec<MetricGlob>,
+    exclude: Vec<MetricGlob>,
 }
 
 impl MetricFilter {
     pub(crate) fn new(config: &DropConfig) -> Self {
-        let compile = |v: &[String]| v.iter().map(|p| Glob::new(p)).collect();
+        let compile = |v: &[String]| v.iter().map(|p| MetricGlob::new(p)).collect();
         Self {
             include: compile(&config.include),
             exclude: compile(&config.exclude),

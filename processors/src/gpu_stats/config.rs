@@ -17,6 +17,7 @@ use serde::Deserialize;
 use vla_pipeline::config::ConfigProblem;
 
 use super::{TEMPERATURE_BUCKET_KEY, UTILIZATION_BUCKET_KEY};
+use crate::pattern::MetricGlob;
 
 /// Default of `max_age`.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(60);
@@ -116,11 +117,8 @@ impl Config {
                 ));
             }
             for (i, m) in metrics.iter().enumerate() {
-                if m.trim().is_empty() {
-                    problems.push(ConfigProblem::new(
-                        format!("{path}.metrics[{i}]"),
-                        "must not be empty; write a metric name or a glob such as vla.inference.*",
-                    ));
+                if let Err(why) = MetricGlob::check(m) {
+                    problems.push(ConfigProblem::new(format!("{path}.metrics[{i}]"), why));
                 }
             }
         }

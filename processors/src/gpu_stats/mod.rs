@@ -70,6 +70,8 @@ use vla_pipeline::gpu::{GpuReading, GpuSnapshot, GpuSnapshots};
 use vla_pipeline::telemetry::Counter;
 use vla_pipeline::{ComponentId, MetricBatch, Processor, Telemetry};
 
+use crate::pattern::MetricGlob;
+
 mod config;
 
 pub use config::{Config, DEFAULT_MAX_AGE, OnExisting};
@@ -113,47 +115,13 @@ impl Buckets {
     }
 }
 
-/// A metric-name pattern: exact, or a glob whose `*` matches any run of characters.
-#[derive(Debug, Clone)]
-struct NamePattern {
-    /// The text between the `*`s; one part means no `*`.
-    parts: Vec<String>,
-}
-
-impl NamePattern {
-    fn new(pattern: &str) -> Self {
-        Self {
-            parts: pattern.split('*').map(str::to_owned).collect(),
-        }
-    }
-
-    fn matches(&self, name: &str) -> bool {
-        let Some((first, rest)) = self.parts.split_first() else {
-            return false;
-        };
-        let Some((last, middle)) = rest.split_last() else {
-            return name == first;
-        };
-        let Some(mut tail) = name.strip_prefix(first.as_str()) else {
-            return false;
-        };
-        for part in middle {
-            match tail.find(part.as_str()) {
-                Some(at) => tail = &tail[at + part.len()..],
-                None => return false,
-            }
-        }
-        tail.len() >= last.len() && tail.ends_with(last.as_str())
-    }
-}
-
 /// The `gpu_stats` processor.
 #[derive(Debug)]
 pub struct GpuStats {
     gpu_id_key: String,
     model_key: String,
     overwrite: bool,
-    metrics: Option<Vec<NamePattern>>,
+    metrics: Option<Vec<MetricGlob>>,
     max_age: Duration,
     buckets: Vec<Buckets>,
     gpus: GpuSnapshots,
@@ -189,7 +157,7 @@ impl GpuStats {
             metrics: config
                 .metrics
                 .as_ref()
-                .map(|m| m.iter().map(|p| NamePattern::new(p)).collect()),
+                .map(|m| m.iter().map(|p| MetricGlob::new(p)).collect()),
             max_age: config.max_age,
             buckets,
             gpus,

@@ -241,13 +241,7 @@ fn metrics_filter_exact_and_globs() {
         .map(Option::is_some)
         .collect();
     assert_eq!(got, [true, false, true, false, true, false]);
-
-    let glob = |p: &str, n: &str| NamePattern::new(p).matches(n);
-    assert!(glob("*", "anything"));
-    assert!(glob("a*b*c", "aXbYc"));
-    assert!(glob("a*b*c", "abc"));
-    assert!(!glob("a*b*c", "acb"));
-    assert!(!glob("ab*ba", "aba"), "prefix and suffix must not overlap");
+    // The glob itself is tested in `crate::pattern`.
 }
 
 #[test]
@@ -324,6 +318,22 @@ fn validation_messages() {
         .to_string();
     assert!(err.starts_with("unknown variant `merge`"), "{err}");
     assert!(serde_json::from_value::<Config>(serde_json::json!({"gpu_key": "x"})).is_err());
+}
+
+#[test]
+fn metric_patterns_are_checked_like_the_other_processors() {
+    let c = Config {
+        metrics: Some(vec!["vla.inference.*".into(), "vla.{a,b}".into()]),
+        ..Config::default()
+    };
+    let got: Vec<String> = c.validate("p").iter().map(ToString::to_string).collect();
+    assert_eq!(
+        got,
+        [
+            "p.metrics[1]: invalid metric pattern \"vla.{a,b}\": '{' cannot appear in a metric \
+          name; only * is a wildcard"
+        ]
+    );
 }
 
 fn counter_of(t: &Telemetry, name: &str, labels: &[(&str, &str)]) -> Option<i64> {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer};
 use vla_pipeline::config::ConfigProblem;
 
 use super::matcher;
+use crate::pattern::{MetricGlob, ScalarText, ScalarTextVisitor};
 
 /// The `safety_labels` processor's settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -244,11 +245,14 @@ impl Match {
 fn check_metric_pattern(m: &MetricPattern, at: &str, problems: &mut Vec<ConfigProblem>) {
     match m {
         MetricPattern::Glob(g) => {
-            if let Err(why) = matcher::check_glob(g) {
-                problems.push(ConfigProblem::new(
-                    at,
-                    format!("invalid metric pattern {g:?}: {why}"),
-                ));
+            if let Err(why) = MetricGlob::check(g) {
+                // A blank pattern's message already says what to write.
+                let regex = if g.trim().is_empty() {
+                    ""
+                } else {
+                    " (write { regex: \"...\" } for more)"
+                };
+                problems.push(ConfigProblem::new(at, format!("{why}{regex}")));
             }
         }
         MetricPattern::Regex(r) => check_regex(r, &format!("{at}.regex"), problems),
@@ -351,44 +355,8 @@ fn check_labels(labels: &BTreeMap<String, String>, at: &str, problems: &mut Vec<
     }
 }
 
-/// A YAML scalar as label text: strings as written, booleans and numbers printed.
-struct Text(String);
-
-impl<'de> Deserialize<'de> for Text {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(TextVisitor).map(Text)
-    }
-}
-
-struct TextVisitor;
-
-impl Visitor<'_> for TextVisitor {
-    type Value = String;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string, number or boolean")
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-        Ok(v.to_owned())
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
-        Ok(v)
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-}
-
 fn labels<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
-    let map = BTreeMap::<String, Text>::deserialize(d)?;
+    let map = BTreeMap::<String, ScalarText>::deserialize(d)?;
     Ok(map.into_iter().map(|(k, v)| (k, v.0)).collect())
 }
 
@@ -399,7 +367,7 @@ fn optional_labels<'de, D: Deserializer<'de>>(
 }
 
 fn optional_texts<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    let list = Vec::<Text>::deserialize(d)?;
+    let list = Vec::<ScalarText>::deserialize(d)?;
     Ok(Some(list.into_iter().map(|t| t.0).collect()))
 }
 
@@ -442,16 +410,16 @@ impl<'de> Deserialize<'de> for AttrMatcher {
                 Ok(AttrMatcher::Equals(v.to_owned()))
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<AttrMatcher, E> {
-                TextVisitor.visit_bool(v).map(AttrMatcher::Equals)
+                ScalarTextVisitor.visit_bool(v).map(AttrMatcher::Equals)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<AttrMatcher, E> {
-                TextVisitor.visit_i64(v).map(AttrMatcher::Equals)
+                ScalarTextVisitor.visit_i64(v).map(AttrMatcher::Equals)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<AttrMatcher, E> {
-                TextVisitor.visit_u64(v).map(AttrMatcher::Equals)
+                ScalarTextVisitor.visit_u64(v).map(AttrMatcher::Equals)
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<AttrMatcher, E> {
-                TextVisitor.visit_f64(v).map(AttrMatcher::Equals)
+                ScalarTextVisitor.visit_f64(v).map(AttrMatcher::Equals)
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AttrMatcher, A::Error> {
                 AttrConditions::deserialize(MapAccessDeserializer::new(map))

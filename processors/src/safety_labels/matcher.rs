@@ -7,26 +7,7 @@ use regex::Regex;
 use vla_pipeline::opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 
 use super::config::{AttrMatcher, MetricPattern};
-
-/// Characters a metric pattern may hold besides `*`: those of OpenTelemetry instrument names,
-/// plus `:` of Prometheus-style names.
-fn is_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/' | ':')
-}
-
-/// Why `pattern` is not a usable metric glob.
-pub(super) fn check_glob(pattern: &str) -> Result<(), String> {
-    if pattern.is_empty() {
-        return Err("must not be empty".to_owned());
-    }
-    match pattern.chars().find(|&c| c != '*' && !is_name_char(c)) {
-        None => Ok(()),
-        Some(c) => Err(format!(
-            "{c:?} cannot appear in a metric name; only * is a wildcard \
-             (write {{ regex: \"...\" }} for more)"
-        )),
-    }
-}
+use crate::pattern::MetricGlob;
 
 /// Compiles `pattern` so that it must match the whole text; the error is one line, about the
 /// pattern as written.
@@ -85,45 +66,10 @@ pub(super) fn check_label_name(key: &str) -> Result<(), &'static str> {
     }
 }
 
-/// A `*` glob, split at its stars.
-#[derive(Debug)]
-pub(super) struct Glob {
-    /// The literal pieces between stars; at least two (the pattern has a star).
-    parts: Box<[Box<str>]>,
-}
-
-impl Glob {
-    fn matches(&self, text: &str) -> bool {
-        let (Some((first, rest)), Some(last)) = (self.parts.split_first(), self.parts.last())
-        else {
-            return false;
-        };
-        let Some(middle) = rest.len().checked_sub(1).and_then(|n| rest.get(..n)) else {
-            return false;
-        };
-        if text.len() < first.len() + last.len()
-            || !text.starts_with(&**first)
-            || !text.ends_with(&**last)
-        {
-            return false;
-        }
-        // Leftmost placement of each middle piece is optimal for a star-only glob.
-        let mut hay = &text[first.len()..text.len() - last.len()];
-        for part in middle {
-            match hay.find(&**part) {
-                Some(i) => hay = &hay[i + part.len()..],
-                None => return false,
-            }
-        }
-        true
-    }
-}
-
 /// A compiled metric pattern.
 #[derive(Debug)]
 pub(super) enum NameMatcher {
-    Exact(Box<str>),
-    Glob(Glob),
+    Glob(MetricGlob),
     Regex(Regex),
 }
 
@@ -132,14 +78,8 @@ impl NameMatcher {
     pub(super) fn new(pattern: &MetricPattern) -> Result<Self, String> {
         match pattern {
             MetricPattern::Glob(g) => {
-                check_glob(g)?;
-                if g.contains('*') {
-                    Ok(NameMatcher::Glob(Glob {
-                        parts: g.split('*').map(Box::from).collect(),
-                    }))
-                } else {
-                    Ok(NameMatcher::Exact(g.as_str().into()))
-                }
+                MetricGlob::check(g)?;
+                Ok(NameMatcher::Glob(MetricGlob::new(g)))
             }
             MetricPattern::Regex(r) => full_match_regex(r).map(NameMatcher::Regex),
         }
@@ -147,7 +87,6 @@ impl NameMatcher {
 
     pub(super) fn matches(&self, name: &str) -> bool {
         match self {
-            NameMatcher::Exact(e) => **e == *name,
             NameMatcher::Glob(g) => g.matches(name),
             NameMatcher::Regex(r) => r.is_match(name),
         }

@@ -816,7 +816,9 @@ default: { "bad-key": x }
             "{p}.metrics[1]: invalid metric pattern \"vla safety\": ' ' cannot appear in a metric name; only * is a wildcard (write {{ regex: \"...\" }} for more)"
         ),
         format!("{p}.metrics[2].regex: invalid regex \"(\": unclosed group"),
-        format!("{p}.metrics[3]: invalid metric pattern \"\": must not be empty"),
+        format!(
+            "{p}.metrics[3]: must not be empty; write a metric name or a glob such as vla.inference.*"
+        ),
         format!(
             "{p}.rules[0].match.metric: invalid metric pattern \"vla.[x]\": '[' cannot appear in a metric name; only * is a wildcard (write {{ regex: \"...\" }} for more)"
         ),
