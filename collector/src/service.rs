@@ -10,8 +10,9 @@
 //! 3. spawn one driver per exporter (an exporter used by several pipelines is ONE instance
 //!    with one queue), one task per pipeline (its own bounded input channel, its own processor
 //!    instances, the built-in batcher when it lists `batch`), one task per receiver fed by a
-//!    [`PipelineSender`] targeting every pipeline that lists it, and one background refresher per lookup table (file poll, PostgreSQL query), which runs
-//!    until the pipelines have drained at shutdown;
+//!    [`PipelineSender`] targeting every pipeline that lists it, and one background refresher
+//!    per lookup table (file poll, PostgreSQL query), which runs until the pipelines have
+//!    drained at shutdown (one that ends before, a bug, is logged and shown on `/ready`);
 //! 4. serve the telemetry endpoint ([`crate::health`]).
 //!
 //! Shutdown ([`RunningCollector::shutdown`]), each phase logged, all within
@@ -319,9 +320,16 @@ impl RunningCollector {
         // Lookup refreshers run until the pipelines have drained.
         let stop_refreshers = CancellationToken::new();
         let refreshers: Vec<JoinHandle<()>> = shared
-            .values()
-            .filter_map(|sp| sp.refresher(stop_refreshers.clone()))
-            .map(tokio::spawn)
+            .iter()
+            .filter_map(|(id, sp)| {
+                let task = sp.refresher(stop_refreshers.clone())?;
+                Some(supervise_refresher(
+                    id.clone(),
+                    sp.status(),
+                    tokio::spawn(task),
+                    stop_refreshers.clone(),
+                ))
+            })
             .collect();
 
         let stop_receivers = CancellationToken::new();
@@ -453,16 +461,11 @@ impl RunningCollector {
         if clean {
             info!("shutdown: pipelines drained; flushing exporters");
         }
-        // Nothing reads the lookup tables any more.
+        // Nothing reads the lookup tables any more; each supervisor gives its refresher a
+        // second to notice, then aborts it.
         self.stop_refreshers.cancel();
         for r in self.refreshers {
-            let abort = r.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(1), r)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
+            let _ = r.await;
         }
         clean &= join_all(&mut exporters, deadline, &mut failures, watched).await;
 
@@ -544,6 +547,40 @@ fn watched(id: &str, r: Result<Option<String>, tokio::task::JoinError>) -> Optio
 
 fn names<T>(tasks: &[Task<T>]) -> Vec<String> {
     tasks.iter().map(|t| t.id.to_string()).collect()
+}
+
+/// How long a lookup refresher gets to stop once asked.
+const REFRESHER_STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// Watches a lookup refresher. It should run until `stop`; ending earlier (or panicking) is a
+/// bug that freezes the table, so it is logged and shown on `/ready` as the source failing.
+/// Once `stop` is cancelled the refresher gets [`REFRESHER_STOP_GRACE`], then is aborted.
+fn supervise_refresher(
+    id: ComponentId,
+    status: vla_pipeline::lookup::SourceStatus,
+    mut task: JoinHandle<()>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let ended = tokio::select! {
+            r = &mut task => r,
+            _ = stop.cancelled() => {
+                if tokio::time::timeout(REFRESHER_STOP_GRACE, &mut task).await.is_err() {
+                    task.abort();
+                }
+                return;
+            }
+        };
+        if stop.is_cancelled() {
+            return; // it ended because it was asked to
+        }
+        let why = match ended {
+            Ok(()) => "the refresher stopped".to_owned(),
+            Err(e) => format!("the refresher failed: {e}"),
+        };
+        error!(processor = %id, "{why}; the lookup table is no longer refreshed");
+        status.failure(format!("{why}; the table is no longer refreshed"));
+    })
 }
 
 /// Records a component task's end in the health state, even when it panics: `Stopped` on a

@@ -207,17 +207,20 @@ async fn polls_the_source_into_the_pipeline_and_the_hub() {
     assert_eq!((report.status, report.entries), ("ok", 2));
     assert_eq!(report.source, "fake (scripted)");
 
-    // It keeps polling on the interval.
+    // It keeps polling on the interval (a third poll may be in by now), counting every point.
     let b2 = h.next().await;
     assert_eq!(available(&b2), 1.0);
-    assert_eq!(
-        h.telemetry.value(
+    let accepted = h
+        .telemetry
+        .value(
             "vla_collector_receiver_accepted_data_points_total",
-            &[("receiver", "nvml")]
-        ),
-        Some((b.data_points() * 2) as i64)
-    );
-    h.stop_within(Duration::from_secs(2)).await;
+            &[("receiver", "nvml")],
+        )
+        .unwrap();
+    let per_batch = b.data_points() as i64;
+    assert!(accepted >= 2 * per_batch, "{accepted}");
+    assert_eq!(accepted % per_batch, 0, "{accepted}");
+    h.stop_within(Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
@@ -269,7 +272,7 @@ async fn a_failing_source_reports_unavailable_keeps_running_and_recovers() {
     };
     assert_eq!(polls("failed"), Some(2));
     assert!(polls("ok").unwrap() >= 2);
-    h.stop_within(Duration::from_secs(2)).await;
+    h.stop_within(Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
@@ -283,8 +286,9 @@ async fn shutdown_stops_promptly_between_long_intervals() {
     let t0 = Instant::now();
     let task_done = h.task.is_finished();
     assert!(!task_done);
-    h.stop_within(Duration::from_secs(1)).await;
-    assert!(t0.elapsed() < Duration::from_secs(1));
+    // Promptly compared with the hour-long interval; loose for a loaded machine.
+    h.stop_within(Duration::from_secs(5)).await;
+    assert!(t0.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test]
@@ -300,7 +304,7 @@ async fn a_full_pipeline_drops_the_poll_and_goes_on() {
             )
             .unwrap_or(0)
     };
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while refused(&h) < 2 * 12 {
         assert!(Instant::now() < deadline, "refusals were not counted");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -314,7 +318,7 @@ async fn a_full_pipeline_drops_the_poll_and_goes_on() {
     assert_eq!(available(&held), 1.0);
     let fresh = h.next().await;
     assert_eq!(available(&fresh), 1.0);
-    h.stop_within(Duration::from_secs(2)).await;
+    h.stop_within(Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
@@ -357,7 +361,7 @@ async fn the_fake_source_from_config_crosses_the_alert_thresholds() {
             }
         }
         assert_eq!(total[0].1, 81_559.0 * 1024.0 * 1024.0);
-        h.stop_within(Duration::from_secs(2)).await;
+        h.stop_within(Duration::from_secs(5)).await;
     }
 }
 
@@ -385,7 +389,7 @@ async fn without_a_driver_it_reports_unavailable_and_keeps_running() {
     // Only the first attempt ran: the next is 60 s away.
     assert_eq!(report.failures_total, 1);
     assert!(h.hub.load().gpus.is_empty());
-    h.stop_within(Duration::from_secs(2)).await;
+    h.stop_within(Duration::from_secs(5)).await;
 }
 
 /// A GPU whose second poll hangs in the "driver" until the test releases it; counts the polls
@@ -403,12 +407,18 @@ impl GpuSource for HangingSource {
     fn poll(&mut self) -> Result<Vec<GpuReading>, GpuError> {
         let n = self.started.fetch_add(1, Ordering::SeqCst) + 1;
         if n == 2 {
-            let _ = self.release.recv_timeout(Duration::from_secs(10));
+            let _ = self.release.recv_timeout(Duration::from_secs(60));
         }
         Ok(vec![reading(0, 10.0 * n as f64, 50.0)])
     }
 }
 
+fn utilization(batch: &MetricBatch) -> f64 {
+    values(batch, "vla.gpu.utilization")[0].1
+}
+
+/// Asserts relationships that hold however slow the machine is: a healthy poll may also
+/// outlive the (1 s) timeout under load, so no exact poll numbers.
 #[tokio::test]
 async fn a_hung_poll_times_out_reports_unavailable_and_starts_no_other_poll() {
     let started = Arc::new(AtomicUsize::new(0));
@@ -418,15 +428,31 @@ async fn a_hung_poll_times_out_reports_unavailable_and_starts_no_other_poll() {
         release: rx,
     };
     let config = Config {
-        poll_timeout: Some(Duration::from_millis(100)),
+        poll_timeout: Some(Duration::from_secs(1)),
         ..fast(20)
     };
     let mut h = start(16, |id, hub, t| {
         NvmlReceiver::with_source(id, &config, Box::new(source), hub, t)
     });
-    let first = h.next().await;
-    assert_eq!(available(&first), 1.0);
-    for _ in 0..5 {
+    let polls = |h: &Harness, result| {
+        h.telemetry
+            .value(
+                "vla_collector_receiver_gpu_polls_total",
+                &[("receiver", "nvml"), ("result", result)],
+            )
+            .unwrap_or(0)
+    };
+    // Until poll 2 hangs, only poll 1's answer (10 %) can be sent.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let b = h.next().await;
+        if available(&b) == 0.0 {
+            break;
+        }
+        assert_eq!(utilization(&b), 10.0);
+        assert!(Instant::now() < deadline, "poll 2 never hung");
+    }
+    for _ in 0..3 {
         let b = h.next().await;
         assert_eq!(available(&b), 0.0);
         assert_eq!(b.data_points(), 2, "nothing per GPU while hung");
@@ -437,23 +463,16 @@ async fn a_hung_poll_times_out_reports_unavailable_and_starts_no_other_poll() {
     assert_eq!(
         report.last_error.as_deref(),
         Some(
-            "reading the GPUs did not return within 100ms (a GPU may have fallen off the bus); \
+            "reading the GPUs did not return within 1s (a GPU may have fallen off the bus); \
              no new GPU call until it returns"
         )
     );
-    let polls = |h: &Harness, result| {
-        h.telemetry
-            .value(
-                "vla_collector_receiver_gpu_polls_total",
-                &[("receiver", "nvml"), ("result", result)],
-            )
-            .unwrap_or(0)
-    };
-    assert!(polls(&h, "timeout") >= 5, "{}", polls(&h, "timeout"));
+    // The hang and each of the 3 intervals after it.
+    assert!(polls(&h, "timeout") >= 4, "{}", polls(&h, "timeout"));
     assert_eq!(polls(&h, "failed"), 0);
 
     release.send(()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let recovered = loop {
         let b = h.next().await;
         if available(&b) == 1.0 {
@@ -461,18 +480,24 @@ async fn a_hung_poll_times_out_reports_unavailable_and_starts_no_other_poll() {
         }
         assert!(Instant::now() < deadline, "never recovered");
     };
-    // The hung poll's late answer (20 %) is dropped; a fresh poll (30 %) is sent.
-    assert_eq!(
-        values(&recovered, "vla.gpu.utilization"),
-        [("0".to_owned(), 30.0)]
+    // The hung poll's late answer (20 %) is dropped; a fresh poll's (10 × its number, 30 %
+    // unless a slow one timed out too) is sent, and published.
+    let fresh = utilization(&recovered);
+    let n = started.load(Ordering::SeqCst) as f64;
+    assert!(
+        fresh >= 30.0 && fresh <= 10.0 * n,
+        "{fresh} after {n} polls"
     );
-    assert_eq!(started.load(Ordering::SeqCst), 3);
-    assert_eq!(
-        h.hub.load().by_index(0).and_then(|g| g.utilization_percent),
-        Some(30.0)
-    );
+    assert_eq!(fresh % 10.0, 0.0);
+    let published = h
+        .hub
+        .load()
+        .by_index(0)
+        .and_then(|g| g.utilization_percent)
+        .unwrap();
+    assert!(published >= fresh, "{published} < {fresh}");
     assert_eq!(h.status.report().status, "ok");
-    h.stop_within(Duration::from_secs(2)).await;
+    h.stop_within(Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
@@ -488,7 +513,7 @@ async fn a_given_source_is_kept_however_long_it_fails() {
     assert_eq!(available(&b), 1.0);
     assert_eq!(values(&b, "vla.gpu.utilization"), [("0".to_owned(), 42.0)]);
     assert_eq!(h.status.report().source, "fake (scripted)");
-    h.stop_within(Duration::from_secs(2)).await;
+    h.stop_within(Duration::from_secs(5)).await;
 }
 
 #[test]

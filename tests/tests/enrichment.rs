@@ -154,7 +154,10 @@ async fn a_request_arrives_with_its_tier_safety_labels_and_gpu_model() {
     )
     .await
     .unwrap();
-    // A metric without a customer id is untouched.
+    // A metric without a customer id is untouched (once it is there at all).
+    prom.wait_for("sum(vla_inference_requests_total) == 3", 1, WAIT)
+        .await
+        .unwrap();
     let untouched = prom
         .query("vla_inference_requests_total{customer_plan!=\"\"}")
         .await
@@ -265,7 +268,10 @@ async fn a_changed_customer_file_is_reloaded_and_a_broken_one_keeps_the_last_goo
         .await
         .expect("collector");
     let api = vla_e2e::api_telemetry(ports.grpc, "api-reload").unwrap();
-    // The SDK's own tier label is overwritten by the table's (on_existing: overwrite).
+    // The quota gauge carries the API's own tier; the table's replaces it (on_existing:
+    // overwrite). The request counter has no tier of its own and gets the table's.
+    let acme_id = CustomerId::new("acme").unwrap();
+    api.set_quota(&acme_id, Tier::Free, 10, 100);
     request(&api, "acme", Tier::Free);
     flush(&api).await;
     prom.wait_for(
@@ -275,16 +281,31 @@ async fn a_changed_customer_file_is_reloaded_and_a_broken_one_keeps_the_last_goo
     )
     .await
     .unwrap();
+    prom.wait_for(
+        "vla_quota_used{customer_id=\"acme\",tier=\"pro\"} == 10",
+        1,
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let free = prom
+        .query("vla_quota_used{customer_id=\"acme\",tier=\"free\"}")
+        .await
+        .unwrap();
+    assert!(free.is_empty(), "the API's tier was not replaced: {free:?}");
 
     // An upgrade in the file shows within a reload.
     replace_file(&file, "customer_id,tier\nacme,enterprise\nglobex,free\n");
     let c = &collector;
     eventually(WAIT, || async move {
-        let (_, body) = ready(c).await;
-        let loaded = component(&body, "processor", "customer_tier")["source"].clone();
-        (loaded["status"] == "ok" && loaded["entries"] == 2 && loaded["loaded_at_unix"].is_number())
+        let metrics = c.self_metrics().await.map_err(|e| e.to_string())?;
+        let loads = metrics
+            .get("vla_collector_lookup_refreshes_total{processor=\"customer_tier\",result=\"ok\"}")
+            .copied()
+            .unwrap_or(0.0);
+        (loads >= 2.0)
             .then_some(())
-            .ok_or(format!("not reloaded: {loaded}"))
+            .ok_or(format!("not reloaded ({loads} loads)"))
     })
     .await
     .unwrap();

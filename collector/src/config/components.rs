@@ -301,7 +301,7 @@ pub(crate) fn serde_diagnostic(at: YamlPath, msg: &str) -> Diagnostic {
         if let Some(rest) = msg.strip_prefix(prefix)
             && let Some((got, expected)) = rest.rsplit_once(", expected ")
         {
-            let got = if got.starts_with("string ") && may_hold_a_secret(&at) {
+            let got = if got.starts_with("string ") && may_hold_a_secret(&at, got) {
                 "a string (not shown: it may hold a secret)"
             } else {
                 got
@@ -315,19 +315,40 @@ pub(crate) fn serde_diagnostic(at: YamlPath, msg: &str) -> Diagnostic {
     Diagnostic::at(at, msg)
 }
 
-/// Whether a value at `at` may be a credential (a connection string, a password, a header), so
-/// an error must not echo it.
-fn may_hold_a_secret(at: &YamlPath) -> bool {
-    const WORDS: &[&str] = &[
-        "postgres", "dsn", "password", "secret", "token", "auth", "header", "key",
+/// Whether a string value (`got`, as serde quotes it) at `at` may be a credential (a
+/// connection string, a password, a header), so an error must not echo it: judged by the
+/// setting's name and by the value's shape.
+fn may_hold_a_secret(at: &YamlPath, got: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "dsn",
+        "password",
+        "secret",
+        "token",
+        "auth",
+        "header",
+        "credential",
     ];
-    at.segments().iter().any(|seg| match seg {
+    const SHAPES: &[&str] = &[
+        "password=",
+        "passwd=",
+        "secret",
+        "token",
+        "apikey",
+        "api_key",
+    ];
+    let by_name = at.segments().iter().any(|seg| match seg {
         super::diag::Seg::Key(k) => {
             let k = k.to_ascii_lowercase();
-            WORDS.iter().any(|w| k.contains(w))
+            NAMES.iter().any(|w| k.contains(w))
         }
         super::diag::Seg::Index(_) => false,
-    })
+    });
+    let value = got.to_ascii_lowercase();
+    // `scheme://user:password@host`
+    let userinfo = value
+        .split_once("://")
+        .is_some_and(|(_, rest)| rest.split('/').next().is_some_and(|a| a.contains('@')));
+    by_name || userinfo || SHAPES.iter().any(|s| value.contains(s))
 }
 
 /// `unknown field "endpont" (did you mean "endpoint"?)`, or the valid names when none is close.

@@ -451,15 +451,29 @@ impl Validator {
     }
 
     /// `gpu_stats` joins the snapshot that an `nvml` receiver polls: without one running it
-    /// would never add anything.
+    /// would never add anything; and there is one GPU snapshot per collector, so one receiver.
     fn check_gpu_stats(
         &mut self,
         receivers: &BTreeMap<ComponentId, ReceiverConfig>,
         processors: &BTreeMap<ComponentId, ProcessorConfig>,
     ) {
-        let has_nvml = receivers
-            .values()
-            .any(|r| matches!(r, ReceiverConfig::Nvml(_)));
+        let nvml: Vec<&ComponentId> = receivers
+            .iter()
+            .filter(|(_, r)| matches!(r, ReceiverConfig::Nvml(_)))
+            .map(|(id, _)| id)
+            .collect();
+        for extra in nvml.iter().skip(1) {
+            self.error(
+                YamlPath::root().key("receivers").key(extra.as_ref()),
+                format!(
+                    "only one nvml receiver may run ({:?} already reads this host's GPUs): two \
+                     would report every GPU twice and overwrite each other's readings for \
+                     gpu_stats",
+                    nvml[0]
+                ),
+            );
+        }
+        let has_nvml = !nvml.is_empty();
         for (id, p) in processors {
             if matches!(p, ProcessorConfig::GpuStats(_)) && !has_nvml {
                 self.error(

@@ -761,12 +761,59 @@ fn a_connection_string_in_the_wrong_place_is_not_echoed() {
         "{BASE}processors:\n  customer_tier:\n    source: {{ postgres: \"host=db user=vla \
          password=s3cret dbname=billing\" }}\n"
     );
-    let errors = errors(&yaml).join("\n");
+    let text = errors(&yaml).join("\n");
     assert!(
-        errors.contains(
+        text.contains(
             "processors.customer_tier.source.postgres: expected a mapping, got a string (not shown"
         ),
-        "{errors}"
+        "{text}"
     );
-    assert!(!errors.contains("s3cret"), "{errors}");
+    assert!(!text.contains("s3cret"), "{text}");
+    // Wherever it lands, a value shaped like a credential is not echoed either.
+    for value in [
+        "postgres://vla:s3cret@db/billing",
+        "host=db password=s3cret",
+    ] {
+        let yaml = format!("{BASE}processors:\n  customer_tier:\n    source: \"{value}\"\n");
+        let text = errors(&yaml).join("\n");
+        assert!(text.contains("customer_tier.source: expected"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+    // An ordinary value is still shown, even under a postgres section.
+    let yaml = format!(
+        "{BASE}processors:\n  customer_tier:\n    source: {{ postgres: {{ dsn: x, refresh_interval: [1] }} }}\n"
+    );
+    let text = errors(&yaml).join("\n");
+    assert!(!text.contains("not shown"), "{text}");
+}
+
+#[test]
+fn gpu_stats_needs_one_nvml_receiver() {
+    let with = |receivers: &str, pipeline_receivers: &str| {
+        format!(
+            "receivers:\n  otlp:\n    protocols: {{ grpc: {{ endpoint: 127.0.0.1:4317 }} }}\n{receivers}\
+             processors:\n  gpu_stats: {{}}\n\
+             exporters:\n  prometheus: {{ endpoint: 127.0.0.1:9464 }}\n\
+             service:\n  pipelines:\n    metrics:\n      receivers: [{pipeline_receivers}]\n      \
+             processors: [gpu_stats]\n      exporters: [prometheus]\n"
+        )
+    };
+    let none = errors(&with("", "otlp")).join("\n");
+    assert!(
+        none.contains(
+            "processors.gpu_stats: gpu_stats joins the GPU readings of an `nvml` receiver"
+        ),
+        "{none}"
+    );
+    let two = errors(&with(
+        "  nvml: { source: fake }\n  nvml/b: { source: fake }\n",
+        "otlp, nvml, nvml/b",
+    ))
+    .join("\n");
+    assert!(
+        two.contains("receivers.nvml/b: only one nvml receiver may run (\"nvml\" already"),
+        "{two}"
+    );
+    let one = with("  nvml: { source: fake }\n", "otlp, nvml");
+    check(&one).unwrap_or_else(|d| panic!("{d}"));
 }

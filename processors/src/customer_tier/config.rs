@@ -53,6 +53,10 @@ pub struct SourceConfig {
     /// collector's working directory.
     #[serde(default)]
     pub file: Option<PathBuf>,
+    /// Whether the file must exist at start-up (default true; file sources only). With
+    /// `false` a missing file starts the component without a table until the file appears.
+    #[serde(default)]
+    pub required: Option<bool>,
     /// How often the file is checked for changes (default 5s, at least 100ms; file sources only).
     #[serde(default, deserialize_with = "optional_duration")]
     pub reload_interval: Option<Duration>,
@@ -225,6 +229,11 @@ impl InlineCustomer {
 }
 
 impl SourceConfig {
+    /// Whether the file must exist at start-up (`required`, default true).
+    pub(crate) fn file_required(&self) -> bool {
+        self.required.unwrap_or(true)
+    }
+
     /// The names of the sources that are set.
     fn set(&self) -> Vec<&'static str> {
         let mut set = Vec::new();
@@ -243,8 +252,8 @@ impl SourceConfig {
 
 impl Config {
     /// Pure checks (no I/O): exactly one source, non-empty keys, query and DSN, intervals not
-    /// below their minimums, added attribute keys usable as Prometheus labels, valid globs and
-    /// inline entries. Problems are reported under `path` (e.g. `processors.customer_tier`).
+    /// below their minimums, `reload_interval` and `required` only with a file, added attribute
+    /// keys usable as Prometheus labels, valid globs and inline entries. Problems are reported under `path` (e.g. `processors.customer_tier`).
     pub fn validate(&self, path: &str) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
         let mut problem =
@@ -310,6 +319,12 @@ impl Config {
                     format!("{text:?}: expected a name ending in .yaml, .yml or .csv"),
                 );
             }
+        }
+        if self.source.required.is_some() && self.source.file.is_none() {
+            problem(
+                format!("{src}.required"),
+                "only applies to a file source".into(),
+            );
         }
         if let Some(interval) = self.source.reload_interval {
             let at = format!("{src}.reload_interval");

@@ -9,8 +9,9 @@
 //! `unknown`) and no other field; points without a customer id are left alone. With
 //! `on_existing: keep` (the default) an attribute already present is left as it is; with
 //! `overwrite` it is replaced. Until a table has loaded once (a `postgres` source whose first
-//! query has not succeeded yet) nothing is changed at all: no tier, no default tier, no id
-//! dropped; those points are counted as `no_table`.
+//! query has not succeeded yet, a `file` with `required: false` that has not appeared yet)
+//! nothing is changed at all: no tier, no default tier, no id dropped; those points are
+//! counted as `no_table`.
 //!
 //! The added keys (`tier_key` and the `attributes` values) become Prometheus labels, so they
 //! must be label names, dots allowed (the exporters turn `.` into `_`): `[a-zA-Z_][a-zA-Z0-9_.]*`,
@@ -32,7 +33,7 @@
 //!         cust-0001: enterprise
 //!         cust-0002: { tier: pro, plan: annual }
 //!   customer_tier/file:
-//!     source: { file: configs/customers.yaml, reload_interval: 5s }
+//!     source: { file: configs/customers.yaml, reload_interval: 5s, required: true }
 //!     attributes: { plan: customer_plan, region: customer_region }
 //!   customer_tier/db:
 //!     source:
@@ -52,21 +53,29 @@
 //!
 //! - `inline` loads when the collector starts.
 //! - `file` loads when the collector starts (a missing or invalid file fails start-up with the
-//!   file and line), then is checked every `reload_interval` (default 5s): when its size or
-//!   modification time changed and its content differs, it is parsed again. A file that turns
-//!   invalid keeps the last good table. Replace the file atomically (write a temporary file,
-//!   then rename it); an empty file, or one without customers, is refused for this reason.
-//!   A relative path is relative to the collector's working directory (the directory it was
-//!   started from, not the config file's), which an unreadable file's error names.
-//!   `reload_interval` is at least 100ms.
+//!   file and line), then is checked every `reload_interval` (default 5s, at least 100ms):
+//!   when its stamp (size, modification and status-change times, inode, device) changed and
+//!   its content differs, it is parsed again. A file that turns invalid keeps the last good
+//!   table. Replace the file atomically (write a temporary file, then rename it); an empty
+//!   file, or one without customers, is refused for this reason. A relative path is relative
+//!   to the collector's working directory (the directory it was started from, not the config
+//!   file's), which an unreadable file's error names.
+//!
+//!   `required: false` (default `true`; only with `file`) lets the file be missing at
+//!   start-up: the component starts without a table (points pass untouched, see above), its
+//!   status fails (`customer file configs/customers.yaml not found (relative to the working
+//!   directory /srv/vla); customers get no tier until it appears`, one warning), and the
+//!   file is loaded when it appears. A file that exists but cannot be read or parsed still
+//!   fails start-up.
 //! - `postgres` starts without a table (points pass untouched, see above) and runs the query
 //!   at once, then every `refresh_interval` (default 30s, at least 100ms), on a fresh
 //!   connection each time, without TLS; connecting and querying together are bounded by
 //!   `timeout` (default 5s, at least 10ms). The DSN names the server with `host=` or
 //!   `hostaddr=`. Columns are found by name: `customer_id` (or else the first column) and
 //!   `tier` are required, every other column is an extra field (all values are read as text).
-//!   NULL or empty ids and tiers and duplicate ids fail the refresh. The DSN and the password
-//!   are never logged: the source is shown as `postgres host:port/dbname`.
+//!   NULL or empty ids and tiers, duplicate ids and a result without rows fail the refresh
+//!   (the last table stays, as for an empty file). The DSN and the password are never
+//!   logged: the source is shown as `postgres host:port/dbname`.
 //!
 //!   The password: `password_file` is read at each connection attempt (trailing newline
 //!   trimmed; a rotated secret is picked up at the next refresh; a file that cannot be read
@@ -75,6 +84,11 @@
 //!   before parsing, so a password holding `"` or `\` breaks a double-quoted `dsn:` and needs
 //!   single quotes in YAML (`dsn: 'host=db password=${env:VLA_PG_PASSWORD}'`), and one
 //!   holding a space, `'` or `\` needs libpq quoting inside the DSN as well. Not both.
+//!
+//! Until a table has loaded once, the `file` and `postgres` refreshers try every
+//! `min(reload_interval or refresh_interval, 1s)`, so a database or file that comes up just
+//! after the collector is picked up within a second; after the first good load they keep to
+//! the interval.
 //!
 //! # File formats
 //!
@@ -194,6 +208,15 @@ pub enum TierError {
         #[source]
         source: std::io::Error,
     },
+    /// An optional customer file (`required: false`) does not exist (yet): not an error at
+    /// start-up, but the source's status until the file appears.
+    #[error("customer file {} not found{}; customers get no tier until it appears", .path.display(), in_directory(.path, .cwd.as_deref()))]
+    Missing {
+        /// The file, as configured.
+        path: PathBuf,
+        /// The working directory a relative `path` is resolved against, when known.
+        cwd: Option<PathBuf>,
+    },
     /// The customer file's content is invalid (at `line`, when known).
     #[error("{}{}: {message}", .path.display(), line_suffix(*.line))]
     Parse {
@@ -239,6 +262,23 @@ fn relative_to(path: &std::path::Path, cwd: Option<&std::path::Path>) -> String 
     }
 }
 
+/// ` (relative to the working directory /dir)` for a relative path whose base is known.
+fn in_directory(path: &std::path::Path, cwd: Option<&std::path::Path>) -> String {
+    match cwd {
+        Some(cwd) if path.is_relative() => {
+            format!(" (relative to the working directory {})", cwd.display())
+        }
+        _ => String::new(),
+    }
+}
+
+impl TierError {
+    /// Whether this is a customer file that does not exist.
+    fn is_not_found(&self) -> bool {
+        matches!(self, TierError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
 /// Where the table comes from, once built.
 enum Source {
     Inline,
@@ -265,30 +305,50 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    // The status is published last in each of these: whoever waits on it (a test, /ready)
+    // then sees the table, the counters and the gauge already updated.
+
     /// Swaps in a table of `rows` and records the good load.
     fn install(&self, rows: Vec<RawRow>) -> usize {
         let table = Table::build(rows, &self.settings.extra_fields);
         let n = table.len();
         self.table.store(Some(Arc::new(table)));
         self.entries.set(i64::try_from(n).unwrap_or(i64::MAX));
-        self.status.success(n as u64);
         self.refreshes_ok.inc();
+        self.status.success(n as u64);
         n
+    }
+
+    /// Records a good check that found the table in use unchanged; returns its entries.
+    fn still_good(&self) -> usize {
+        let entries = self.table.load().as_ref().map_or(0, |t| t.len());
+        self.refreshes_ok.inc();
+        self.status.success(entries as u64);
+        entries
     }
 
     /// Records a failed refresh; warns once per failure streak.
     fn failed(&self, error: &TierError, failing: &mut bool) {
         let message = vla_pipeline::error_chain(error).replace('\n', " ");
-        self.status.failure(message.clone());
         self.refreshes_error.inc();
+        self.status.failure(message.clone());
         if !*failing {
             *failing = true;
-            warn!(
-                processor = %self.id,
-                source = %self.description,
-                error = %message,
-                "customer table refresh failed; keeping the last good table"
-            );
+            if self.table.load().is_some() {
+                warn!(
+                    processor = %self.id,
+                    source = %self.description,
+                    error = %message,
+                    "customer table refresh failed; keeping the last good table"
+                );
+            } else {
+                warn!(
+                    processor = %self.id,
+                    source = %self.description,
+                    error = %message,
+                    "customer table not loaded; points pass untouched until it loads"
+                );
+            }
         }
     }
 
@@ -314,9 +374,10 @@ pub struct CustomerTier {
 
 impl CustomerTier {
     /// Builds the table. `inline` and `file` load now: an unreadable or invalid file is an error
-    /// naming the file and line (so a broken file fails start-up). `postgres` starts without a
-    /// table (points pass untouched, counted as `no_table`) and loads in the refresher's first
-    /// run.
+    /// naming the file and line (so a broken file fails start-up), except a file that does not
+    /// exist with `required: false`, which starts without a table and a failing status.
+    /// `postgres` starts without a table (points pass untouched, counted as `no_table`) and
+    /// loads in the refresher's first run.
     pub fn new(id: ComponentId, config: &Config, telemetry: &Telemetry) -> Result<Self, TierError> {
         let problems = config.validate(&format!("processors.{id}"));
         if !problems.is_empty() {
@@ -364,6 +425,7 @@ impl CustomerTier {
                 (r, c)
             }),
         };
+        let mut missing = None;
         let (source, description, rows) = if let Some(inline) = &config.source.inline {
             (
                 Source::Inline,
@@ -376,7 +438,15 @@ impl CustomerTier {
                 setting: format!("processors.{id}.source.file"),
                 cwd: std::env::current_dir().ok(),
             };
-            let (rows, initial) = refresh::load_file(&file)?;
+            // Only a file that does not exist may wait; one that does must load now.
+            let (rows, initial) = match refresh::load_file(&file) {
+                Ok((rows, state)) => (Some(rows), state),
+                Err(e) if !config.source.file_required() && e.is_not_found() => {
+                    missing = Some(file.missing_error());
+                    (None, FileState::missing())
+                }
+                Err(e) => return Err(e),
+            };
             let interval = config
                 .source
                 .reload_interval
@@ -387,7 +457,7 @@ impl CustomerTier {
                 interval,
                 initial,
             };
-            (source, description, Some(rows))
+            (source, description, rows)
         } else if let Some(pg) = &config.source.postgres {
             let pg = PgSource::new(pg, &format!("processors.{id}.source.postgres"))?;
             let description = pg.description.clone();
@@ -421,6 +491,10 @@ impl CustomerTier {
         if let Some(rows) = rows {
             shared.install(rows);
         }
+        if let Some(error) = missing {
+            // Warns once; the refresher continues this failure streak without warning again.
+            shared.failed(&error, &mut false);
+        }
         Ok(Self { shared, source })
     }
 
@@ -438,7 +512,7 @@ impl CustomerTier {
     }
 
     /// The background refresher (file poll or postgres query loop; first postgres attempt
-    /// immediately), running until `shutdown` is cancelled; None for inline. Call it once:
+    /// immediately, then more often than the interval until a table has loaded), running until `shutdown` is cancelled; None for inline. Call it once:
     /// each call makes an independent loop. It needs a Tokio runtime with the time driver;
     /// file checks run on the blocking pool.
     pub fn refresher(&self, shutdown: CancellationToken) -> Option<BoxFuture<'static, ()>> {

@@ -137,7 +137,7 @@ fn describe(c: &tokio_postgres::Config) -> String {
 }
 
 /// The customers in a query's result: `customer_id` (or the first column), `tier`, and every
-/// other column as an extra field.
+/// other column as an extra field. A result without rows is an error.
 pub(crate) fn rows_from_messages(messages: &[SimpleQueryMessage]) -> Result<Vec<RawRow>, String> {
     let mut columns: Option<Vec<String>> = None;
     let mut result_sets = 0;
@@ -167,6 +167,11 @@ pub(crate) fn rows_from_messages(messages: &[SimpleQueryMessage]) -> Result<Vec<
     };
     if tier_col == id_col {
         return Err("the query's result needs a customer_id column before tier".into());
+    }
+    if rows.is_empty() {
+        // Like an empty file: more likely a mistake (a truncated table, a wrong WHERE) than
+        // a wish to take every customer's tier away.
+        return Err("the query returned no customers; keeping the last table".into());
     }
     let mut first_row: hashbrown::HashMap<String, usize, foldhash::fast::RandomState> =
         hashbrown::HashMap::with_capacity_and_hasher(rows.len(), Default::default());

@@ -1,5 +1,7 @@
 //! The background refreshers: the file poll and the PostgreSQL query loop. Both stop as soon
 //! as the shutdown token is cancelled, never panic, and keep the last good table on failure.
+//! Until a table has loaded once they try every `min(interval, 1s)` rather than every
+//! `interval`, so a source that comes up just after the collector is picked up quickly.
 
 use std::hash::BuildHasher;
 use std::os::unix::fs::MetadataExt as _;
@@ -12,6 +14,21 @@ use tokio_util::sync::CancellationToken;
 use super::postgres::PgSource;
 use super::table::{self, RawRow};
 use super::{Shared, TierError};
+
+/// The longest wait between attempts before the first good load: the points pass untouched
+/// until then, so a database or file that appears just after start-up should not cost a whole
+/// `refresh_interval`/`reload_interval` of untiered data.
+pub(crate) const FIRST_LOAD_RETRY: Duration = Duration::from_secs(1);
+
+/// The wait before the next attempt: `interval`, or at most [`FIRST_LOAD_RETRY`] until a
+/// table has loaded.
+fn next_wait(interval: Duration, loaded: bool) -> Duration {
+    if loaded {
+        interval
+    } else {
+        interval.min(FIRST_LOAD_RETRY)
+    }
+}
 
 /// The customer file and where its path came from, for errors.
 #[derive(Debug, Clone)]
@@ -34,15 +51,21 @@ impl CustomerFile {
         }
     }
 
+    /// The error for an optional file (`required: false`) that does not exist yet.
+    pub(crate) fn missing_error(&self) -> TierError {
+        TierError::Missing {
+            path: self.path.clone(),
+            cwd: self.cwd.clone(),
+        }
+    }
+
     /// The file's stamp, taken before its content is read.
-    fn stamp(&self) -> Result<Stamp, TierError> {
-        std::fs::metadata(&self.path)
-            .map(|meta| Stamp::of(&meta))
-            .map_err(|e| self.read_error(e))
+    fn stamp(&self) -> Result<Stamp, std::io::Error> {
+        std::fs::metadata(&self.path).map(|meta| Stamp::of(&meta))
     }
 
     fn read(&self) -> Result<(Stamp, Vec<u8>), TierError> {
-        let stamp = self.stamp()?;
+        let stamp = self.stamp().map_err(|e| self.read_error(e))?;
         let bytes = std::fs::read(&self.path).map_err(|e| self.read_error(e))?;
         Ok((stamp, bytes))
     }
@@ -80,8 +103,19 @@ pub(crate) struct FileState {
     seen: Option<Stamp>,
     /// The content hash of that version.
     seen_hash: u64,
-    /// The content hash of the table in use.
-    good_hash: u64,
+    /// The content hash of the table in use (`None` before the first good load).
+    good_hash: Option<u64>,
+}
+
+impl FileState {
+    /// The state of an optional file that did not exist at start-up: nothing seen, no table.
+    pub(crate) fn missing() -> Self {
+        Self {
+            seen: None,
+            seen_hash: 0,
+            good_hash: None,
+        }
+    }
 }
 
 fn content_hash(bytes: &[u8]) -> u64 {
@@ -96,14 +130,14 @@ pub(crate) fn load_file(file: &CustomerFile) -> Result<(Vec<RawRow>, FileState),
     let state = FileState {
         seen: Some(stamp),
         seen_hash: hash,
-        good_hash: hash,
+        good_hash: Some(hash),
     };
     Ok((rows, state))
 }
 
 /// The result of one check of the file.
 enum Poll {
-    /// Same size and modification time.
+    /// The same stamp (size, modification and status-change times, inode, device): not read.
     Unchanged,
     /// Touched, but the content is the table in use.
     SameAsGood(Stamp),
@@ -120,7 +154,11 @@ enum Poll {
 fn poll(file: &CustomerFile, state: &FileState) -> Poll {
     let stamp = match file.stamp() {
         Ok(stamp) => stamp,
-        Err(e) => return Poll::Unreadable(e),
+        // An optional file that has not appeared yet keeps its own message.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && state.good_hash.is_none() => {
+            return Poll::Unreadable(file.missing_error());
+        }
+        Err(e) => return Poll::Unreadable(file.read_error(e)),
     };
     if state.seen == Some(stamp) {
         return Poll::Unchanged;
@@ -132,7 +170,7 @@ fn poll(file: &CustomerFile, state: &FileState) -> Poll {
         Err(e) => return Poll::Unreadable(file.read_error(e)),
     };
     let hash = content_hash(&bytes);
-    if hash == state.good_hash {
+    if Some(hash) == state.good_hash {
         return Poll::SameAsGood(stamp);
     }
     if state.seen.is_some() && hash == state.seen_hash {
@@ -144,7 +182,7 @@ fn poll(file: &CustomerFile, state: &FileState) -> Poll {
     }
 }
 
-/// Checks the file every `interval` until `shutdown`.
+/// Checks the file every `interval` (more often until a table has loaded) until `shutdown`.
 pub(crate) async fn file_loop(
     shared: Arc<Shared>,
     file: CustomerFile,
@@ -152,11 +190,14 @@ pub(crate) async fn file_loop(
     mut state: FileState,
     shutdown: CancellationToken,
 ) {
-    let mut failing = false;
+    // Without a table the file was missing at start-up, which `CustomerTier::new` has
+    // reported (and warned about) already: the streak is on.
+    let mut failing = state.good_hash.is_none();
     loop {
+        let wait = next_wait(interval, state.good_hash.is_some());
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
         let (f, s) = (file.clone(), state.clone());
         let polled = tokio::select! {
@@ -174,11 +215,9 @@ pub(crate) async fn file_loop(
             Poll::Unchanged => {}
             Poll::SameAsGood(stamp) => {
                 state.seen = Some(stamp);
-                state.seen_hash = state.good_hash;
+                state.seen_hash = state.good_hash.unwrap_or_default();
                 if failing {
-                    let entries = shared.table.load().as_ref().map_or(0, |t| t.len());
-                    shared.status.success(entries as u64);
-                    shared.refreshes_ok.inc();
+                    let entries = shared.still_good();
                     shared.recovered(&mut failing, entries);
                 }
             }
@@ -188,7 +227,7 @@ pub(crate) async fn file_loop(
                 state = FileState {
                     seen: Some(stamp),
                     seen_hash: hash,
-                    good_hash: hash,
+                    good_hash: Some(hash),
                 };
                 shared.recovered(&mut failing, entries);
             }
@@ -205,9 +244,11 @@ pub(crate) async fn file_loop(
     }
 }
 
-/// Runs the query at once, then every `refresh_interval`, until `shutdown`.
+/// Runs the query at once, then every `refresh_interval` (more often until a table has
+/// loaded), until `shutdown`.
 pub(crate) async fn postgres_loop(shared: Arc<Shared>, pg: PgSource, shutdown: CancellationToken) {
     let mut failing = false;
+    let mut loaded = false;
     loop {
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -215,6 +256,7 @@ pub(crate) async fn postgres_loop(shared: Arc<Shared>, pg: PgSource, shutdown: C
         };
         match result {
             Ok(rows) => {
+                loaded = true;
                 let entries = shared.install(rows);
                 shared.recovered(&mut failing, entries);
             }
@@ -222,7 +264,7 @@ pub(crate) async fn postgres_loop(shared: Arc<Shared>, pg: PgSource, shutdown: C
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(pg.refresh_interval) => {}
+            _ = tokio::time::sleep(next_wait(pg.refresh_interval, loaded)) => {}
         }
     }
 }
@@ -278,7 +320,7 @@ mod tests {
         let state = FileState {
             seen: Some(*stamp),
             seen_hash: *hash,
-            good_hash: *hash,
+            good_hash: Some(*hash),
         };
         assert_eq!(loaded_tiers(polled), vec!["ent"]);
 
@@ -295,6 +337,50 @@ mod tests {
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!((meta.modified().unwrap(), meta.len()), (mtime, len));
         assert_eq!(loaded_tiers(poll(&f, &state)), vec!["biz"]);
+    }
+
+    #[test]
+    fn waits_at_most_a_second_until_the_first_load() {
+        let cases = [
+            (Duration::from_secs(30), false, Duration::from_secs(1)),
+            (
+                Duration::from_millis(200),
+                false,
+                Duration::from_millis(200),
+            ),
+            (Duration::from_secs(30), true, Duration::from_secs(30)),
+            (Duration::from_millis(200), true, Duration::from_millis(200)),
+        ];
+        for (interval, loaded, want) in cases {
+            assert_eq!(next_wait(interval, loaded), want, "{interval:?} {loaded}");
+        }
+    }
+
+    #[test]
+    fn a_missing_optional_file_says_so_until_it_appears() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("customers.csv");
+        let f = file(path.clone());
+        let state = FileState::missing();
+        let Poll::Unreadable(err) = poll(&f, &state) else {
+            panic!("a missing file must be unreadable")
+        };
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "customer file {} not found; customers get no tier until it appears",
+                path.display()
+            )
+        );
+        let mut relative = file(PathBuf::from("configs/customers.yaml"));
+        relative.cwd = Some(PathBuf::from("/x"));
+        assert_eq!(
+            relative.missing_error().to_string(),
+            "customer file configs/customers.yaml not found (relative to the working directory \
+             /x); customers get no tier until it appears"
+        );
+        std::fs::write(&path, "customer_id,tier\nc1,pro\n").unwrap();
+        assert_eq!(loaded_tiers(poll(&f, &state)), vec!["pro"]);
     }
 
     #[test]

@@ -427,7 +427,7 @@ fn until_a_table_loads_points_and_resources_pass_untouched() {
     // 3 points with an id, then 3 points whose own or resource's id counts.
     assert_eq!(counts(&t), [6, 0, 0, 0]);
 
-    // The first load (even of an empty table) ends the pass-through.
+    // The first load ends the pass-through.
     tier.shared.install(vec![RawRow {
         id: "cust-0001".into(),
         tier: "pro".into(),
@@ -494,6 +494,141 @@ fn invalid_settings_and_files_fail_new() {
         err,
         format!("{}:3: customer \"b\": missing tier", path.display())
     );
+    // `required: false` excuses a missing file only, not a broken one.
+    let optional = config(serde_json::json!({"source": {"file": path, "required": false}}));
+    let err = CustomerTier::new("c".into(), &optional, &t)
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        err,
+        format!("{}:3: customer \"b\": missing tier", path.display())
+    );
+    // ... and applies to a file source only.
+    let inline = config(serde_json::json!({"source": {"inline": {"a": "pro"}, "required": true}}));
+    let err = CustomerTier::new("c".into(), &inline, &t)
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        err,
+        "invalid customer_tier settings: processors.c.source.required: only applies to a file source"
+    );
+}
+
+/// Counts the warnings logged while it is the thread's default subscriber.
+#[derive(Clone, Default)]
+struct Warnings(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Warnings {
+    fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl tracing::Subscriber for Warnings {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        if *event.metadata().level() == tracing::Level::WARN {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+// One thread (the default runtime), so the subscriber sees the refresher's logs too.
+#[tokio::test]
+async fn an_optional_file_may_appear_after_start_up() {
+    let warnings = Warnings::default();
+    let _logs = tracing::subscriber::set_default(warnings.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("customers.yaml");
+    // A long interval: only the quicker retries before the first load can pick the file up
+    // within the test's deadline.
+    let cfg = config(serde_json::json!({"source": {
+        "file": path, "required": false, "reload_interval": "30s"
+    }}));
+    let (tier, t) = build(&cfg);
+    let report = tier.status().report();
+    assert_eq!(report.status, "failing");
+    assert_eq!(
+        report.last_error.as_deref(),
+        Some(
+            format!(
+                "customer file {} not found; customers get no tier until it appears",
+                path.display()
+            )
+            .as_str()
+        )
+    );
+    assert_eq!((report.entries, report.loaded_at_unix), (0, None));
+    assert_eq!(tier_of(&tier, "cust-0001"), "-", "no table: untouched");
+    let name = "vla_collector_customer_tier_points_total";
+    assert_eq!(
+        [
+            value(&t, name, &[("result", "no_table")]),
+            value(&t, name, &[("result", "default")]),
+        ],
+        [1, 0]
+    );
+    let refreshes = |result| {
+        value(
+            &t,
+            "vla_collector_lookup_refreshes_total",
+            &[("result", result)],
+        )
+    };
+    assert_eq!((refreshes("ok"), refreshes("error")), (0, 1));
+    assert_eq!(warnings.count(), 1);
+
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(tier.refresher(shutdown.clone()).unwrap());
+    wait_until("a second check", || refreshes("error") >= 2).await;
+    let report = tier.status().report();
+    assert_eq!(report.status, "failing");
+    assert!(
+        report.last_error.unwrap().contains("not found"),
+        "the message stays"
+    );
+    assert_eq!(warnings.count(), 1, "one warning per failure streak");
+
+    replace(&path, "cust-0001: enterprise\ncust-0002: pro\n");
+    wait_until("the file's first load", || {
+        tier.status().report().status == "ok"
+    })
+    .await;
+    assert_eq!(tier.status().report().entries, 2);
+    assert_eq!(refreshes("ok"), 1);
+    assert_eq!(value(&t, "vla_collector_lookup_entries", &[]), 2);
+    assert_eq!(tier_of(&tier, "cust-0001"), "enterprise");
+    assert_eq!(tier_of(&tier, "cust-9999"), "unknown");
+    assert_eq!(warnings.count(), 1);
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[test]
+fn an_optional_file_that_exists_loads_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("customers.csv");
+    std::fs::write(&path, "customer_id,tier\ncust-0001,pro\n").unwrap();
+    let cfg = config(serde_json::json!({"source": {"file": path, "required": false}}));
+    let (tier, _) = build(&cfg);
+    let report = tier.status().report();
+    assert_eq!((report.status, report.entries), ("ok", 1));
+    assert_eq!(tier_of(&tier, "cust-0001"), "pro");
 }
 
 /// Polls `check` every 10 ms until it holds or 10 s pass.
@@ -603,9 +738,10 @@ async fn file_reloads_on_change_and_keeps_the_last_good_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_source_starts_empty_and_fails_without_a_server() {
+    // A long interval: before the first load the refresher retries within a second anyway.
     let cfg = config(serde_json::json!({"source": {"postgres": {
         "dsn": "host=127.0.0.1 port=1 user=vla password=s3cret dbname=billing",
-        "refresh_interval": "100ms",
+        "refresh_interval": "30s",
         "timeout": "1s",
     }}}));
     let (tier, t) = build(&cfg);

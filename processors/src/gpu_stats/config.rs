@@ -7,8 +7,9 @@
 //!   on_existing: keep             # default; keep | overwrite
 //!   metrics: ["vla.inference.*"]  # default: every metric
 //!   max_age: 1m                   # default; an older snapshot is not joined (stale_snapshot)
-//!   utilization_buckets: [50, 80] # default none; on gauges and delta sums/histograms only,
-//!   temperature_buckets: [70, 85] #   skipped (and counted) on cumulative points
+//!   utilization_buckets: [50, 80] # default none; gauges only: skipped (and counted) on
+//!   temperature_buckets: [70, 85] #   cumulative points and summaries; delta points (which
+//!                                 #   the exporters drop today) get them too
 //! ```
 
 use std::time::Duration;
@@ -28,7 +29,7 @@ pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(60);
 pub struct Config {
     /// The attribute holding the GPU id (the UUID `GPU-...`, or the NVML index).
     pub gpu_id_key: String,
-    /// The attribute added with the GPU's product name.
+    /// The attribute added with the GPU's product name (not a label Prometheus reserves).
     pub model_key: String,
     /// What to do when the point already has an attribute this processor adds.
     pub on_existing: OnExisting,
@@ -37,11 +38,11 @@ pub struct Config {
     /// A snapshot taken longer ago than this (NVML polls failing) is not joined.
     #[serde(deserialize_with = "vla_pipeline::config::duration")]
     pub max_age: Duration,
-    /// Bounds of `gpu_utilization_bucket`, percent, strictly increasing; added to gauges and
-    /// delta sums/histograms only.
+    /// Bounds of `gpu_utilization_bucket`, percent, strictly increasing; added to gauges (and
+    /// to delta sums/histograms, which the exporters drop today), never to cumulative points.
     pub utilization_buckets: Option<Vec<f64>>,
-    /// Bounds of `gpu_temperature_bucket`, °C, strictly increasing; added to gauges and delta
-    /// sums/histograms only.
+    /// Bounds of `gpu_temperature_bucket`, °C, strictly increasing; added to gauges (and to
+    /// delta sums/histograms, which the exporters drop today), never to cumulative points.
     pub temperature_buckets: Option<Vec<f64>>,
 }
 
@@ -93,6 +94,11 @@ impl Config {
                      starting with a digit, e.g. gpu_model",
                     self.model_key
                 ),
+            ));
+        } else if let Some(why) = reserved_label(&self.model_key) {
+            problems.push(ConfigProblem::new(
+                format!("{path}.model_key"),
+                format!("{why}; choose another name, e.g. gpu_model"),
             ));
         } else if [
             self.gpu_id_key.as_str(),
@@ -149,6 +155,22 @@ fn is_attribute_key(key: &str) -> bool {
     let mut chars = key.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}
+
+/// Label names Prometheus or its exposition set themselves.
+const RESERVED_LABELS: [&str; 4] = ["job", "instance", "le", "quantile"];
+
+/// Why `key` would make a label Prometheus reserves. (A valid attribute name keeps its letters
+/// when exported, `.` becoming `_`, so the key itself is checked.)
+fn reserved_label(key: &str) -> Option<String> {
+    if key.starts_with("__") {
+        return Some(format!(
+            "{key:?}: names starting with `__` are reserved by Prometheus"
+        ));
+    }
+    RESERVED_LABELS
+        .contains(&key)
+        .then(|| format!("{key:?} is reserved: Prometheus sets the label {key:?} itself"))
 }
 
 fn check_bounds(

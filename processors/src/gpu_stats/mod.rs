@@ -27,14 +27,18 @@
 //! - `gpu_utilization_bucket` with `utilization_buckets: [50, 80]`: `<50`, `50-80` or `>=80`
 //!   (a value on a bound belongs to the bucket above it); likewise `gpu_temperature_bucket`.
 //!
-//! **Buckets only on gauges and delta points.** A bucket describes the GPU *now*, while a
-//! cumulative sum or histogram point carries everything since the process started: labelling
-//! it would make the series flip between bucket values as the GPU heats up, each bucket series
-//! carrying the whole cumulative count, so `rate()` by bucket would be meaningless. Bucket
-//! labels are therefore added to gauge points and to delta sums and histograms (each covers one
-//! interval) only; on cumulative sums, cumulative histograms (explicit or exponential) and
-//! summaries they are skipped (the model is still added) and the points counted. For latency by
-//! bucket, export the histogram with delta temporality or use a gauge.
+//! **Buckets: gauges only.** A bucket describes the GPU *now*, while a cumulative point carries
+//! everything since the process started: labelling it would make the series flip between
+//! bucket values as the GPU heats up, each bucket series carrying the whole cumulative count,
+//! so `rate()` by bucket would be meaningless. Bucket labels are therefore added to gauge
+//! points and to delta sums and histograms (each covers one interval); on every cumulative
+//! point (monotonic counters, up-down sums, explicit and exponential histograms) and on
+//! summaries they are skipped (the model is still added) and the points counted. **Every
+//! exporter drops delta sums and histograms today** (`delta_temporality` in
+//! `vla_collector_exporter_dropped_data_points_total`), so bucket labels reach storage on
+//! gauges only: do not switch a histogram to delta temporality to get buckets, it would no
+//! longer be exported at all. Until a `delta_to_cumulative` processor exists, slice
+//! histograms by `model_key` (added to every kind) and use buckets on gauges.
 //!
 //! With `on_existing: keep` (the default) an attribute the point already has is left as is;
 //! `overwrite` replaces it.
@@ -47,8 +51,8 @@
 //!     on_existing: keep               # keep | overwrite
 //!     metrics: ["vla.inference.*"]    # optional: only these metrics (exact or * globs)
 //!     max_age: 1m                     # older snapshots are not joined (default 1m)
-//!     utilization_buckets: [50, 80]   # optional; gauges and delta sums/histograms only
-//!     temperature_buckets: [70, 85]   # optional; gauges and delta sums/histograms only
+//!     utilization_buckets: [50, 80]   # optional; gauges only (see "Buckets" above)
+//!     temperature_buckets: [70, 85]   # optional; gauges only
 //! ```
 //!
 //! Counters: `vla_collector_processor_gpu_join_data_points_total{processor, result}` for the
@@ -321,7 +325,8 @@ fn find_gpu(snapshot: &GpuSnapshot, attrs: &[KeyValue], key: &str) -> Lookup {
 }
 
 /// Whether bucket labels may go on a metric's points: gauges, and sums and histograms that
-/// cover one interval (delta). `None` for a metric without data.
+/// cover one interval (delta; the exporters drop those today). `None` for a metric without
+/// data.
 fn takes_buckets(data: Option<&metric::Data>) -> Option<bool> {
     let delta = |t: i32| t == AggregationTemporality::Delta as i32;
     Some(match data? {

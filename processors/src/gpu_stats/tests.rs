@@ -321,6 +321,64 @@ fn validation_messages() {
 }
 
 #[test]
+fn model_key_may_not_be_a_reserved_prometheus_label() {
+    let problem = |key: &str| -> Vec<String> {
+        Config {
+            model_key: key.into(),
+            ..Config::default()
+        }
+        .validate("processors.gpu_stats")
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+    };
+    let table: &[(&str, &str)] = &[
+        (
+            "job",
+            "\"job\" is reserved: Prometheus sets the label \"job\" itself",
+        ),
+        (
+            "instance",
+            "\"instance\" is reserved: Prometheus sets the label \"instance\" itself",
+        ),
+        (
+            "le",
+            "\"le\" is reserved: Prometheus sets the label \"le\" itself",
+        ),
+        (
+            "quantile",
+            "\"quantile\" is reserved: Prometheus sets the label \"quantile\" itself",
+        ),
+        (
+            "__name__",
+            "\"__name__\": names starting with `__` are reserved by Prometheus",
+        ),
+        (
+            "__gpu",
+            "\"__gpu\": names starting with `__` are reserved by Prometheus",
+        ),
+    ];
+    for (key, why) in table {
+        assert_eq!(
+            problem(key),
+            [format!(
+                "processors.gpu_stats.model_key: {why}; choose another name, e.g. gpu_model"
+            )],
+            "{key}"
+        );
+    }
+    for fine in [
+        "gpu_model",
+        "_model",
+        "job_name",
+        "gpu.instance",
+        "model.le",
+    ] {
+        assert!(problem(fine).is_empty(), "{fine}: {:?}", problem(fine));
+    }
+}
+
+#[test]
 fn metric_patterns_are_checked_like_the_other_processors() {
     let c = Config {
         metrics: Some(vec!["vla.inference.*".into(), "vla.{a,b}".into()]),

@@ -5,6 +5,7 @@
 //!   nvml:
 //!     collection_interval: 10s        # default 10s, at least 100ms
 //!     poll_timeout: 10s               # default: collection_interval, at most 10s
+//!     open_timeout: 60s               # default 60s: opening NVML (nvmlInit) may be slow
 //!     source: nvml                    # nvml (default) | fake
 //!     library_path: /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1   # optional, nvml only
 //!     fake: { gpus: 2, model: "NVIDIA H100 80GB HBM3", memory_total_mib: 81559, scenario: steady }
@@ -25,6 +26,8 @@ pub const DEFAULT_COLLECTION_INTERVAL: Duration = Duration::from_secs(10);
 pub const MIN_COLLECTION_INTERVAL: Duration = Duration::from_millis(100);
 /// Longest default poll timeout (the default is the collection interval, capped at this).
 pub const MAX_DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of `open_timeout`: nvmlInit without persistence mode can take seconds per GPU.
+pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most GPUs a fake source may simulate.
 pub const MAX_FAKE_GPUS: u32 = 64;
 
@@ -35,10 +38,14 @@ pub struct Config {
     /// How often every GPU is read.
     #[serde(deserialize_with = "vla_pipeline::config::duration")]
     pub collection_interval: Duration,
-    /// How long one poll (or one attempt to open NVML) may block before the source is
-    /// reported failing; `None` = `collection_interval`, at most 10 s.
+    /// How long one poll may block before the source is reported failing; `None` =
+    /// `collection_interval`, at most 10 s.
     #[serde(deserialize_with = "optional_duration")]
     pub poll_timeout: Option<Duration>,
+    /// How long one attempt to open NVML may run before it is reported hung (until then the
+    /// intervals report `vla.gpu.available 0` without a warning).
+    #[serde(deserialize_with = "vla_pipeline::config::duration")]
+    pub open_timeout: Duration,
     /// Where the readings come from.
     pub source: SourceKind,
     /// The NVML library to load instead of the system's `libnvidia-ml.so.1` (`source: nvml`).
@@ -57,6 +64,7 @@ impl Default for Config {
         Self {
             collection_interval: DEFAULT_COLLECTION_INTERVAL,
             poll_timeout: None,
+            open_timeout: DEFAULT_OPEN_TIMEOUT,
             source: SourceKind::Nvml,
             library_path: None,
             fake: None,
@@ -164,6 +172,12 @@ impl Config {
                 format!("{path}.poll_timeout"),
                 "must be longer than 0, e.g. 5s (leave it out for the collection interval, at \
                  most 10s)",
+            ));
+        }
+        if self.open_timeout.is_zero() {
+            problems.push(ConfigProblem::new(
+                format!("{path}.open_timeout"),
+                "must be longer than 0, e.g. 60s (opening NVML can take seconds per GPU)",
             ));
         }
         match self.source {

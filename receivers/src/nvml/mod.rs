@@ -11,6 +11,7 @@
 //!   nvml:
 //!     collection_interval: 10s        # default 10s, at least 100ms
 //!     poll_timeout: 10s               # default: collection_interval, at most 10s
+//!     open_timeout: 60s               # default 60s: opening NVML (nvmlInit) may be slow
 //!     source: nvml                    # nvml (default) | fake
 //!     library_path: /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1   # optional
 //!     fake: { gpus: 2, model: "NVIDIA H100 80GB HBM3", memory_total_mib: 81559, scenario: steady }
@@ -48,11 +49,14 @@
 //!
 //! **Start times.** `vla.gpu.energy` and `vla.gpu.ecc.errors` count since the driver loaded
 //! (NVML does not say when that was), yet carry the receiver's start as
-//! `start_time_unix_nano`; `vla.gpu.xid.errors` really counts from then. Prometheus' `rate()`
-//! and `increase()` only look at the values and are unaffected, but a consumer that trusts the
-//! start time (e.g. a delta conversion) sees the energy used before the receiver started as
-//! spent in its first interval. A driver reload resets the counters without a new start time;
-//! the values dropping is the reset signal, as for any Prometheus counter.
+//! `start_time_unix_nano`. Prometheus' `rate()` and `increase()` only look at the values and
+//! are unaffected, but a consumer that trusts the start time (e.g. a delta conversion) sees
+//! the energy used before the receiver started as spent in its first interval. A driver
+//! reload resets these two without a new start time; the values dropping is the reset signal,
+//! as for any Prometheus counter. `vla.gpu.xid.errors` counts the critical XID events the
+//! receiver saw since NVML first opened, the totals carried over each re-open (see
+//! **Failures**), so it never drops; events while NVML is closed, or still queued in a dropped
+//! source's event set, are not counted.
 //!
 //! **Memory** needs driver R510 or newer (`nvmlDeviceGetMemoryInfo_v2`; older drivers report
 //! no memory values), and `vla.gpu.memory.used` excludes the memory the driver reserves (see
@@ -60,13 +64,23 @@
 //!
 //! **Failures.** Without a driver or GPU the receiver logs one warning, sends
 //! `vla.gpu.available 0` every interval and retries NVML every 60 s (or every interval, if
-//! longer); it never fails the collector. Each poll (and each attempt to open NVML) runs on
-//! the blocking pool under `poll_timeout`: a call that hangs in the driver (a GPU fallen off
-//! the bus) makes the source "failing" and sends `vla.gpu.available 0`, and no other call
-//! starts until it returns (a late answer is discarded; a late successful open is used). After
-//! five failed or timed-out polls in a row the source is dropped (for NVML: its XID event set
-//! is freed and NVML shut down) and opened again, so a reloaded driver is picked up. `/ready`
-//! shows the source's health through [`NvmlReceiver::status`]; polls are counted in
+//! longer); it never fails the collector. Each call into the source runs on the blocking pool,
+//! and no other call starts until it returns:
+//! - Opening NVML is waited on for up to `poll_timeout`, then goes on in the background
+//!   (nvmlInit without persistence mode can take seconds per GPU): the intervals meanwhile send
+//!   `vla.gpu.available 0` (`result=unavailable`) without a warning. Only past `open_timeout`
+//!   (default 60 s) is it reported hung (one warning, the source "failing",
+//!   `result=timeout`). A late successful open is used.
+//! - A poll that does not return within `poll_timeout` (a GPU fallen off the bus) makes the
+//!   source "failing" and sends `vla.gpu.available 0` (`result=timeout`) every interval until it
+//!   returns; its late answer is discarded.
+//!
+//! After five failed or timed-out polls in a row the source is dropped (for NVML: its XID event
+//! set is freed and NVML shut down) and opened again, so a reloaded driver is picked up. A poll
+//! that stays hung counts once, however long it hangs, and nothing is re-opened while it runs:
+//! a wedged driver is not re-opened until its call returns (the polls after that count as
+//! usual).
+//! `/ready` shows the source's health through [`NvmlReceiver::status`]; polls are counted in
 //! `vla_collector_receiver_gpu_polls_total{receiver, result=ok|failed|unavailable|timeout}`,
 //! one result per interval.
 
@@ -76,6 +90,7 @@ mod nvml_source;
 mod source;
 #[cfg(test)]
 mod tests;
+mod xid_totals;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -93,13 +108,15 @@ use vla_pipeline::{
 };
 
 pub use config::{
-    Config, DEFAULT_COLLECTION_INTERVAL, FakeConfig, MAX_DEFAULT_POLL_TIMEOUT, MAX_FAKE_GPUS,
-    MIN_COLLECTION_INTERVAL, MetricsConfig, Scenario, SourceKind,
+    Config, DEFAULT_COLLECTION_INTERVAL, DEFAULT_OPEN_TIMEOUT, FakeConfig,
+    MAX_DEFAULT_POLL_TIMEOUT, MAX_FAKE_GPUS, MIN_COLLECTION_INTERVAL, MetricsConfig, Scenario,
+    SourceKind,
 };
 pub use nvml_source::DEFAULT_LIBRARY;
 pub use source::{BoxError, FakeGpuSource, GpuError, GpuSource, NvmlSource};
 
 use metrics::{Encoder, PollResult};
+use xid_totals::XidTotals;
 
 /// The config `type` of this receiver.
 pub const TYPE: &str = "nvml";
@@ -123,8 +140,10 @@ pub struct NvmlReceiver {
     reopen: Option<Opener>,
     /// Wait between two attempts to open the source.
     init_retry: Duration,
-    /// Longest wait for one blocking call (poll or open).
+    /// Longest wait for one poll.
     poll_timeout: Duration,
+    /// Longest wait for one attempt to open the source.
+    open_timeout: Duration,
     gpus: GpuSnapshots,
     status: SourceStatus,
     polls_ok: Counter,
@@ -222,6 +241,7 @@ impl NvmlReceiver {
             reopen,
             init_retry: INIT_RETRY.max(config.collection_interval),
             poll_timeout: config.effective_poll_timeout(),
+            open_timeout: config.open_timeout,
             gpus,
             status: SourceStatus::new(described),
         }
@@ -288,20 +308,23 @@ impl NvmlReceiver {
     async fn poll_once(&mut self, state: &mut PollState) -> Option<Vec<GpuReading>> {
         if let Some(call) = state.outstanding.take() {
             if !call.is_finished() {
-                // Still hung: starting another call would only pile up blocked threads.
-                state.outstanding = Some(call);
-                self.polls_timeout.inc();
+                // Still running: starting another call would only pile up blocked threads.
+                self.still_running(call, state);
                 return None;
             }
-            info!(receiver = %self.id, "nvml receiver: the GPU call that timed out has returned");
             match call {
                 // A late answer is stale: poll afresh below.
-                Outstanding::Poll(h) => drop(h.await),
-                Outstanding::Open(h) => match flatten(h.await) {
-                    Ok(source) => drop(self.opened(state, source)),
-                    // Tried again after `init_retry`, as after any failed open.
-                    Err(e) => self.status.failure(e.one_line()),
-                },
+                Outstanding::Poll(h) => {
+                    info!(receiver = %self.id, "nvml receiver: the GPU call that timed out has returned");
+                    drop(h.await);
+                }
+                Outstanding::Open { call, hung, .. } => {
+                    if hung {
+                        info!(receiver = %self.id, "nvml receiver: opening the GPU source has returned");
+                    }
+                    // A late successful open is used; a failure is retried after `init_retry`.
+                    drop(self.open_finished(state, flatten(call.await)));
+                }
             }
         }
         let source = match &self.slot {
@@ -312,29 +335,28 @@ impl NvmlReceiver {
                     return None;
                 }
                 let opener = opener.clone();
+                let deadline = Instant::now() + self.open_timeout;
                 let mut call = tokio::task::spawn_blocking(move || opener());
-                let opened = match tokio::time::timeout(self.poll_timeout, &mut call).await {
+                // Waited on for one poll's time; a slower open (nvmlInit without persistence
+                // mode) goes on in the background while the intervals report "unavailable".
+                let wait = self.poll_timeout.min(self.open_timeout);
+                let opened = match tokio::time::timeout(wait, &mut call).await {
                     Ok(joined) => flatten(joined),
                     Err(_) => {
-                        state.outstanding = Some(Outstanding::Open(call));
-                        state.next_open = Some(Instant::now() + self.init_retry);
-                        self.timed_out(state, "opening the GPU source");
+                        debug!(receiver = %self.id, "nvml receiver: opening the GPU source is slow; reporting vla_gpu_available 0 meanwhile");
+                        let call = Outstanding::Open {
+                            call,
+                            deadline,
+                            hung: false,
+                        };
+                        self.still_running(call, state);
                         return None;
                     }
                 };
-                match opened {
-                    Ok(source) => self.opened(state, source),
-                    Err(e) => {
-                        let error = e.one_line();
-                        if !state.open_warned {
-                            state.open_warned = true;
-                            warn!(receiver = %self.id, "nvml receiver: no NVIDIA driver/GPU found ({error}); reporting vla_gpu_available 0 and retrying every {:?}", self.init_retry);
-                        } else {
-                            debug!(receiver = %self.id, %error, "nvml receiver: still no NVIDIA driver/GPU");
-                        }
-                        self.status.failure(error);
+                match self.open_finished(state, opened) {
+                    Some(source) => source,
+                    None => {
                         self.polls_unavailable.inc();
-                        state.next_open = Some(Instant::now() + self.init_retry);
                         return None;
                     }
                 }
@@ -347,7 +369,7 @@ impl NvmlReceiver {
             Ok(joined) => flatten(joined),
             Err(_) => {
                 state.outstanding = Some(Outstanding::Poll(call));
-                self.timed_out(state, "reading the GPUs");
+                self.poll_hung(state);
                 self.failed_poll(state);
                 return None;
             }
@@ -355,6 +377,7 @@ impl NvmlReceiver {
         match polled {
             Ok(mut readings) => {
                 readings.sort_by_key(|r| r.index);
+                state.xid.apply(&mut readings);
                 state.failed_polls = 0;
                 if state.failing {
                     state.failing = false;
@@ -382,6 +405,50 @@ impl NvmlReceiver {
         }
     }
 
+    /// Handles the end of an attempt to open the source: the source, or `None` (warned once,
+    /// tried again after `init_retry`).
+    fn open_finished(
+        &mut self,
+        state: &mut PollState,
+        opened: Result<BoxSource, GpuError>,
+    ) -> Option<SharedSource> {
+        match opened {
+            Ok(source) => Some(self.opened(state, source)),
+            Err(e) => {
+                let error = e.one_line();
+                if !state.open_warned {
+                    state.open_warned = true;
+                    warn!(receiver = %self.id, "nvml receiver: no NVIDIA driver/GPU found ({error}); reporting vla_gpu_available 0 and retrying every {:?}", self.init_retry);
+                } else {
+                    debug!(receiver = %self.id, %error, "nvml receiver: still no NVIDIA driver/GPU");
+                }
+                self.status.failure(error);
+                state.next_open = Some(Instant::now() + self.init_retry);
+                None
+            }
+        }
+    }
+
+    /// Counts an interval spent waiting on a call still running, and keeps the call. An open
+    /// is "unavailable" until `open_timeout`, then hung ("timeout", warned once); a poll that
+    /// outlived `poll_timeout` is hung.
+    fn still_running(&mut self, mut call: Outstanding, state: &mut PollState) {
+        match &mut call {
+            Outstanding::Poll(_) => self.polls_timeout.inc(),
+            Outstanding::Open { deadline, hung, .. } => {
+                if *hung {
+                    self.polls_timeout.inc();
+                } else if Instant::now() >= *deadline {
+                    *hung = true;
+                    self.open_hung();
+                } else {
+                    self.polls_unavailable.inc();
+                }
+            }
+        }
+        state.outstanding = Some(call);
+    }
+
     /// Puts a freshly opened source in the slot.
     fn opened(&mut self, state: &mut PollState, source: BoxSource) -> SharedSource {
         info!(receiver = %self.id, source = %source.describe(), "nvml receiver: NVIDIA driver found; reading the GPUs");
@@ -392,17 +459,29 @@ impl NvmlReceiver {
         source
     }
 
-    /// Reports a call that did not return within the poll timeout.
-    fn timed_out(&self, state: &mut PollState, what: &str) {
+    /// Reports a poll that did not return within `poll_timeout`.
+    fn poll_hung(&self, state: &mut PollState) {
         let error = format!(
-            "{what} did not return within {:?} (a GPU may have fallen off the bus); no new \
-             GPU call until it returns",
+            "reading the GPUs did not return within {:?} (a GPU may have fallen off the bus); \
+             no new GPU call until it returns",
             self.poll_timeout
         );
         if !state.failing {
             state.failing = true;
             warn!(receiver = %self.id, %error, "nvml receiver: GPU call hung; reporting vla_gpu_available 0 until it works again");
         }
+        self.status.failure(error);
+        self.polls_timeout.inc();
+    }
+
+    /// Reports an attempt to open the source that did not return within `open_timeout`.
+    fn open_hung(&self) {
+        let error = format!(
+            "opening the GPU source did not return within {:?} (the driver may be hung); no \
+             new GPU call until it returns",
+            self.open_timeout
+        );
+        warn!(receiver = %self.id, %error, "nvml receiver: opening NVML hung; reporting vla_gpu_available 0 until it returns");
         self.status.failure(error);
         self.polls_timeout.inc();
     }
@@ -420,6 +499,7 @@ impl NvmlReceiver {
         warn!(receiver = %self.id, failed_polls = state.failed_polls, "nvml receiver: GPU polls keep failing; closing the GPU source and opening it again (driver reloaded?)");
         // A hung poll still holds the source; it is released when that call returns.
         self.slot = Slot::Closed(opener.clone());
+        state.xid.source_dropped();
         state.next_open = None;
         state.failed_polls = 0;
     }
@@ -442,20 +522,29 @@ struct PollState {
     failing: bool,
     /// Failed or timed-out polls in a row.
     failed_polls: u32,
-    /// A blocking call that outlived the poll timeout.
+    /// A blocking call still running after this interval's wait.
     outstanding: Option<Outstanding>,
+    /// XID totals carried across re-opens of the source.
+    xid: XidTotals,
 }
 
-/// A blocking call still running after its timeout.
+/// A blocking call still running after this interval's wait.
 enum Outstanding {
-    Open(JoinHandle<Result<BoxSource, GpuError>>),
+    Open {
+        call: JoinHandle<Result<BoxSource, GpuError>>,
+        /// When it counts as hung (started + `open_timeout`).
+        deadline: Instant,
+        /// Reported hung (warned).
+        hung: bool,
+    },
+    /// A poll past `poll_timeout`.
     Poll(JoinHandle<Result<Vec<GpuReading>, GpuError>>),
 }
 
 impl Outstanding {
     fn is_finished(&self) -> bool {
         match self {
-            Outstanding::Open(h) => h.is_finished(),
+            Outstanding::Open { call, .. } => call.is_finished(),
             Outstanding::Poll(h) => h.is_finished(),
         }
     }

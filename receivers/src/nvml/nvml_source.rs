@@ -18,8 +18,11 @@
 //! reference-counts), so opening a new source later initialises NVML afresh, which is what
 //! picks up a reloaded driver (the receiver does that after repeated failed polls). If two
 //! sources share the process (two `nvml` receivers), NVML stays initialised until both are
-//! dropped. A call that hangs in the driver blocks only that thread; the receiver times the
-//! poll out and starts no other until it returns.
+//! dropped. A call that hangs in the driver blocks that thread, and also the caller waiting for
+//! its answer (`open` waits for the initialisation, `poll` for the reply): in the receiver, a
+//! thread of tokio's blocking pool, pinned until the driver call returns. The receiver stops
+//! waiting after its timeout and starts no other call until that one returns, so a hung
+//! driver holds at most one pool thread (and the `nvml` thread) per receiver.
 //!
 //! **Driver version.** Memory comes from `nvmlDeviceGetMemoryInfo_v2` only (what
 //! `nvml-wrapper` 0.13 calls), which drivers R510 (510.39) and later provide; an older driver

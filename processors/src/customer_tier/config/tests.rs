@@ -23,6 +23,13 @@ fn defaults() {
     assert_eq!(c.on_existing, OnExisting::Keep);
     assert!(c.attributes.is_empty() && c.drop_customer_id.is_none());
     assert_eq!(c.source.reload_interval, None);
+    assert_eq!(c.source.required, None);
+    assert!(c.source.file_required());
+    let optional = config(serde_json::json!({"source": {
+        "file": "configs/customers.yaml", "required": false
+    }}));
+    assert!(!optional.source.file_required());
+    assert!(optional.validate("p").is_empty());
     assert!(c.validate("p").is_empty());
     let pg = config(serde_json::json!({"source": {"postgres": {"dsn": "host=db user=vla"}}}));
     let pg = pg.source.postgres.unwrap();
@@ -121,6 +128,11 @@ fn every_problem_with_its_path() {
             vec![
                 "processors.customer_tier.source.reload_interval: only applies to a file source (postgres has refresh_interval)",
             ],
+        ),
+        (
+            "required without a file",
+            json!({"source": {"postgres": {"dsn": "host=db"}, "required": false}}),
+            vec!["processors.customer_tier.source.required: only applies to a file source"],
         ),
         (
             "postgres problems",
