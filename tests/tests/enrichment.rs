@@ -78,6 +78,27 @@ async fn request_until_tier(api: &Telemetry, prom: &Prometheus, customer: &str, 
     }
 }
 
+/// One more request of customer `acme` reaches Prometheus still as `enterprise`, the series
+/// then holding all `total` of its requests (the API's counter is cumulative).
+async fn acme_is_still_enterprise(api: &Telemetry, prom: &Prometheus, total: u32) {
+    request(api, "acme", Tier::Free);
+    flush(api).await;
+    let q = format!(
+        "vla_customer_requests_total{{customer_id=\"acme\",tier=\"enterprise\"}} == {total}"
+    );
+    prom.wait_for(&q, 1, WAIT).await.unwrap();
+}
+
+/// Failed loads of the `customer_tier` table, and the self-metrics they were read from.
+async fn lookup_errors(c: &Collector) -> (f64, std::collections::BTreeMap<String, f64>) {
+    let metrics = c.self_metrics().await.unwrap();
+    let errors = metrics
+        .get("vla_collector_lookup_refreshes_total{processor=\"customer_tier\",result=\"error\"}")
+        .copied()
+        .unwrap_or(0.0);
+    (errors, metrics)
+}
+
 /// The collector's `/ready` body.
 async fn ready(c: &Collector) -> (u16, Value) {
     let resp = reqwest::get(format!("{}/ready", c.telemetry_url))
@@ -333,29 +354,10 @@ async fn a_changed_customer_file_is_reloaded_and_a_broken_one_keeps_the_last_goo
         "the error names the file and line: {error}"
     );
     assert_eq!(source["entries"], 2, "{body}");
-    request(&api, "acme", Tier::Free);
     acme += 1;
-    flush(&api).await;
-    prom.wait_for(
-        &format!(
-            "vla_customer_requests_total{{customer_id=\"acme\",tier=\"enterprise\"}} == {acme}"
-        ),
-        1,
-        WAIT,
-    )
-    .await
-    .unwrap();
-    let failures = collector.self_metrics().await.unwrap();
-    let errors = failures
-        .iter()
-        .find(|(k, _)| {
-            k.starts_with("vla_collector_lookup_refreshes_total")
-                && k.contains("processor=\"customer_tier\"")
-                && k.contains("result=\"error\"")
-        })
-        .map(|(_, v)| *v)
-        .unwrap_or(0.0);
-    assert!(errors >= 1.0, "{failures:?}");
+    acme_is_still_enterprise(&api, &prom, acme).await;
+    let (errors, metrics) = lookup_errors(&collector).await;
+    assert!(errors >= 1.0, "{metrics:?}");
     drop(collector);
 }
 
@@ -560,26 +562,9 @@ async fn the_tier_comes_from_postgresql_follows_an_update_and_survives_the_datab
         !body.to_string().contains("s3cret"),
         "no password on /ready: {body}"
     );
-    request(&api, "acme", Tier::Free);
     acme += 1;
-    flush(&api).await;
-    prom.wait_for(
-        &format!(
-            "vla_customer_requests_total{{customer_id=\"acme\",tier=\"enterprise\"}} == {acme}"
-        ),
-        1,
-        WAIT,
-    )
-    .await
-    .unwrap();
-    let metrics = collector.self_metrics().await.unwrap();
-    let errors: f64 = metrics
-        .iter()
-        .filter(|(k, _)| {
-            k.starts_with("vla_collector_lookup_refreshes_total") && k.contains("result=\"error\"")
-        })
-        .map(|(_, v)| *v)
-        .sum();
+    acme_is_still_enterprise(&api, &prom, acme).await;
+    let (errors, metrics) = lookup_errors(&collector).await;
     assert!(errors >= 1.0, "{metrics:?}");
     assert!(!format!("{metrics:?}").contains("s3cret"));
     let log = collector.process.log();
