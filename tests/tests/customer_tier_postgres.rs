@@ -75,7 +75,7 @@ fn tier_of(tier: &CustomerTier, customer: &str) -> String {
 
 fn points(t: &Telemetry, result: &str) -> i64 {
     t.value(
-        "vla_collector_customer_tier_points_total",
+        "vla_collector_processor_customer_tier_data_points_total",
         &[("processor", ID), ("result", result)],
     )
     .unwrap_or(-1)

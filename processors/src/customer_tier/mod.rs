@@ -148,12 +148,12 @@
 //!
 //! - `vla_collector_lookup_refreshes_total{result="ok|error"}`: table loads;
 //! - `vla_collector_lookup_entries`: customers in the table in use;
-//! - `vla_collector_customer_tier_points_total{result="enriched|default|no_table"}`: data
+//! - `vla_collector_processor_customer_tier_data_points_total{result="enriched|default|no_table"}`: data
 //!   points given a tier from the table, or the default tier, or left untouched because no
 //!   table has loaded yet (a point without its own id counts by its resource's);
-//! - `vla_collector_customer_tier_merged_points_total`: points folded into another after the
+//! - `vla_collector_processor_customer_tier_merged_data_points_total`: points folded into another after the
 //!   id was dropped;
-//! - `vla_collector_customer_tier_drop_skipped_total{reason}`: points that kept their id
+//! - `vla_collector_processor_customer_tier_drop_skipped_data_points_total{reason}`: points that kept their id
 //!   although `drop_customer_id` matched (`exponential_histogram`, `summary`,
 //!   `histogram_bounds`).
 
@@ -392,22 +392,22 @@ impl CustomerTier {
             "Data points that kept their customer id although drop_customer_id matched, by reason.";
         let counters = PointCounters {
             enriched: telemetry.counter(
-                "vla_collector_customer_tier_points_total",
+                "vla_collector_processor_customer_tier_data_points_total",
                 points,
                 &with("result", "enriched"),
             ),
             defaulted: telemetry.counter(
-                "vla_collector_customer_tier_points_total",
+                "vla_collector_processor_customer_tier_data_points_total",
                 points,
                 &with("result", "default"),
             ),
             no_table: telemetry.counter(
-                "vla_collector_customer_tier_points_total",
+                "vla_collector_processor_customer_tier_data_points_total",
                 points,
                 &with("result", "no_table"),
             ),
             merged: telemetry.counter(
-                "vla_collector_customer_tier_merged_points_total",
+                "vla_collector_processor_customer_tier_merged_data_points_total",
                 "Data points merged into another after their customer id was dropped.",
                 labels,
             ),
@@ -418,7 +418,7 @@ impl CustomerTier {
             ]
             .map(|r| {
                 let c = telemetry.counter(
-                    "vla_collector_customer_tier_drop_skipped_total",
+                    "vla_collector_processor_customer_tier_drop_skipped_data_points_total",
                     skipped,
                     &with("reason", r.label()),
                 );

@@ -80,7 +80,7 @@ fn inline_lookup_default_tier_and_counts() {
             vec!["model=rt-2"],
         ]
     );
-    let points = "vla_collector_customer_tier_points_total";
+    let points = "vla_collector_processor_customer_tier_data_points_total";
     assert_eq!(value(&t, points, &[("result", "enriched")]), 2);
     assert_eq!(value(&t, points, &[("result", "default")]), 1);
     assert_eq!(value(&t, "vla_collector_lookup_entries", &[]), 2);
@@ -253,7 +253,7 @@ fn resources_points_or_both() {
             .map(|p| p.into_iter().map(String::from).collect())
             .collect();
         assert_eq!(point_attrs(&mut batch), points, "{apply_to:?}");
-        let name = "vla_collector_customer_tier_points_total";
+        let name = "vla_collector_processor_customer_tier_data_points_total";
         assert_eq!(
             (
                 value(&t, name, &[("result", "enriched")]),
@@ -350,13 +350,17 @@ fn drop_customer_id_with_include_exclude_and_merge() {
         ]
     );
     assert_eq!(
-        value(&t, "vla_collector_customer_tier_merged_points_total", &[]),
+        value(
+            &t,
+            "vla_collector_processor_customer_tier_merged_data_points_total",
+            &[]
+        ),
         0
     );
     assert_eq!(
         value(
             &t,
-            "vla_collector_customer_tier_drop_skipped_total",
+            "vla_collector_processor_customer_tier_drop_skipped_data_points_total",
             &[("reason", "summary")]
         ),
         1
@@ -384,7 +388,11 @@ fn drop_customer_id_with_include_exclude_and_merge() {
         vec![vec!["outcome=ok", "tier=unknown"]]
     );
     assert_eq!(
-        value(&t, "vla_collector_customer_tier_merged_points_total", &[]),
+        value(
+            &t,
+            "vla_collector_processor_customer_tier_merged_data_points_total",
+            &[]
+        ),
         1
     );
 }
@@ -415,13 +423,17 @@ fn until_a_table_loads_points_and_resources_pass_untouched() {
     let sent = batch.resource_metrics().to_vec();
     processor.process(&mut batch);
     assert_eq!(batch.resource_metrics(), &sent[..], "resources untouched");
-    let name = "vla_collector_customer_tier_points_total";
+    let name = "vla_collector_processor_customer_tier_data_points_total";
     let counts = |t: &Telemetry| {
         [
             value(t, name, &[("result", "no_table")]),
             value(t, name, &[("result", "enriched")]),
             value(t, name, &[("result", "default")]),
-            value(t, "vla_collector_customer_tier_merged_points_total", &[]),
+            value(
+                t,
+                "vla_collector_processor_customer_tier_merged_data_points_total",
+                &[],
+            ),
         ]
     };
     // 3 points with an id, then 3 points whose own or resource's id counts.
@@ -571,7 +583,7 @@ async fn an_optional_file_may_appear_after_start_up() {
     );
     assert_eq!((report.entries, report.loaded_at_unix), (0, None));
     assert_eq!(tier_of(&tier, "cust-0001"), "-", "no table: untouched");
-    let name = "vla_collector_customer_tier_points_total";
+    let name = "vla_collector_processor_customer_tier_data_points_total";
     assert_eq!(
         [
             value(&t, name, &[("result", "no_table")]),

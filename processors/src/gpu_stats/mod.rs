@@ -55,9 +55,9 @@
 //!     temperature_buckets: [70, 85]   # optional; gauges only
 //! ```
 //!
-//! Counters: `vla_collector_processor_gpu_join_data_points_total{processor, result}` for the
+//! Counters: `vla_collector_processor_gpu_stats_data_points_total{processor, result}` for the
 //! points carrying a GPU id, `result` = `joined`, `unknown_gpu`, `no_snapshot` or
-//! `stale_snapshot`; and `vla_collector_processor_gpu_bucket_skipped_data_points_total
+//! `stale_snapshot`; and `vla_collector_processor_gpu_stats_bucket_skipped_data_points_total
 //! {processor, reason="cumulative"}` for joined points whose bucket labels were skipped.
 //!
 //! The metric filter is decided once per metric (the last name's decision is reused, as
@@ -173,14 +173,14 @@ impl GpuStats {
         }
     }
 
-    /// Registers the processor's counters: `vla_collector_processor_gpu_join_data_points_total
+    /// Registers the processor's counters: `vla_collector_processor_gpu_stats_data_points_total
     /// {processor, result=joined|unknown_gpu|no_snapshot|stale_snapshot}` (points carrying a
-    /// GPU id) and `vla_collector_processor_gpu_bucket_skipped_data_points_total{processor,
+    /// GPU id) and `vla_collector_processor_gpu_stats_bucket_skipped_data_points_total{processor,
     /// reason=cumulative}` (joined points of cumulative metrics, left without bucket labels).
     pub fn with_telemetry(mut self, id: &ComponentId, telemetry: &Telemetry) -> Self {
         let counter = |result| {
             telemetry.counter(
-                "vla_collector_processor_gpu_join_data_points_total",
+                "vla_collector_processor_gpu_stats_data_points_total",
                 "Data points with a GPU id seen by gpu_stats, by result (joined, unknown_gpu, \
                  no_snapshot, stale_snapshot).",
                 &[("processor", id), ("result", result)],
@@ -191,7 +191,7 @@ impl GpuStats {
         self.no_snapshot = counter("no_snapshot");
         self.stale_snapshot = counter("stale_snapshot");
         self.bucket_skipped = telemetry.counter(
-            "vla_collector_processor_gpu_bucket_skipped_data_points_total",
+            "vla_collector_processor_gpu_stats_bucket_skipped_data_points_total",
             "Joined data points of cumulative sums/histograms/summaries that gpu_stats left \
              without GPU bucket labels (a bucket would split one cumulative series).",
             &[("processor", id), ("reason", "cumulative")],

@@ -187,7 +187,7 @@ fn unknown_gpu_and_no_snapshot_leave_points_untouched_and_are_counted() {
     let mut p = GpuStats::new(&Config::default(), empty.clone()).with_telemetry(&id, &t);
     let count = |result| {
         t.value(
-            "vla_collector_processor_gpu_join_data_points_total",
+            "vla_collector_processor_gpu_stats_data_points_total",
             &[("processor", "gpu_stats"), ("result", result)],
         )
     };
@@ -443,7 +443,7 @@ fn buckets_only_on_gauges_and_delta_points_and_cumulative_skips_are_counted() {
     assert_eq!(
         counter_of(
             &t,
-            "vla_collector_processor_gpu_bucket_skipped_data_points_total",
+            "vla_collector_processor_gpu_stats_bucket_skipped_data_points_total",
             &labels
         ),
         Some(4),
@@ -452,7 +452,7 @@ fn buckets_only_on_gauges_and_delta_points_and_cumulative_skips_are_counted() {
     assert_eq!(
         counter_of(
             &t,
-            "vla_collector_processor_gpu_join_data_points_total",
+            "vla_collector_processor_gpu_stats_data_points_total",
             &[("processor", "gpu_stats/b"), ("result", "joined")]
         ),
         Some(7)
@@ -472,7 +472,7 @@ fn buckets_only_on_gauges_and_delta_points_and_cumulative_skips_are_counted() {
     assert_eq!(
         counter_of(
             &t,
-            "vla_collector_processor_gpu_bucket_skipped_data_points_total",
+            "vla_collector_processor_gpu_stats_bucket_skipped_data_points_total",
             &labels
         ),
         Some(0)
@@ -500,7 +500,7 @@ fn a_stale_snapshot_is_not_joined_and_is_counted() {
     assert_eq!(values(&mut b, "gpu_model"), [None, None, None]);
     let count = |result| {
         t.value(
-            "vla_collector_processor_gpu_join_data_points_total",
+            "vla_collector_processor_gpu_stats_data_points_total",
             &[("processor", "gpu_stats"), ("result", result)],
         )
     };

@@ -98,7 +98,7 @@
 //! Prometheus' data model.
 //!
 //! Self-metrics ([`SafetyLabels::with_telemetry`]):
-//! `vla_collector_safety_labels_points_total{processor, result}` counts the considered
+//! `vla_collector_processor_safety_labels_data_points_total{processor, result}` counts the considered
 //! points: `matched` (a rule set labels), `default` (no rule matched; the default did) and
 //! `unmatched` (no rule matched and there is no default).
 //!
@@ -274,12 +274,12 @@ impl SafetyLabels {
         }
     }
 
-    /// Registers the processor's counters as `vla_collector_safety_labels_points_total
+    /// Registers the processor's counters as `vla_collector_processor_safety_labels_data_points_total
     /// {processor=<id>, result=matched|default|unmatched}` (considered points).
     pub fn with_telemetry(mut self, id: &ComponentId, telemetry: &Telemetry) -> Self {
         let counter = |result| {
             telemetry.counter(
-                "vla_collector_safety_labels_points_total",
+                "vla_collector_processor_safety_labels_data_points_total",
                 "Data points considered by safety_labels, by result (matched: a rule set labels, \
                  default: the default did, unmatched: neither).",
                 &[("processor", id), ("result", result)],

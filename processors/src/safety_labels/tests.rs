@@ -1042,7 +1042,7 @@ fn considered_points_are_counted_by_result() {
     let t = Telemetry::new();
     let count = |id: &str, result: &str| {
         t.value(
-            "vla_collector_safety_labels_points_total",
+            "vla_collector_processor_safety_labels_data_points_total",
             &[("processor", id), ("result", result)],
         )
     };
