@@ -279,10 +279,10 @@ impl Postgres {
             async move {
                 match tokio_postgres::connect(&probe, tokio_postgres::NoTls).await {
                     // "invalid configuration: password missing" (the client has none to give).
-                    Err(e) if chain(&e).contains("password") => Ok(()),
+                    Err(e) if vla_pipeline::error_chain(&e).contains("password") => Ok(()),
                     Err(e) => Err(format!(
                         "password authentication not in force yet: {}",
-                        chain(&e)
+                        vla_pipeline::error_chain(&e)
                     )),
                     Ok(_) => Err("a login without a password was accepted".into()),
                 }
@@ -331,18 +331,6 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         self.shut_down_now();
     }
-}
-
-/// An error and its causes, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 fn signal(sig: &str, pid: u32) {

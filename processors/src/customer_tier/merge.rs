@@ -19,7 +19,8 @@ use std::hash::{BuildHasher, Hash, Hasher};
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    DataPointFlags, HistogramDataPoint, Metric, NumberDataPoint, metric, number_data_point,
+    DataPointFlags, Exemplar, HistogramDataPoint, Metric, NumberDataPoint, metric,
+    number_data_point,
 };
 
 /// Why a matched metric kept its customer ids.
@@ -95,7 +96,7 @@ pub(crate) fn drop_key_and_merge(
                 merged: merge_by_attrs(
                     &mut h.data_points,
                     |p| &p.attributes,
-                    fold_histogram,
+                    fold::<HistogramDataPoint>,
                     scratch,
                 ),
                 skipped: None,
@@ -128,7 +129,7 @@ fn number(points: &mut Vec<NumberDataPoint>, key: &str, scratch: &mut Scratch) -
         return DropOutcome::default();
     }
     DropOutcome {
-        merged: merge_by_attrs(points, |p| &p.attributes, fold_number, scratch),
+        merged: merge_by_attrs(points, |p| &p.attributes, fold::<NumberDataPoint>, scratch),
         skipped: None,
     }
 }
@@ -235,23 +236,53 @@ fn fold_times(start: &mut u64, time: &mut u64, other_start: u64, other_time: u64
     *time = (*time).max(other_time);
 }
 
-fn fold_number(into: &mut NumberDataPoint, mut p: NumberDataPoint) {
-    fold_times(
-        &mut into.start_time_unix_nano,
-        &mut into.time_unix_nano,
-        p.start_time_unix_nano,
-        p.time_unix_nano,
-    );
-    into.exemplars.append(&mut p.exemplars);
-    if no_value(p.flags) {
+/// What two points of one series have in common for a merge: times, exemplars, flags.
+trait Folded: Sized {
+    fn times(&mut self) -> (&mut u64, &mut u64);
+    fn exemplars(&mut self) -> &mut Vec<Exemplar>;
+    fn flags(&mut self) -> &mut u32;
+    /// Adds `other`'s values; both have recorded values.
+    fn add(&mut self, other: Self);
+}
+
+/// Folds `p` into `into`: earliest start, latest time, both exemplar lists; then the values
+/// added, or `p`'s taken whole when `into` has none, or nothing when `p` has none.
+fn fold<P: Folded>(into: &mut P, mut p: P) {
+    let (start, time) = p.times();
+    let (other_start, other_time) = (*start, *time);
+    let (start, time) = into.times();
+    fold_times(start, time, other_start, other_time);
+    into.exemplars().append(p.exemplars());
+    if no_value(*p.flags()) {
         return;
     }
-    if no_value(into.flags) {
-        into.value = p.value;
-        into.flags &= !NO_RECORDED_VALUE;
+    if no_value(*into.flags()) {
+        let (start, time) = into.times();
+        let (start, time) = (*start, *time);
+        let exemplars = std::mem::take(into.exemplars());
+        *into = p;
+        let (s, t) = into.times();
+        (*s, *t) = (start, time);
+        *into.exemplars() = exemplars;
+        *into.flags() &= !NO_RECORDED_VALUE;
         return;
     }
-    into.value = add_numbers(into.value, p.value);
+    into.add(p);
+}
+
+impl Folded for NumberDataPoint {
+    fn times(&mut self) -> (&mut u64, &mut u64) {
+        (&mut self.start_time_unix_nano, &mut self.time_unix_nano)
+    }
+    fn exemplars(&mut self) -> &mut Vec<Exemplar> {
+        &mut self.exemplars
+    }
+    fn flags(&mut self) -> &mut u32 {
+        &mut self.flags
+    }
+    fn add(&mut self, other: Self) {
+        self.value = add_numbers(self.value, other.value);
+    }
 }
 
 fn add_numbers(
@@ -271,34 +302,26 @@ fn add_numbers(
     }
 }
 
-fn fold_histogram(into: &mut HistogramDataPoint, mut p: HistogramDataPoint) {
-    fold_times(
-        &mut into.start_time_unix_nano,
-        &mut into.time_unix_nano,
-        p.start_time_unix_nano,
-        p.time_unix_nano,
-    );
-    into.exemplars.append(&mut p.exemplars);
-    if no_value(p.flags) {
-        return;
+impl Folded for HistogramDataPoint {
+    fn times(&mut self) -> (&mut u64, &mut u64) {
+        (&mut self.start_time_unix_nano, &mut self.time_unix_nano)
     }
-    if no_value(into.flags) {
-        into.count = p.count;
-        into.sum = p.sum;
-        into.min = p.min;
-        into.max = p.max;
-        into.bucket_counts = p.bucket_counts;
-        into.explicit_bounds = p.explicit_bounds;
-        into.flags &= !NO_RECORDED_VALUE;
-        return;
+    fn exemplars(&mut self) -> &mut Vec<Exemplar> {
+        &mut self.exemplars
     }
-    let (a, b) = (into.count, p.count);
-    into.sum = combine(into.sum, p.sum, a, b, |x, y| x + y);
-    into.min = combine(into.min, p.min, a, b, f64::min);
-    into.max = combine(into.max, p.max, a, b, f64::max);
-    into.count = a.saturating_add(b);
-    for (c, d) in into.bucket_counts.iter_mut().zip(&p.bucket_counts) {
-        *c = c.saturating_add(*d);
+    fn flags(&mut self) -> &mut u32 {
+        &mut self.flags
+    }
+    /// Same bounds (checked before merging): counts, buckets and sum add; min and max combine.
+    fn add(&mut self, p: Self) {
+        let (a, b) = (self.count, p.count);
+        self.sum = combine(self.sum, p.sum, a, b, |x, y| x + y);
+        self.min = combine(self.min, p.min, a, b, f64::min);
+        self.max = combine(self.max, p.max, a, b, f64::max);
+        self.count = a.saturating_add(b);
+        for (c, d) in self.bucket_counts.iter_mut().zip(&p.bucket_counts) {
+            *c = c.saturating_add(*d);
+        }
     }
 }
 
