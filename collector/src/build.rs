@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use vla_pipeline::gpu::GpuSnapshots;
 use vla_pipeline::lookup::SourceStatus;
-use vla_pipeline::{BoxFuture, ComponentId, Exporter, Processor, Receiver, Telemetry};
+use vla_pipeline::{BoxFuture, ComponentId, Exporter, Processor, Receiver, SelfMetrics};
 use vla_processors::customer_tier::CustomerTier;
 
 use crate::config::{ExporterConfig, ProcessorConfig, ReceiverConfig};
@@ -59,7 +59,7 @@ pub(crate) fn build_exporter(
     id: &ComponentId,
     config: &ExporterConfig,
     mut listeners: Listeners,
-    telemetry: &Telemetry,
+    telemetry: &SelfMetrics,
 ) -> Result<Arc<dyn Exporter>, vla_exporters::ExporterBuildError> {
     use vla_exporters::{DebugExporter, PrometheusExporter, PrometheusRemoteWriteExporter};
     Ok(match config {
@@ -85,7 +85,7 @@ pub(crate) fn build_receiver(
     id: &ComponentId,
     config: &ReceiverConfig,
     mut listeners: Listeners,
-    telemetry: &Telemetry,
+    telemetry: &SelfMetrics,
     gpus: &GpuSnapshots,
 ) -> Result<BuiltReceiver, vla_receivers::ReceiverBuildError> {
     Ok(match config {
@@ -131,7 +131,7 @@ impl SharedProcessor {
 pub(crate) fn build_shared_processor(
     id: &ComponentId,
     config: &ProcessorConfig,
-    telemetry: &Telemetry,
+    telemetry: &SelfMetrics,
 ) -> Result<Option<SharedProcessor>, vla_processors::customer_tier::TierError> {
     Ok(match config {
         ProcessorConfig::CustomerTier(c) => Some(SharedProcessor::CustomerTier(CustomerTier::new(
@@ -149,7 +149,7 @@ pub(crate) fn build_processor(
     config: &ProcessorConfig,
     shared: Option<&SharedProcessor>,
     gpus: &GpuSnapshots,
-    telemetry: &Telemetry,
+    telemetry: &SelfMetrics,
 ) -> Option<Box<dyn Processor>> {
     use vla_processors::{attributes, gpu_stats, safety_labels};
     match (config, shared) {

@@ -11,7 +11,7 @@
 //!   make the collector unready: the component keeps serving its last good snapshot, and
 //!   taking every collector out of service because a database is down would lose data.
 //! - `GET /metrics`: the self-metrics in the Prometheus text format 0.0.4 (see
-//!   [`vla_pipeline::Telemetry`]) plus `vla_collector_uptime_seconds`,
+//!   [`vla_pipeline::SelfMetrics`]) plus `vla_collector_uptime_seconds`,
 //!   `vla_collector_build_info{version}` and `vla_collector_process_resident_memory_bytes`
 //!   (from `/proc/self/status`, when there is one).
 
@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use parking_lot::Mutex;
 use serde::Serialize;
-use vla_pipeline::Telemetry;
+use vla_pipeline::SelfMetrics;
 use vla_pipeline::lookup::{SourceReport, SourceStatus};
 
 /// The state of one component task.
@@ -128,7 +128,7 @@ impl Health {
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The self-metrics registry.
-    pub telemetry: Telemetry,
+    pub telemetry: SelfMetrics,
     /// Component states.
     pub health: Arc<Health>,
     /// When the collector started.
@@ -233,7 +233,7 @@ mod tests {
     #[tokio::test]
     async fn health_ready_and_metrics() {
         let state = AppState {
-            telemetry: Telemetry::new(),
+            telemetry: SelfMetrics::new(),
             health: Arc::new(Health::default()),
             started: Instant::now(),
         };

@@ -35,7 +35,7 @@ use vla_pipeline::gpu::GpuSnapshots;
 use vla_pipeline::runner::{Pipeline, pipeline_channel};
 use vla_pipeline::{
     ComponentId, Exporter, PipelineSender, Processor, Receiver, ReceiverContext, ReceiverError,
-    Telemetry, error_chain,
+    SelfMetrics, error_chain,
 };
 
 use crate::build::{
@@ -122,7 +122,7 @@ pub type BoundAddrs = BTreeMap<String, SocketAddr>;
 
 /// A started collector.
 pub struct RunningCollector {
-    telemetry: Telemetry,
+    telemetry: SelfMetrics,
     health: Arc<Health>,
     addrs: BoundAddrs,
     shutdown_timeout: Duration,
@@ -171,7 +171,7 @@ impl RunningCollector {
     /// Binds, builds and starts everything `config` describes.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let started = Instant::now();
-        let telemetry = Telemetry::new();
+        let telemetry = SelfMetrics::new();
         let health = Arc::new(Health::default());
         let mut addrs = BoundAddrs::new();
 
@@ -421,7 +421,7 @@ impl RunningCollector {
     }
 
     /// The self-metrics registry.
-    pub fn telemetry(&self) -> &Telemetry {
+    pub fn telemetry(&self) -> &SelfMetrics {
         &self.telemetry
     }
 

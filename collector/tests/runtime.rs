@@ -317,7 +317,7 @@ async fn a_clean_stop_flushes_what_the_batcher_still_holds() {
         assert_eq!(send_http(http, vec![rm]).await, 200);
     }
     let t = c.telemetry().clone();
-    let sent = |t: &vla_pipeline::Telemetry| {
+    let sent = |t: &vla_pipeline::SelfMetrics| {
         t.value(
             "vla_collector_exporter_sent_data_points_total",
             &[("exporter", "prometheus")],

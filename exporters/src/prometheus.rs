@@ -49,10 +49,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::error;
 use vla_pipeline::config::ConfigProblem;
 use vla_pipeline::ratelimit::LogLimiter;
-use vla_pipeline::telemetry::Gauge;
-use vla_pipeline::telemetry::exposition;
+use vla_pipeline::self_metrics::Gauge;
+use vla_pipeline::self_metrics::exposition;
 use vla_pipeline::{
-    BoxFuture, ComponentId, ExportError, ExportReport, Exporter, MetricBatch, SeriesKey, Telemetry,
+    BoxFuture, ComponentId, ExportError, ExportReport, Exporter, MetricBatch, SeriesKey, SelfMetrics,
 };
 
 use crate::ExporterBuildError;
@@ -405,7 +405,7 @@ impl PrometheusExporter {
         id: ComponentId,
         config: &Config,
         listener: std::net::TcpListener,
-        telemetry: &Telemetry,
+        telemetry: &SelfMetrics,
     ) -> Result<Self, ExporterBuildError> {
         let problems = config.validate(&format!("exporters.{id}"));
         if !problems.is_empty() {

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use crate::ratelimit::LogLimiter;
-use crate::telemetry::{Counter, Telemetry};
+use crate::self_metrics::{Counter, SelfMetrics};
 use crate::{ComponentId, ExportError, Exporter, MetricBatch};
 
 /// Retry settings (`retry_on_failure` in the config).
@@ -158,7 +158,7 @@ pub fn spawn_exporter(
     id: ComponentId,
     exporter: Arc<dyn Exporter>,
     config: DriverConfig,
-    telemetry: &Telemetry,
+    telemetry: &SelfMetrics,
     hard_stop: CancellationToken,
 ) -> (ExporterHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(config.queue_size.max(1));
@@ -216,7 +216,7 @@ struct Worker {
     id: ComponentId,
     exporter: Arc<dyn Exporter>,
     retry: RetryPolicy,
-    telemetry: Telemetry,
+    telemetry: SelfMetrics,
     sent: Counter,
     dropped: HashMap<&'static str, Counter>,
     failed: HashMap<&'static str, Counter>,

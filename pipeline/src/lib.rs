@@ -8,7 +8,7 @@
 //! - [`PipelineSender`] (receivers → pipelines, all-or-nothing, counted), the pipeline task
 //!   ([`runner::Pipeline`]) and the exporter driver ([`driver`]: queue, retries, counters);
 //! - [`SeriesKey`], the compact key of series state;
-//! - [`Telemetry`], the collector's own metrics;
+//! - [`SelfMetrics`], the collector's own metrics;
 //! - [`gpu::GpuSnapshots`], the latest GPU readings shared by the `nvml` receiver and the
 //!   `gpu_stats` processor, and [`lookup::SourceStatus`], the health of a background-refreshed
 //!   lookup source as `/ready` shows it;
@@ -24,7 +24,7 @@ pub mod ratelimit;
 pub mod runner;
 mod sender;
 mod series;
-pub mod telemetry;
+pub mod self_metrics;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;
@@ -39,7 +39,7 @@ pub use component::{
 };
 pub use sender::{PipelineSender, SendError};
 pub use series::SeriesKey;
-pub use telemetry::Telemetry;
+pub use self_metrics::SelfMetrics;
 
 /// An error and its sources on one line: `error: cause: cause`.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::driver::ExporterHandle;
-use crate::telemetry::{Counter, Telemetry};
+use crate::self_metrics::{Counter, SelfMetrics};
 use crate::{MetricBatch, Processor};
 
 /// Batching settings (the `batch` processor of the config).
@@ -35,7 +35,7 @@ impl Default for BatcherConfig {
 pub fn pipeline_channel(
     name: &str,
     capacity: usize,
-    telemetry: &Telemetry,
+    telemetry: &SelfMetrics,
 ) -> (mpsc::Sender<MetricBatch>, mpsc::Receiver<MetricBatch>) {
     let capacity = capacity.max(1);
     let (tx, rx) = mpsc::channel(capacity);
@@ -74,7 +74,7 @@ impl Pipeline {
         processors: Vec<Box<dyn Processor>>,
         batcher: Option<BatcherConfig>,
         exporters: Vec<ExporterHandle>,
-        telemetry: &Telemetry,
+        telemetry: &SelfMetrics,
     ) -> Self {
         let dropped = telemetry.counter(
             "vla_collector_pipeline_dropped_data_points_total",
@@ -244,7 +244,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn batches_by_size_and_deadline_then_drains_on_close() {
-        let t = Telemetry::new();
+        let t = SelfMetrics::new();
         let rec = Arc::new(Recorder::default());
         let (h, join) = spawn_exporter(
             "rec".into(),
@@ -301,7 +301,7 @@ mod tests {
 
     #[tokio::test]
     async fn fans_out_one_shared_batch_to_every_exporter() {
-        let t = Telemetry::new();
+        let t = SelfMetrics::new();
         let (a, b) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
         let stop = CancellationToken::new();
         let (ha, ja) = spawn_exporter(
@@ -326,7 +326,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_aborted_pipeline_counts_what_it_held() {
-        let t = Telemetry::new();
+        let t = SelfMetrics::new();
         let batcher = BatcherConfig {
             send_batch_size: 100,
             timeout: Duration::from_secs(3600),

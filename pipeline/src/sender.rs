@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::telemetry::{Counter, Telemetry};
+use crate::self_metrics::{Counter, SelfMetrics};
 use crate::{ComponentId, MetricBatch};
 
 /// Why a batch was refused; both are retryable for the client.
@@ -58,7 +58,7 @@ impl PipelineSender {
         receiver: &ComponentId,
         targets: Vec<mpsc::Sender<MetricBatch>>,
         max_wait: Duration,
-        telemetry: &Telemetry,
+        telemetry: &SelfMetrics,
     ) -> Self {
         let labels = |reason: Option<&str>| -> Vec<(&str, String)> {
             let mut l = vec![("receiver", receiver.to_string())];
@@ -155,7 +155,7 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_whole_when_any_pipeline_is_full_and_counts() {
-        let t = Telemetry::new();
+        let t = SelfMetrics::new();
         let (tx1, mut rx1) = mpsc::channel(1);
         let (tx2, mut rx2) = mpsc::channel(1);
         let s = PipelineSender::new(

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 use vla_pipeline::gpu::{GpuReading, GpuSnapshot, GpuSnapshots};
-use vla_pipeline::{MetricBatch, Processor, Telemetry, fixtures};
+use vla_pipeline::{MetricBatch, Processor, SelfMetrics, fixtures};
 use vla_processors::{customer_tier, gpu_stats, safety_labels};
 
 #[global_allocator]
@@ -145,7 +145,7 @@ fn tier() -> Box<dyn Processor> {
         "attributes": { "plan": "customer_plan" },
     }))
     .unwrap();
-    customer_tier::CustomerTier::new("customer_tier".into(), &config, &Telemetry::new())
+    customer_tier::CustomerTier::new("customer_tier".into(), &config, &SelfMetrics::new())
         .unwrap()
         .processor()
 }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use vla_pipeline::gpu::{GpuReading, GpuSnapshots};
 use vla_pipeline::runner::pipeline_channel;
 use vla_pipeline::{
-    ComponentId, MetricBatch, PipelineSender, Receiver, ReceiverContext, ReceiverError, Telemetry,
+    ComponentId, MetricBatch, PipelineSender, Receiver, ReceiverContext, ReceiverError, SelfMetrics,
     attr_str,
 };
 use vla_receivers::nvml::{
@@ -27,7 +27,7 @@ struct Harness {
     rx: mpsc::Receiver<MetricBatch>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), ReceiverError>>,
-    telemetry: Telemetry,
+    telemetry: SelfMetrics,
     hub: GpuSnapshots,
     status: vla_pipeline::lookup::SourceStatus,
 }
@@ -49,10 +49,10 @@ fn fast(interval_ms: u64) -> Config {
 /// Runs a receiver made by `make` into a pipeline channel of `capacity` batches.
 fn start(
     capacity: usize,
-    make: impl FnOnce(ComponentId, GpuSnapshots, &Telemetry) -> NvmlReceiver,
+    make: impl FnOnce(ComponentId, GpuSnapshots, &SelfMetrics) -> NvmlReceiver,
 ) -> Harness {
     let id: ComponentId = "nvml".into();
-    let telemetry = Telemetry::new();
+    let telemetry = SelfMetrics::new();
     let hub = GpuSnapshots::new();
     let receiver = make(id.clone(), hub.clone(), &telemetry);
     let status = receiver.status();

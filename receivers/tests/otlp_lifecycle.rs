@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{PROTOBUF, bind, both, post, sample_request, start, start_default};
 use prost::Message;
-use vla_pipeline::Telemetry;
+use vla_pipeline::SelfMetrics;
 use vla_receivers::otlp::{Config, GrpcConfig, Protocols};
 use vla_receivers::{OtlpReceiver, ReceiverBuildError};
 
@@ -62,7 +62,7 @@ async fn shutdown_with_an_idle_grpc_connection_returns() {
 
 #[test]
 fn build_checks_listeners_against_the_config() {
-    let t = Telemetry::new();
+    let t = SelfMetrics::new();
     let grpc_only = Config {
         protocols: Protocols {
             grpc: Some(GrpcConfig::default()),

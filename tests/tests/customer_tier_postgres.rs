@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use vla_e2e::eventually;
 use vla_e2e::postgres::Postgres;
 use vla_pipeline::lookup::SourceReport;
-use vla_pipeline::{MetricBatch, Telemetry, attr_str, fixtures};
+use vla_pipeline::{MetricBatch, SelfMetrics, attr_str, fixtures};
 use vla_processors::customer_tier::{Config, CustomerTier};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -73,7 +73,7 @@ fn tier_of(tier: &CustomerTier, customer: &str) -> String {
     enrich(tier, customer).0
 }
 
-fn points(t: &Telemetry, result: &str) -> i64 {
+fn points(t: &SelfMetrics, result: &str) -> i64 {
     t.value(
         "vla_collector_processor_customer_tier_data_points_total",
         &[("processor", ID), ("result", result)],
@@ -81,7 +81,7 @@ fn points(t: &Telemetry, result: &str) -> i64 {
     .unwrap_or(-1)
 }
 
-fn refreshes(t: &Telemetry, result: &str) -> i64 {
+fn refreshes(t: &SelfMetrics, result: &str) -> i64 {
     t.value(
         "vla_collector_lookup_refreshes_total",
         &[("processor", ID), ("result", result)],
@@ -145,7 +145,7 @@ const SCHEMA: &str =
 async fn tiers_from_postgres_follow_updates_and_survive_an_outage() {
     let mut pg = Postgres::start().await.expect("postgres");
     pg.execute(SCHEMA).await.unwrap();
-    let telemetry = Telemetry::new();
+    let telemetry = SelfMetrics::new();
     // The hang below tests the timeout: 1 s.
     let cfg = tier_config(
         &pg.dsn(),
@@ -284,7 +284,7 @@ async fn bad_queries_fail_with_a_clear_message() {
         ),
     ];
     for (query, want) in cases {
-        let telemetry = Telemetry::new();
+        let telemetry = SelfMetrics::new();
         let cfg = tier_config(&pg.dsn(), query, "5s");
         let tier = CustomerTier::new(ID.into(), &cfg, &telemetry).unwrap();
         let shutdown = CancellationToken::new();
@@ -307,7 +307,7 @@ async fn bad_queries_fail_with_a_clear_message() {
         task.await.unwrap();
     }
     // Columns by name in any order; an id column not named customer_id is taken first.
-    let telemetry = Telemetry::new();
+    let telemetry = SelfMetrics::new();
     let query = "SELECT plan, tier, customer_id FROM customers";
     let tier =
         CustomerTier::new(ID.into(), &tier_config(&pg.dsn(), query, "5s"), &telemetry).unwrap();
@@ -353,7 +353,7 @@ fn api_batch() -> MetricBatch {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starting_with_the_database_down_leaves_points_untouched_until_it_is_up() {
     let mut pg = Postgres::create().expect("initdb");
-    let telemetry = Telemetry::new();
+    let telemetry = SelfMetrics::new();
     // The settings where a default tier would do the most harm: it would replace the API's
     // tier, and dropping the ids would merge both customers into one `unknown` series.
     let cfg: Config = serde_json::from_value(serde_json::json!({
@@ -444,7 +444,7 @@ async fn a_password_file_is_read_at_each_attempt() {
         }},
     }))
     .unwrap();
-    let telemetry = Telemetry::new();
+    let telemetry = SelfMetrics::new();
     let tier = CustomerTier::new(ID.into(), &cfg, &telemetry).unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(tier.refresher(shutdown.clone()).unwrap());

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vla_pipeline::fixtures;
-use vla_pipeline::{Exporter, MetricBatch, Telemetry};
+use vla_pipeline::{Exporter, MetricBatch, SelfMetrics};
 
 use super::*;
 
@@ -53,7 +53,7 @@ fn batch(temp: f64) -> MetricBatch {
 
 fn exporter(config: &Config) -> PrometheusExporter {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    PrometheusExporter::new("prometheus".into(), config, listener, &Telemetry::new()).unwrap()
+    PrometheusExporter::new("prometheus".into(), config, listener, &SelfMetrics::new()).unwrap()
 }
 
 fn no_scope() -> Config {
@@ -119,7 +119,7 @@ async fn series_expire_when_not_updated() {
         target_info: TargetInfo { enabled: false },
         ..no_scope()
     };
-    let telemetry = Telemetry::new();
+    let telemetry = SelfMetrics::new();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let exp = PrometheusExporter::new("prometheus".into(), &config, listener, &telemetry).unwrap();
     let series = || {
@@ -329,7 +329,7 @@ fn constructor_needs_a_runtime() {
         "prometheus".into(),
         &Config::default(),
         listener,
-        &Telemetry::new(),
+        &SelfMetrics::new(),
     )
     .unwrap_err();
     assert!(matches!(err, ExporterBuildError::NoRuntime), "{err:?}");

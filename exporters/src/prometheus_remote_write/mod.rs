@@ -60,9 +60,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use vla_pipeline::ratelimit::LogLimiter;
-use vla_pipeline::telemetry::Counter;
+use vla_pipeline::self_metrics::Counter;
 use vla_pipeline::{
-    BoxFuture, ComponentId, ExportError, ExportReport, Exporter, MetricBatch, Telemetry,
+    BoxFuture, ComponentId, ExportError, ExportReport, Exporter, MetricBatch, SelfMetrics,
 };
 
 pub use client::{USER_AGENT, parse_retry_after};
@@ -238,7 +238,7 @@ impl PrometheusRemoteWriteExporter {
     pub fn new(
         id: ComponentId,
         config: &Config,
-        telemetry: &Telemetry,
+        telemetry: &SelfMetrics,
     ) -> Result<Self, ExporterBuildError> {
         let problems = config.validate(&format!("exporters.{id}"));
         if !problems.is_empty() {

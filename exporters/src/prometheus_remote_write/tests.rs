@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 use vla_pipeline::fixtures::{self, T0_NANOS};
-use vla_pipeline::{ExportError, Exporter, MetricBatch, Telemetry};
+use vla_pipeline::{ExportError, Exporter, MetricBatch, SelfMetrics};
 
 use super::proto::{Label, WriteRequest};
 use super::*;
@@ -479,7 +479,7 @@ fn constructor_refuses_an_invalid_config() {
     let mut c = Config::with_endpoint("http://127.0.0.1:1/w");
     c.headers.insert("Content-Type".into(), "text/plain".into());
     let err =
-        PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &Telemetry::new())
+        PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &SelfMetrics::new())
             .unwrap_err();
     match err {
         crate::ExporterBuildError::InvalidConfig(p) => {
@@ -588,7 +588,7 @@ impl Drop for TestServer {
     }
 }
 
-fn exporter_for(server: &TestServer, telemetry: &Telemetry) -> PrometheusRemoteWriteExporter {
+fn exporter_for(server: &TestServer, telemetry: &SelfMetrics) -> PrometheusRemoteWriteExporter {
     let mut c = Config::with_endpoint(server.url());
     c.headers.insert("X-Scope-OrgID".into(), "tenant-a".into());
     c.shards = 2;
@@ -598,7 +598,7 @@ fn exporter_for(server: &TestServer, telemetry: &Telemetry) -> PrometheusRemoteW
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn success_delivers_samples_with_reserved_and_custom_headers() {
     let server = TestServer::start(vec![]).await;
-    let telemetry = Telemetry::new();
+    let telemetry = SelfMetrics::new();
     let exporter = exporter_for(&server, &telemetry);
     let report = exporter.export(Arc::new(mixed_batch())).await.unwrap();
     assert_eq!(report.sent, 4);
@@ -656,7 +656,7 @@ async fn success_delivers_samples_with_reserved_and_custom_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_error_is_retryable() {
     let server = TestServer::start(vec![reply(503), reply(503)]).await;
-    let telemetry = Telemetry::new();
+    let telemetry = SelfMetrics::new();
     let mut c = Config::with_endpoint(server.url());
     c.shards = 1;
     let exporter =
@@ -692,7 +692,7 @@ async fn too_many_requests_carries_retry_after() {
     let mut c = Config::with_endpoint(server.url());
     c.shards = 1;
     let exporter =
-        PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &Telemetry::new())
+        PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &SelfMetrics::new())
             .unwrap();
     match exporter.export(Arc::new(mixed_batch())).await {
         Err(ExportError::Retryable {
@@ -717,7 +717,7 @@ async fn bad_request_is_permanent_with_the_body() {
     let mut c = Config::with_endpoint(server.url());
     c.shards = 1;
     let exporter =
-        PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &Telemetry::new())
+        PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &SelfMetrics::new())
             .unwrap();
     match exporter.export(Arc::new(mixed_batch())).await {
         Err(ExportError::Permanent { reason, message }) => {
@@ -742,7 +742,7 @@ async fn unreachable_endpoint_is_retryable() {
         .port();
     let c = Config::with_endpoint(format!("http://127.0.0.1:{port}/api/v1/write"));
     let exporter =
-        PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &Telemetry::new())
+        PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &SelfMetrics::new())
             .unwrap();
     match exporter.export(Arc::new(mixed_batch())).await {
         Err(ExportError::Retryable { reason, .. }) => assert_eq!(reason, "transport_error"),
@@ -758,7 +758,7 @@ async fn retry_of_the_same_batch_skips_requests_already_delivered() {
     c.shards = 1;
     c.max_samples_per_send = 4;
     let exporter =
-        PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &Telemetry::new())
+        PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &SelfMetrics::new())
             .unwrap();
     let batch = Arc::new(mixed_batch());
     assert!(exporter.export(batch.clone()).await.is_err());
@@ -785,7 +785,7 @@ async fn a_refused_request_stays_counted_when_a_retry_finishes_the_batch() {
         reply(503),
     ])
     .await;
-    let telemetry = Telemetry::new();
+    let telemetry = SelfMetrics::new();
     let mut c = Config::with_endpoint(server.url());
     c.shards = 1;
     c.max_samples_per_send = 4;
@@ -840,7 +840,7 @@ async fn driver_retries_5xx_then_delivers_once_and_drops_400_counted() {
         },
     ])
     .await;
-    let telemetry = Telemetry::new();
+    let telemetry = SelfMetrics::new();
     let mut c = Config::with_endpoint(server.url());
     c.shards = 1;
     let exporter: Arc<dyn Exporter> = Arc::new(

@@ -27,7 +27,7 @@ impl FloatLabels {
             self.values.push(v);
             let start = self.text.len();
             // As Prometheus writes `le` / `quantile`: `+Inf`, shortest round-trip decimal.
-            vla_pipeline::telemetry::exposition::push_value(&mut self.text, v);
+            vla_pipeline::self_metrics::exposition::push_value(&mut self.text, v);
             self.spans.push((start, self.text.len()));
         }
     }

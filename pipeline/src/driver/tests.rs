@@ -53,7 +53,7 @@ fn batch(points: usize) -> Arc<MetricBatch> {
     ))
 }
 
-fn counter(t: &Telemetry, name: &str, reason: Option<&str>) -> Option<i64> {
+fn counter(t: &SelfMetrics, name: &str, reason: Option<&str>) -> Option<i64> {
     match reason {
         Some(r) => t.value(name, &[("exporter", "x"), ("reason", r)]),
         None => t.value(name, &[("exporter", "x")]),
@@ -74,7 +74,7 @@ fn no_jitter() -> DriverConfig {
 
 #[tokio::test(start_paused = true)]
 async fn retries_with_backoff_and_honours_retry_after_then_delivers_once() {
-    let t = Telemetry::new();
+    let t = SelfMetrics::new();
     let exp = Scripted::new(vec![
         retryable(None),
         retryable(Some(Duration::from_secs(3))),
@@ -112,7 +112,7 @@ async fn retries_with_backoff_and_honours_retry_after_then_delivers_once() {
 
 #[tokio::test(start_paused = true)]
 async fn permanent_errors_drop_at_once_with_their_reason() {
-    let t = Telemetry::new();
+    let t = SelfMetrics::new();
     let exp = Scripted::new(vec![Err(ExportError::Permanent {
         reason: "http_400",
         message: "bad sample".into(),
@@ -142,7 +142,7 @@ async fn permanent_errors_drop_at_once_with_their_reason() {
 
 #[tokio::test(start_paused = true)]
 async fn gives_up_after_max_elapsed_time() {
-    let t = Telemetry::new();
+    let t = SelfMetrics::new();
     let exp = Scripted::new((0..100).map(|_| retryable(None)).collect());
     let mut cfg = no_jitter();
     cfg.retry.max_elapsed_time = Duration::from_secs(2);
@@ -157,7 +157,7 @@ async fn gives_up_after_max_elapsed_time() {
 
 #[tokio::test(start_paused = true)]
 async fn hard_stop_ends_retrying_and_counts_the_rest_as_shutdown() {
-    let t = Telemetry::new();
+    let t = SelfMetrics::new();
     let exp = Scripted::new((0..1000).map(|_| retryable(None)).collect());
     let stop = CancellationToken::new();
     let (h, join) = spawn_exporter("x".into(), exp.clone(), no_jitter(), &t, stop.clone());
@@ -172,7 +172,7 @@ async fn hard_stop_ends_retrying_and_counts_the_rest_as_shutdown() {
 
 #[tokio::test]
 async fn drop_when_full_counts_queue_full() {
-    let t = Telemetry::new();
+    let t = SelfMetrics::new();
     // A worker stuck in a long retry keeps the queue from draining.
     let exp = Scripted::new(vec![retryable(Some(Duration::from_secs(3600)))]);
     let cfg = DriverConfig {
@@ -234,7 +234,7 @@ fn backoff_grows_is_capped_and_jitter_stays_in_bounds() {
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_zero_still_backs_off() {
-    let t = Telemetry::new();
+    let t = SelfMetrics::new();
     let exp = Scripted::new(vec![
         retryable(Some(Duration::ZERO)),
         retryable(Some(Duration::ZERO)),
@@ -264,7 +264,7 @@ impl Exporter for Hangs {
 
 #[tokio::test(start_paused = true)]
 async fn hard_stop_abandons_a_hung_export_and_counts_everything_left() {
-    let t = Telemetry::new();
+    let t = SelfMetrics::new();
     let stop = CancellationToken::new();
     let (h, join) = spawn_exporter("x".into(), Arc::new(Hangs), no_jitter(), &t, stop.clone());
     h.enqueue(batch(2)).await;
@@ -282,7 +282,7 @@ async fn hard_stop_abandons_a_hung_export_and_counts_everything_left() {
 
 #[tokio::test(start_paused = true)]
 async fn an_aborted_worker_counts_what_it_held() {
-    let t = Telemetry::new();
+    let t = SelfMetrics::new();
     let (h, join) = spawn_exporter(
         "x".into(),
         Arc::new(Hangs),

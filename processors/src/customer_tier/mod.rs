@@ -174,8 +174,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vla_pipeline::config::ConfigProblem;
 use vla_pipeline::lookup::SourceStatus;
-use vla_pipeline::telemetry::{Counter, Gauge};
-use vla_pipeline::{BoxFuture, ComponentId, Processor, Telemetry};
+use vla_pipeline::self_metrics::{Counter, Gauge};
+use vla_pipeline::{BoxFuture, ComponentId, Processor, SelfMetrics};
 
 pub use config::{
     ApplyTo, Config, DEFAULT_QUERY, DEFAULT_RELOAD_INTERVAL, DropConfig, InlineCustomer,
@@ -378,7 +378,7 @@ impl CustomerTier {
     /// exist with `required: false`, which starts without a table and a failing status.
     /// `postgres` starts without a table (points pass untouched, counted as `no_table`) and
     /// loads in the refresher's first run.
-    pub fn new(id: ComponentId, config: &Config, telemetry: &Telemetry) -> Result<Self, TierError> {
+    pub fn new(id: ComponentId, config: &Config, telemetry: &SelfMetrics) -> Result<Self, TierError> {
         let problems = config.validate(&format!("processors.{id}"));
         if !problems.is_empty() {
             return Err(TierError::Config(ConfigProblem::join(&problems)));

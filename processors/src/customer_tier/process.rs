@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{Metric, metric};
-use vla_pipeline::telemetry::Counter;
+use vla_pipeline::self_metrics::Counter;
 use vla_pipeline::{MetricBatch, Processor, attr_str};
 
 use super::Shared;

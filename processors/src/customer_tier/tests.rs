@@ -22,13 +22,13 @@ fn inline_config(extra: serde_json::Value) -> Config {
     config(json)
 }
 
-fn build(cfg: &Config) -> (CustomerTier, Telemetry) {
-    let telemetry = Telemetry::new();
+fn build(cfg: &Config) -> (CustomerTier, SelfMetrics) {
+    let telemetry = SelfMetrics::new();
     let tier = CustomerTier::new("customer_tier".into(), cfg, &telemetry).unwrap();
     (tier, telemetry)
 }
 
-fn value(t: &Telemetry, name: &str, extra: &[(&str, &str)]) -> i64 {
+fn value(t: &SelfMetrics, name: &str, extra: &[(&str, &str)]) -> i64 {
     let mut labels = vec![("processor", "customer_tier")];
     labels.extend_from_slice(extra);
     t.value(name, &labels)
@@ -424,7 +424,7 @@ fn until_a_table_loads_points_and_resources_pass_untouched() {
     processor.process(&mut batch);
     assert_eq!(batch.resource_metrics(), &sent[..], "resources untouched");
     let name = "vla_collector_processor_customer_tier_data_points_total";
-    let counts = |t: &Telemetry| {
+    let counts = |t: &SelfMetrics| {
         [
             value(t, name, &[("result", "no_table")]),
             value(t, name, &[("result", "enriched")]),
@@ -460,7 +460,7 @@ fn until_a_table_loads_points_and_resources_pass_untouched() {
 
 #[test]
 fn invalid_settings_and_files_fail_new() {
-    let t = Telemetry::new();
+    let t = SelfMetrics::new();
     let err = CustomerTier::new(
         "customer_tier/x".into(),
         &config(serde_json::json!({"source": {}})),

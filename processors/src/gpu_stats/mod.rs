@@ -71,8 +71,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, Metric, ResourceMetrics, metric,
 };
 use vla_pipeline::gpu::{GpuReading, GpuSnapshot, GpuSnapshots};
-use vla_pipeline::telemetry::Counter;
-use vla_pipeline::{ComponentId, MetricBatch, Processor, Telemetry};
+use vla_pipeline::self_metrics::Counter;
+use vla_pipeline::{ComponentId, MetricBatch, Processor, SelfMetrics};
 
 use crate::pattern::MetricGlob;
 
@@ -177,7 +177,7 @@ impl GpuStats {
     /// {processor, result=joined|unknown_gpu|no_snapshot|stale_snapshot}` (points carrying a
     /// GPU id) and `vla_collector_processor_gpu_stats_bucket_skipped_data_points_total{processor,
     /// reason=cumulative}` (joined points of cumulative metrics, left without bucket labels).
-    pub fn with_telemetry(mut self, id: &ComponentId, telemetry: &Telemetry) -> Self {
+    pub fn with_telemetry(mut self, id: &ComponentId, telemetry: &SelfMetrics) -> Self {
         let counter = |result| {
             telemetry.counter(
                 "vla_collector_processor_gpu_stats_data_points_total",

@@ -181,7 +181,7 @@ fn bucket_boundaries_belong_to_the_bucket_above() {
 
 #[test]
 fn unknown_gpu_and_no_snapshot_leave_points_untouched_and_are_counted() {
-    let t = Telemetry::new();
+    let t = SelfMetrics::new();
     let id: ComponentId = "gpu_stats".into();
     let empty = GpuSnapshots::new();
     let mut p = GpuStats::new(&Config::default(), empty.clone()).with_telemetry(&id, &t);
@@ -394,14 +394,14 @@ fn metric_patterns_are_checked_like_the_other_processors() {
     );
 }
 
-fn counter_of(t: &Telemetry, name: &str, labels: &[(&str, &str)]) -> Option<i64> {
+fn counter_of(t: &SelfMetrics, name: &str, labels: &[(&str, &str)]) -> Option<i64> {
     t.value(name, labels)
 }
 
 #[test]
 fn buckets_only_on_gauges_and_delta_points_and_cumulative_skips_are_counted() {
     use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
-    let t = Telemetry::new();
+    let t = SelfMetrics::new();
     let id: ComponentId = "gpu_stats/b".into();
     let mut p = GpuStats::new(
         &config(serde_json::json!({
@@ -459,7 +459,7 @@ fn buckets_only_on_gauges_and_delta_points_and_cumulative_skips_are_counted() {
     );
 
     // Without buckets configured nothing is skipped.
-    let t = Telemetry::new();
+    let t = SelfMetrics::new();
     let mut p = GpuStats::new(&Config::default(), hub()).with_telemetry(&id, &t);
     let mut b = MetricBatch::new(
         "otlp".into(),
@@ -481,7 +481,7 @@ fn buckets_only_on_gauges_and_delta_points_and_cumulative_skips_are_counted() {
 
 #[test]
 fn a_stale_snapshot_is_not_joined_and_is_counted() {
-    let t = Telemetry::new();
+    let t = SelfMetrics::new();
     let id: ComponentId = "gpu_stats".into();
     let hub = GpuSnapshots::new();
     let old = SystemTime::now() - Duration::from_secs(120);

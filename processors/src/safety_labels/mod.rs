@@ -117,8 +117,8 @@ use std::hash::BuildHasher;
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 use vla_pipeline::opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use vla_pipeline::telemetry::Counter;
-use vla_pipeline::{ComponentId, MetricBatch, Processor, Telemetry};
+use vla_pipeline::self_metrics::Counter;
+use vla_pipeline::{ComponentId, MetricBatch, Processor, SelfMetrics};
 
 pub use config::{
     AttrConditions, AttrMatcher, Config, Match, MetricPattern, Mode, OnExisting, Rule,
@@ -276,7 +276,7 @@ impl SafetyLabels {
 
     /// Registers the processor's counters as `vla_collector_processor_safety_labels_data_points_total
     /// {processor=<id>, result=matched|default|unmatched}` (considered points).
-    pub fn with_telemetry(mut self, id: &ComponentId, telemetry: &Telemetry) -> Self {
+    pub fn with_telemetry(mut self, id: &ComponentId, telemetry: &SelfMetrics) -> Self {
         let counter = |result| {
             telemetry.counter(
                 "vla_collector_processor_safety_labels_data_points_total",

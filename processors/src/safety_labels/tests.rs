@@ -1039,7 +1039,7 @@ default: { vla.category: x }
 
 #[test]
 fn considered_points_are_counted_by_result() {
-    let t = Telemetry::new();
+    let t = SelfMetrics::new();
     let count = |id: &str, result: &str| {
         t.value(
             "vla_collector_processor_safety_labels_data_points_total",

@@ -101,10 +101,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 use vla_pipeline::gpu::{GpuReading, GpuSnapshot, GpuSnapshots};
 use vla_pipeline::lookup::SourceStatus;
-use vla_pipeline::telemetry::Counter;
+use vla_pipeline::self_metrics::Counter;
 use vla_pipeline::{
     BoxFuture, ComponentId, MetricBatch, Receiver, ReceiverContext, ReceiverError, SendError,
-    Telemetry,
+    SelfMetrics,
 };
 
 pub use config::{
@@ -176,7 +176,7 @@ impl NvmlReceiver {
         id: ComponentId,
         config: &Config,
         gpus: GpuSnapshots,
-        telemetry: &Telemetry,
+        telemetry: &SelfMetrics,
     ) -> Self {
         match config.source {
             SourceKind::Fake => {
@@ -203,7 +203,7 @@ impl NvmlReceiver {
         config: &Config,
         source: Box<dyn GpuSource>,
         gpus: GpuSnapshots,
-        telemetry: &Telemetry,
+        telemetry: &SelfMetrics,
     ) -> Self {
         let described = source.describe();
         let slot = Slot::Open(Arc::new(Mutex::new(source)));
@@ -216,7 +216,7 @@ impl NvmlReceiver {
         slot: Slot,
         described: String,
         gpus: GpuSnapshots,
-        telemetry: &Telemetry,
+        telemetry: &SelfMetrics,
     ) -> Self {
         let polls = |result: &str| {
             telemetry.counter(

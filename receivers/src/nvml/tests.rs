@@ -658,7 +658,7 @@ fn available(batch: &MetricBatch) -> i64 {
 
 #[tokio::test]
 async fn unopenable_source_reports_unavailable_retries_and_recovers() {
-    let telemetry = Telemetry::new();
+    let telemetry = SelfMetrics::new();
     let id: ComponentId = "nvml".into();
     let attempts = Arc::new(AtomicUsize::new(0));
     let counter = attempts.clone();
@@ -750,7 +750,7 @@ async fn unopenable_source_reports_unavailable_retries_and_recovers() {
 
 #[test]
 fn new_picks_the_source_from_the_config() {
-    let t = Telemetry::new();
+    let t = SelfMetrics::new();
     let fake = Config {
         source: SourceKind::Fake,
         ..Config::default()
@@ -839,10 +839,10 @@ fn run_with_opener(
     mpsc::Receiver<MetricBatch>,
     CancellationToken,
     tokio::task::JoinHandle<Result<(), ReceiverError>>,
-    Telemetry,
+    SelfMetrics,
     SourceStatus,
 ) {
-    let telemetry = Telemetry::new();
+    let telemetry = SelfMetrics::new();
     let id: ComponentId = "nvml".into();
     let r = NvmlReceiver::build(
         id.clone(),
@@ -871,7 +871,7 @@ async fn next_available(rx: &mut mpsc::Receiver<MetricBatch>) -> i64 {
     available(&b)
 }
 
-fn polls(t: &Telemetry, result: &str) -> i64 {
+fn polls(t: &SelfMetrics, result: &str) -> i64 {
     t.value(
         "vla_collector_receiver_gpu_polls_total",
         &[("receiver", "nvml"), ("result", result)],

@@ -57,10 +57,10 @@ use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
 use tokio_util::sync::CancellationToken;
 use vla_pipeline::config::ConfigProblem;
 use vla_pipeline::ratelimit::LogLimiter;
-use vla_pipeline::telemetry::Counter;
+use vla_pipeline::self_metrics::Counter;
 use vla_pipeline::{
     BoxFuture, ComponentId, MetricBatch, PipelineSender, Receiver, ReceiverContext, ReceiverError,
-    Telemetry,
+    SelfMetrics,
 };
 
 pub use config::{
@@ -138,7 +138,7 @@ impl OtlpReceiver {
         config: &Config,
         grpc: Option<TcpListener>,
         http: Option<TcpListener>,
-        telemetry: &Telemetry,
+        telemetry: &SelfMetrics,
     ) -> Result<Self, ReceiverBuildError> {
         let problems = config.validate(&format!("receivers.{id}"));
         if !problems.is_empty() {
@@ -234,7 +234,7 @@ fn endpoint<C>(
     protocol: &'static str,
     config: Option<C>,
     listener: Option<TcpListener>,
-    telemetry: &Telemetry,
+    telemetry: &SelfMetrics,
 ) -> Result<Option<Endpoint<C>>, ReceiverBuildError> {
     let (config, listener) = match (config, listener) {
         (None, None) => return Ok(None),

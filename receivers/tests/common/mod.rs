@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use vla_pipeline::{
-    ComponentId, MetricBatch, PipelineSender, Receiver, ReceiverContext, ReceiverError, Telemetry,
+    ComponentId, MetricBatch, PipelineSender, Receiver, ReceiverContext, ReceiverError, SelfMetrics,
     fixtures,
 };
 use vla_receivers::OtlpReceiver;
@@ -30,7 +30,7 @@ pub struct Harness {
     pub shutdown: CancellationToken,
     pub task: JoinHandle<Result<(), ReceiverError>>,
     #[allow(dead_code)] // not used by every test binary
-    pub telemetry: Telemetry,
+    pub telemetry: SelfMetrics,
 }
 
 pub fn both(max_mib: u64) -> Config {
@@ -54,7 +54,7 @@ pub fn bind() -> TcpListener {
 
 pub fn start(config: Config, capacity: usize, max_wait: Duration) -> Harness {
     let id: ComponentId = "otlp".into();
-    let telemetry = Telemetry::new();
+    let telemetry = SelfMetrics::new();
     let receiver =
         OtlpReceiver::new(id.clone(), &config, Some(bind()), Some(bind()), &telemetry).unwrap();
     let grpc = receiver.grpc_addr().unwrap();

@@ -64,17 +64,17 @@ struct Series {
 
 /// The registry of self-metrics; cheap to clone.
 #[derive(Clone, Default)]
-pub struct Telemetry {
+pub struct SelfMetrics {
     series: Arc<Mutex<Vec<Series>>>,
 }
 
-impl std::fmt::Debug for Telemetry {
+impl std::fmt::Debug for SelfMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Telemetry").finish_non_exhaustive()
+        f.debug_struct("SelfMetrics").finish_non_exhaustive()
     }
 }
 
-impl Telemetry {
+impl SelfMetrics {
     /// A new, empty registry.
     pub fn new() -> Self {
         Self::default()
@@ -279,7 +279,7 @@ mod tests {
 
     #[test]
     fn renders_families_sorted_with_escaped_labels() {
-        let t = Telemetry::new();
+        let t = SelfMetrics::new();
         let c = t.counter("b_total", "Bs.", &[("x", "a\"b"), ("a", "1")]);
         c.add(3);
         t.counter("b_total", "Bs.", &[("a", "1"), ("x", "a\"b")])
