@@ -52,7 +52,8 @@ use vla_pipeline::ratelimit::LogLimiter;
 use vla_pipeline::self_metrics::Gauge;
 use vla_pipeline::self_metrics::exposition;
 use vla_pipeline::{
-    BoxFuture, ComponentId, ExportError, ExportReport, Exporter, MetricBatch, SeriesKey, SelfMetrics,
+    BoxFuture, ComponentId, ExportError, ExportReport, Exporter, MetricBatch, PrepareError,
+    Prepared, Request, SelfMetrics, SeriesKey,
 };
 
 use crate::ExporterBuildError;
@@ -521,8 +522,17 @@ impl PrometheusExporter {
 }
 
 impl Exporter for PrometheusExporter {
-    fn export(&self, batch: Arc<MetricBatch>) -> BoxFuture<'_, Result<ExportReport, ExportError>> {
-        Box::pin(async move { Ok(self.update(&batch)) })
+    /// Stores the batch's latest values for the next scrape: everything is handled here, no
+    /// request is left to send.
+    fn prepare(&self, batch: &MetricBatch) -> Result<Prepared, PrepareError> {
+        Ok(Prepared {
+            requests: Vec::new(),
+            done: self.update(batch),
+        })
+    }
+
+    fn send<'a>(&'a self, _: &'a Request) -> BoxFuture<'a, Result<(), ExportError>> {
+        Box::pin(async { Ok(()) })
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

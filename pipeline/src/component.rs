@@ -68,12 +68,14 @@ pub trait Processor: Send {
     }
 }
 
-/// What one successful export did with the batch's points.
+/// Data points an exporter handled without sending a request: delivered already (a scrape
+/// endpoint stores them while preparing) or deliberately not delivered, by reason (e.g.
+/// `delta_temporality`).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ExportReport {
     /// Data points delivered.
     pub sent: u64,
-    /// Data points deliberately not delivered, by reason (e.g. `delta_temporality`).
+    /// Data points deliberately not delivered, by reason.
     pub dropped: Vec<(&'static str, u64)>,
 }
 
@@ -87,7 +89,43 @@ impl ExportReport {
     }
 }
 
-/// Why an export attempt failed.
+/// One request an exporter prepared: the bytes it sends and what they carry. It holds no
+/// reference to the batch or the exporter's state, so it can be written to disk and replayed
+/// (the durable queue's record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// What [`Exporter::send`] transmits (remote write: a snappy-compressed `WriteRequest`).
+    pub payload: bytes::Bytes,
+    /// Samples in it, as the backend counts them (remote write: one per series sample).
+    pub samples: u64,
+    /// Data points of the batch it carries: counted sent when it is delivered, dropped when
+    /// it is refused or given up on.
+    pub points: u64,
+    /// Requests of one lane are sent one at a time, in order; lanes are sent concurrently
+    /// (remote write's shards, so a series' samples stay in order).
+    pub lane: u32,
+}
+
+/// A batch prepared for sending.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// The requests, in send order within each lane.
+    pub requests: Vec<Request>,
+    /// Points handled while preparing (stored, or dropped by reason).
+    pub done: ExportReport,
+}
+
+/// Why a batch could not be prepared at all (its points are dropped under `reason`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PrepareError {
+    /// A short, fixed reason for the dropped counter (`encode_error`, ...).
+    pub reason: &'static str,
+    /// What happened, for the log.
+    pub message: String,
+}
+
+/// Why sending one request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     /// Try again later (5xx, 429, transport error, timeout).
@@ -100,7 +138,7 @@ pub enum ExportError {
         /// The server's `Retry-After`, when it sent one.
         retry_after: Option<Duration>,
     },
-    /// Retrying cannot help (4xx other than 429, unencodable data); the batch is dropped.
+    /// Retrying cannot help (4xx other than 429); the request's points are dropped.
     #[error("permanent: {message}")]
     Permanent {
         /// A short, fixed reason for the dropped counter (`http_400`, ...).
@@ -110,15 +148,23 @@ pub enum ExportError {
     },
 }
 
-/// A destination for metric data.
+/// A destination for metric data, in two steps the shared driver (`crate::driver`) runs:
 ///
-/// Contract: `export` makes exactly one attempt and says whether it may be retried; it never
-/// retries or sleeps itself. The shared driver (`crate::driver`) owns queueing, retries,
-/// backoff and the counters. Exporters only read the batch: it is shared by every exporter of
-/// the pipeline.
+/// 1. [`prepare`](Exporter::prepare) turns a batch into self-contained [`Request`]s (and may
+///    handle points on the spot: a scrape endpoint stores them, a translator drops what it
+///    cannot express). It does no I/O and is called once per batch.
+/// 2. [`send`](Exporter::send) makes exactly one attempt at one request and says whether it
+///    may be retried; it never retries or sleeps itself.
+///
+/// The driver owns what is left to send: it keeps the undelivered requests, retries exactly
+/// those with backoff, and counts every point as sent or dropped with a reason. Exporters
+/// only read the batch: it is shared by every exporter of the pipeline.
 pub trait Exporter: Send + Sync + 'static {
-    /// One attempt to deliver the batch.
-    fn export(&self, batch: Arc<MetricBatch>) -> BoxFuture<'_, Result<ExportReport, ExportError>>;
+    /// Turns a batch into requests.
+    fn prepare(&self, batch: &MetricBatch) -> Result<Prepared, PrepareError>;
+
+    /// One attempt to deliver one request.
+    fn send<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<(), ExportError>>;
 
     /// Releases resources after the last export (servers, connections).
     fn shutdown(&self) -> BoxFuture<'_, ()> {

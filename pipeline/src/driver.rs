@@ -1,12 +1,16 @@
-//! The exporter driver: one bounded queue and one worker per exporter, retries with capped,
-//! jittered exponential backoff (honouring a server's `Retry-After`), and the exporter's
-//! counters. Retry logic lives here and nowhere else.
+//! The exporter driver: one bounded queue and one worker per exporter. The worker has the
+//! exporter [prepare](crate::Exporter::prepare) each batch into requests, keeps the requests
+//! still to send, sends each lane's requests in order (lanes concurrently), retries exactly
+//! the undelivered request with capped, jittered exponential backoff (honouring a server's
+//! `Retry-After`), and counts every point as sent or dropped with a reason. Retry logic lives
+//! here and nowhere else.
 //!
-//! One worker per exporter keeps batches in order, so a series' samples are never reordered
-//! by retries; exporters that want parallelism shard internally by series.
+//! One worker per exporter takes batches in order and a lane's requests are sent one at a
+//! time, so a series (always in the same lane) never has its samples reordered by retries.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -20,7 +24,9 @@ use tracing::{debug, error, warn};
 
 use crate::ratelimit::LogLimiter;
 use crate::self_metrics::{Counter, SelfMetrics};
-use crate::{ComponentId, ExportError, Exporter, MetricBatch};
+use parking_lot::Mutex;
+
+use crate::{ComponentId, ExportError, Exporter, MetricBatch, Request};
 
 /// Retry settings (`retry_on_failure` in the config).
 #[derive(Debug, Clone, PartialEq)]
@@ -200,14 +206,13 @@ pub fn spawn_exporter(
         exporter,
         retry: config.retry,
         telemetry: telemetry.clone(),
-        dropped: HashMap::new(),
-        failed: HashMap::new(),
+        dropped: Mutex::new(HashMap::new()),
+        failed: Mutex::new(HashMap::new()),
         hard_stop,
         retry_log: LogLimiter::default(),
         drop_log: LogLimiter::default(),
-        rng: StdRng::from_rng(&mut rand::rng()),
         rx,
-        in_flight: 0,
+        in_flight: AtomicU64::new(0),
     };
     (handle, tokio::spawn(worker.run()))
 }
@@ -218,23 +223,24 @@ struct Worker {
     retry: RetryPolicy,
     telemetry: SelfMetrics,
     sent: Counter,
-    dropped: HashMap<&'static str, Counter>,
-    failed: HashMap<&'static str, Counter>,
+    dropped: Mutex<HashMap<&'static str, Counter>>,
+    failed: Mutex<HashMap<&'static str, Counter>>,
     hard_stop: CancellationToken,
     retry_log: LogLimiter,
     drop_log: LogLimiter,
-    rng: StdRng,
     rx: mpsc::Receiver<Arc<MetricBatch>>,
-    /// Points of the batch being delivered (0 when idle), counted if the task is aborted.
-    in_flight: u64,
+    /// Points of the batch being delivered not yet counted (0 when idle), counted as dropped
+    /// if the task is aborted.
+    in_flight: AtomicU64,
 }
 
 impl Worker {
     async fn run(mut self) {
         while let Some(batch) = self.rx.recv().await {
-            self.in_flight = batch.data_points() as u64;
-            self.deliver(batch).await;
-            self.in_flight = 0;
+            self.in_flight
+                .store(batch.data_points() as u64, Ordering::Relaxed);
+            self.deliver(&batch).await;
+            self.in_flight.store(0, Ordering::Relaxed);
         }
         let exporter = self.exporter.clone();
         tokio::select! {
@@ -244,9 +250,17 @@ impl Worker {
         debug!(exporter = %self.id, "exporter stopped");
     }
 
-    fn dropped(&mut self, reason: &'static str, n: u64) {
+    fn dropped(&self, reason: &'static str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.in_flight.fetch_sub(
+            n.min(self.in_flight.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
         let (t, id) = (&self.telemetry, &self.id);
         self.dropped
+            .lock()
             .entry(reason)
             .or_insert_with(|| {
                 t.counter(
@@ -258,9 +272,18 @@ impl Worker {
             .add(n);
     }
 
-    fn failed(&mut self, reason: &'static str) {
+    fn sent(&self, n: u64) {
+        self.in_flight.fetch_sub(
+            n.min(self.in_flight.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        self.sent.add(n);
+    }
+
+    fn failed(&self, reason: &'static str) {
         let (t, id) = (&self.telemetry, &self.id);
         self.failed
+            .lock()
             .entry(reason)
             .or_insert_with(|| {
                 t.counter(
@@ -272,83 +295,120 @@ impl Worker {
             .inc();
     }
 
-    async fn deliver(&mut self, batch: Arc<MetricBatch>) {
+    /// Prepares the batch, then sends its lanes concurrently until every request is
+    /// delivered, refused or given up on.
+    async fn deliver(&self, batch: &MetricBatch) {
         let points = batch.data_points() as u64;
-        let started = Instant::now();
-        let mut attempt = 0u32;
-        loop {
-            if self.hard_stop.is_cancelled() {
-                self.give_up("shutdown", points, "shutdown deadline passed");
+        if self.hard_stop.is_cancelled() {
+            self.give_up("shutdown", points, "shutdown deadline passed");
+            return;
+        }
+        let prepared = match self.exporter.prepare(batch) {
+            Ok(p) => p,
+            Err(e) => {
+                self.give_up(e.reason, points, &e.message);
                 return;
             }
-            let exporter = self.exporter.clone();
-            let attempt_result = tokio::select! {
-                r = exporter.export(batch.clone()) => r,
-                _ = self.hard_stop.cancelled() => {
-                    // The attempt is abandoned; whether it reached the backend is unknown.
-                    self.give_up("shutdown", points, "shutdown deadline passed during an export");
+        };
+        self.sent(prepared.done.sent);
+        for (reason, n) in prepared.done.dropped {
+            self.dropped(reason, n);
+        }
+        let mut lanes: BTreeMap<u32, Vec<Request>> = BTreeMap::new();
+        for r in prepared.requests {
+            lanes.entry(r.lane).or_default().push(r);
+        }
+        let started = Instant::now();
+        futures_util::future::join_all(
+            lanes
+                .into_values()
+                .map(|requests| self.send_lane(requests, started)),
+        )
+        .await;
+        // Whatever prepare did not account for (an exporter's bookkeeping slip) is not lost
+        // silently.
+        let left = self.in_flight.load(Ordering::Relaxed);
+        if left > 0 {
+            self.dropped("unaccounted", left);
+        }
+    }
+
+    /// Sends one lane's requests in order; a retryable failure retries that request (the
+    /// ones after it wait), a permanent one drops it and goes on.
+    async fn send_lane(&self, requests: Vec<Request>, started: Instant) {
+        let mut rng = StdRng::from_rng(&mut rand::rng());
+        let left = |from: usize| requests[from..].iter().map(|r| r.points).sum::<u64>();
+        for (i, request) in requests.iter().enumerate() {
+            let mut attempt = 0u32;
+            loop {
+                if self.hard_stop.is_cancelled() {
+                    self.give_up("shutdown", left(i), "shutdown deadline passed");
                     return;
                 }
-            };
-            match attempt_result {
-                Ok(report) => {
-                    self.sent.add(report.sent);
-                    for (reason, n) in report.dropped {
-                        self.dropped(reason, n);
-                    }
-                    return;
-                }
-                Err(ExportError::Permanent { reason, message }) => {
-                    self.failed(reason);
-                    self.give_up(reason, points, &message);
-                    return;
-                }
-                Err(ExportError::Retryable {
-                    reason,
-                    message,
-                    retry_after,
-                }) => {
-                    self.failed(reason);
-                    if !self.retry.enabled {
-                        self.give_up("retry_disabled", points, &message);
+                let result = tokio::select! {
+                    r = self.exporter.send(request) => r,
+                    _ = self.hard_stop.cancelled() => {
+                        // The attempt is abandoned; whether it reached the backend is unknown.
+                        self.give_up("shutdown", left(i), "shutdown deadline passed during an export");
                         return;
                     }
-                    // A server's Retry-After lengthens the wait (up to max_interval) but never
-                    // shortens it below the backoff: `Retry-After: 0` must not make us spin.
-                    let backoff = self.retry.backoff(attempt, &mut self.rng);
-                    let wait = retry_after
-                        .map_or(backoff, |ra| backoff.max(ra.min(self.retry.max_interval)));
-                    let max = self.retry.max_elapsed_time;
-                    if !max.is_zero() && started.elapsed() + wait > max {
-                        self.give_up("retries_exhausted", points, &message);
-                        return;
+                };
+                match result {
+                    Ok(()) => {
+                        self.sent(request.points);
+                        break;
                     }
-                    if let Some(suppressed) = self.retry_log.allow() {
-                        warn!(
-                            exporter = %self.id,
-                            reason,
-                            attempt = attempt + 1,
-                            wait_ms = wait.as_millis() as u64,
-                            suppressed,
-                            error = %message,
-                            "export failed, retrying"
-                        );
+                    Err(ExportError::Permanent { reason, message }) => {
+                        self.failed(reason);
+                        self.give_up(reason, request.points, &message);
+                        break;
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = self.hard_stop.cancelled() => {}
+                    Err(ExportError::Retryable {
+                        reason,
+                        message,
+                        retry_after,
+                    }) => {
+                        self.failed(reason);
+                        if !self.retry.enabled {
+                            self.give_up("retry_disabled", left(i), &message);
+                            return;
+                        }
+                        // A server's Retry-After lengthens the wait (up to max_interval) but
+                        // never shortens it below the backoff: `Retry-After: 0` must not spin.
+                        let backoff = self.retry.backoff(attempt, &mut rng);
+                        let wait = retry_after
+                            .map_or(backoff, |ra| backoff.max(ra.min(self.retry.max_interval)));
+                        let max = self.retry.max_elapsed_time;
+                        if !max.is_zero() && started.elapsed() + wait > max {
+                            self.give_up("retries_exhausted", left(i), &message);
+                            return;
+                        }
+                        if let Some(suppressed) = self.retry_log.allow() {
+                            warn!(
+                                exporter = %self.id,
+                                reason,
+                                attempt = attempt + 1,
+                                wait_ms = wait.as_millis() as u64,
+                                suppressed,
+                                error = %message,
+                                "export failed, retrying"
+                            );
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = self.hard_stop.cancelled() => {}
+                        }
+                        attempt = attempt.saturating_add(1);
                     }
-                    attempt = attempt.saturating_add(1);
                 }
             }
         }
     }
 
-    fn give_up(&mut self, reason: &'static str, points: u64, message: &str) {
-        self.in_flight = 0;
+    fn give_up(&self, reason: &'static str, points: u64, message: &str) {
         self.dropped(reason, points);
         if let Some(suppressed) = self.drop_log.allow() {
-            error!(exporter = %self.id, reason, points, suppressed, error = %message, "dropping batch");
+            error!(exporter = %self.id, reason, points, suppressed, error = %message, "dropping data");
         }
     }
 }
@@ -356,7 +416,7 @@ impl Worker {
 impl Drop for Worker {
     /// An aborted worker (the shutdown grace ran out, or a panic) still counts what it held.
     fn drop(&mut self) {
-        let mut lost = std::mem::take(&mut self.in_flight);
+        let mut lost = std::mem::take(self.in_flight.get_mut());
         // Closed first, so nothing can slip in between the drain and the drop.
         self.rx.close();
         while let Ok(batch) = self.rx.try_recv() {

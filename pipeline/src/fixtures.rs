@@ -203,3 +203,38 @@ pub fn summary(
         }),
     )
 }
+
+/// One delivery of `batch` through `exporter` without the driver: prepare, then send each
+/// request once, in order. The report adds what was handled while preparing, the requests
+/// delivered (sent) and those refused (dropped under their reason); the first retryable
+/// failure is returned as is, and so is a permanent one when it refused everything.
+pub async fn export_once(
+    exporter: &dyn crate::Exporter,
+    batch: &crate::MetricBatch,
+) -> Result<crate::ExportReport, crate::ExportError> {
+    let prepared = exporter
+        .prepare(batch)
+        .map_err(|e| crate::ExportError::Permanent {
+            reason: e.reason,
+            message: e.message,
+        })?;
+    let mut report = prepared.done;
+    let mut first_refusal = None;
+    let requests = prepared.requests.len();
+    let mut refused = 0;
+    for r in &prepared.requests {
+        match exporter.send(r).await {
+            Ok(()) => report.sent += r.points,
+            Err(crate::ExportError::Permanent { reason, message }) => {
+                refused += 1;
+                report.dropped.push((reason, r.points));
+                first_refusal.get_or_insert(crate::ExportError::Permanent { reason, message });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match first_refusal {
+        Some(e) if refused == requests && report.sent == 0 => Err(e),
+        _ => Ok(report),
+    }
+}

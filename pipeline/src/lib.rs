@@ -22,9 +22,9 @@ pub mod gpu;
 pub mod lookup;
 pub mod ratelimit;
 pub mod runner;
+pub mod self_metrics;
 mod sender;
 mod series;
-pub mod self_metrics;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;
@@ -34,12 +34,12 @@ pub use batch::{
     count_data_points, kind_of, metric_data_points, remove_attr, upsert_str,
 };
 pub use component::{
-    BoxFuture, ComponentId, ExportError, ExportReport, Exporter, Processor, Receiver,
-    ReceiverContext, ReceiverError,
+    BoxFuture, ComponentId, ExportError, ExportReport, Exporter, PrepareError, Prepared, Processor,
+    Receiver, ReceiverContext, ReceiverError, Request,
 };
+pub use self_metrics::SelfMetrics;
 pub use sender::{PipelineSender, SendError};
 pub use series::SeriesKey;
-pub use self_metrics::SelfMetrics;
 
 /// An error and its sources on one line: `error: cause: cause`.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

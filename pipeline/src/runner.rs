@@ -1,6 +1,7 @@
-//! The pipeline task: takes batches from the pipeline's bounded channel, runs the processors
-//! in order, batches, and fans each batch out to every exporter as one `Arc` (no clone per
-//! exporter). It drains and stops when every receiver's sender is gone.
+//! The pipeline task: takes batches from the pipeline's bounded channel, runs its stages in
+//! order (processors, and `batch` wherever the config lists it), and fans each batch out to
+//! every exporter as one `Arc` (no clone per exporter). It drains and stops when every
+//! receiver's sender is gone.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -54,14 +55,62 @@ pub fn pipeline_channel(
     (tx, rx)
 }
 
-/// One pipeline: processors, an optional batcher, and the exporters it fans out to.
+/// One step of a pipeline, in the order of its `processors` list.
+pub enum Stage {
+    /// A processor object (one instance per pipeline).
+    Process(Box<dyn Processor>),
+    /// The `batch` processor: holds points until `send_batch_size` are pending or `timeout`
+    /// has passed since the first, then passes them on to the stages after it as one batch.
+    Batch(BatcherConfig),
+}
+
+impl std::fmt::Debug for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stage::Process(_) => f.write_str("Process(..)"),
+            Stage::Batch(c) => f.debug_tuple("Batch").field(c).finish(),
+        }
+    }
+}
+
+/// A stage and its running state.
+enum Running {
+    Process {
+        processor: Box<dyn Processor>,
+        next_flush: Option<Instant>,
+    },
+    Batch {
+        config: BatcherConfig,
+        pending: Option<MetricBatch>,
+        deadline: Option<Instant>,
+    },
+}
+
+impl Running {
+    /// When this stage next wants the pipeline's attention.
+    fn due(&self) -> Option<Instant> {
+        match self {
+            Running::Process { next_flush, .. } => *next_flush,
+            Running::Batch { deadline, .. } => *deadline,
+        }
+    }
+
+    fn held(&self) -> u64 {
+        match self {
+            Running::Batch {
+                pending: Some(p), ..
+            } => p.data_points() as u64,
+            _ => 0,
+        }
+    }
+}
+
+/// One pipeline: its stages (processors and batching, in config order) and the exporters it
+/// fans out to.
 pub struct Pipeline {
     name: Arc<str>,
-    processors: Vec<Box<dyn Processor>>,
-    batcher: Option<BatcherConfig>,
+    stages: Vec<Running>,
     exporters: Vec<ExporterHandle>,
-    pending: Option<MetricBatch>,
-    deadline: Option<Instant>,
     /// The input, held here so that an aborted or panicking pipeline can count what it held.
     input: Option<mpsc::Receiver<MetricBatch>>,
     dropped: Counter,
@@ -71,8 +120,7 @@ impl Pipeline {
     /// A pipeline named `name`.
     pub fn new(
         name: Arc<str>,
-        processors: Vec<Box<dyn Processor>>,
-        batcher: Option<BatcherConfig>,
+        stages: Vec<Stage>,
         exporters: Vec<ExporterHandle>,
         telemetry: &SelfMetrics,
     ) -> Self {
@@ -81,29 +129,36 @@ impl Pipeline {
             "Data points a pipeline held when it was aborted or failed, by reason.",
             &[("pipeline", &name), ("reason", "aborted")],
         );
+        let now = Instant::now();
+        let stages = stages
+            .into_iter()
+            .map(|s| match s {
+                Stage::Process(processor) => Running::Process {
+                    next_flush: processor.flush_interval().map(|i| now + i),
+                    processor,
+                },
+                Stage::Batch(config) => Running::Batch {
+                    config,
+                    pending: None,
+                    deadline: None,
+                },
+            })
+            .collect();
         Self {
             name,
-            processors,
-            batcher,
+            stages,
             exporters,
-            pending: None,
-            deadline: None,
             input: None,
             dropped,
         }
     }
 
-    /// Runs until `input` is closed and drained, then flushes everything it holds.
+    /// Runs until `input` is closed and drained, then flushes everything it holds, stage by
+    /// stage in order (so what an earlier stage flushes passes through the later ones).
     pub async fn run(mut self, input: mpsc::Receiver<MetricBatch>) {
         self.input = Some(input);
-        let mut next_flush: Vec<Option<Instant>> = self
-            .processors
-            .iter()
-            .map(|p| p.flush_interval().map(|i| Instant::now() + i))
-            .collect();
         loop {
-            let flush_due = next_flush.iter().flatten().min().copied();
-            let batch_due = self.deadline;
+            let due = self.stages.iter().filter_map(Running::due).min();
             let Some(input) = self.input.as_mut() else {
                 break;
             };
@@ -112,73 +167,93 @@ impl Pipeline {
                     Some(batch) => self.ingest(batch, 0).await,
                     None => break,
                 },
-                _ = sleep_until_opt(batch_due) => self.emit_pending().await,
-                _ = sleep_until_opt(flush_due) => {
+                _ = sleep_until_opt(due) => {
                     let now = Instant::now();
-                    for (i, next) in next_flush.iter_mut().enumerate() {
-                        if next.is_some_and(|t| t <= now) {
-                            *next = self.processors[i].flush_interval().map(|d| now + d);
-                            self.flush_processor(i).await;
+                    for i in 0..self.stages.len() {
+                        if self.stages[i].due().is_some_and(|t| t <= now) {
+                            self.flush_stage(i, Some(now)).await;
                         }
                     }
                 }
             }
         }
         self.input = None;
-        for i in 0..self.processors.len() {
-            self.flush_processor(i).await;
+        for i in 0..self.stages.len() {
+            self.flush_stage(i, None).await;
         }
-        self.emit_pending().await;
         debug!(pipeline = %self.name, "pipeline drained");
     }
 
-    async fn flush_processor(&mut self, i: usize) {
-        if let Some(out) = self.processors[i].flush(SystemTime::now()) {
+    /// Flushes stage `i` (a processor's state, a batch's pending points) into the stages
+    /// after it; `now` schedules the next periodic flush (`None` at the final drain).
+    async fn flush_stage(&mut self, i: usize, now: Option<Instant>) {
+        let out = match &mut self.stages[i] {
+            Running::Process {
+                processor,
+                next_flush,
+            } => {
+                *next_flush = now.and_then(|n| processor.flush_interval().map(|d| n + d));
+                processor.flush(SystemTime::now())
+            }
+            Running::Batch {
+                pending, deadline, ..
+            } => {
+                *deadline = None;
+                pending.take()
+            }
+        };
+        if let Some(out) = out {
             self.ingest(out, i + 1).await;
         }
     }
 
-    /// Runs `batch` through processors `from..`, then into the batcher or straight out.
+    /// Runs `batch` through stages `from..`, then out to the exporters; a batch stage that
+    /// is not full yet keeps it.
     async fn ingest(&mut self, mut batch: MetricBatch, from: usize) {
-        for p in &mut self.processors[from..] {
-            p.process(&mut batch);
-            if batch.is_empty() {
-                return;
+        let mut i = from;
+        while let Some(stage) = self.stages.get_mut(i) {
+            match stage {
+                Running::Process { processor, .. } => {
+                    processor.process(&mut batch);
+                    if batch.is_empty() {
+                        return;
+                    }
+                }
+                Running::Batch {
+                    config,
+                    pending,
+                    deadline,
+                } => {
+                    match pending {
+                        Some(p) => p.append(batch),
+                        None => {
+                            *deadline = Some(Instant::now() + config.timeout);
+                            *pending = Some(batch);
+                        }
+                    }
+                    if !pending
+                        .as_ref()
+                        .is_some_and(|p| p.data_points() >= config.send_batch_size)
+                    {
+                        return;
+                    }
+                    *deadline = None;
+                    match pending.take() {
+                        Some(full) => batch = full,
+                        None => return,
+                    }
+                }
             }
+            i += 1;
         }
-        let Some(cfg) = &self.batcher else {
-            fan_out(&self.exporters, batch).await;
-            return;
-        };
-        let full = cfg.send_batch_size;
-        match &mut self.pending {
-            Some(p) => p.append(batch),
-            None => {
-                self.deadline = Some(Instant::now() + cfg.timeout);
-                self.pending = Some(batch);
-            }
-        }
-        if self
-            .pending
-            .as_ref()
-            .is_some_and(|p| p.data_points() >= full)
-        {
-            self.emit_pending().await;
-        }
-    }
-
-    async fn emit_pending(&mut self) {
-        self.deadline = None;
-        if let Some(batch) = self.pending.take() {
-            fan_out(&self.exporters, batch).await;
-        }
+        fan_out(&self.exporters, batch).await;
     }
 }
 
 impl Drop for Pipeline {
     /// An aborted or panicking pipeline still counts the data it held.
     fn drop(&mut self) {
-        let mut lost = self.pending.take().map_or(0, |p| p.data_points() as u64);
+        let mut lost: u64 = self.stages.iter().map(Running::held).sum();
         if let Some(input) = self.input.as_mut() {
             input.close();
             while let Ok(batch) = input.try_recv() {
@@ -212,16 +287,22 @@ mod tests {
     use super::*;
     use crate::driver::{DriverConfig, spawn_exporter};
     use crate::fixtures;
-    use crate::{BoxFuture, ExportError, ExportReport, Exporter};
+    use crate::{BoxFuture, ExportError, ExportReport, Exporter, PrepareError, Prepared, Request};
     use parking_lot::Mutex;
     use tokio_util::sync::CancellationToken;
 
     #[derive(Default)]
     struct Recorder(Mutex<Vec<(usize, usize)>>);
     impl Exporter for Recorder {
-        fn export(&self, b: Arc<MetricBatch>) -> BoxFuture<'_, Result<ExportReport, ExportError>> {
-            self.0.lock().push((b.data_points(), Arc::strong_count(&b)));
-            Box::pin(async move { Ok(ExportReport::all_sent(b.data_points())) })
+        fn prepare(&self, b: &MetricBatch) -> Result<Prepared, PrepareError> {
+            self.0.lock().push((b.data_points(), 0));
+            Ok(Prepared {
+                requests: Vec::new(),
+                done: ExportReport::all_sent(b.data_points()),
+            })
+        }
+        fn send<'a>(&'a self, _: &'a Request) -> BoxFuture<'a, Result<(), ExportError>> {
+            Box::pin(async { Ok(()) })
         }
     }
 
@@ -261,8 +342,7 @@ mod tests {
         let task = tokio::spawn(
             Pipeline::new(
                 "metrics".into(),
-                vec![Box::new(AddLabel)],
-                Some(batcher),
+                vec![Stage::Process(Box::new(AddLabel)), Stage::Batch(batcher)],
                 vec![h],
                 &t,
             )
@@ -313,8 +393,7 @@ mod tests {
         );
         let (hb, jb) = spawn_exporter("b".into(), b.clone(), DriverConfig::default(), &t, stop);
         let (tx, rx) = pipeline_channel("metrics", 8, &t);
-        let task =
-            tokio::spawn(Pipeline::new("metrics".into(), vec![], None, vec![ha, hb], &t).run(rx));
+        let task = tokio::spawn(Pipeline::new("metrics".into(), vec![], vec![ha, hb], &t).run(rx));
         tx.send(one_point()).await.expect("open");
         drop(tx);
         task.await.expect("pipeline");
@@ -333,7 +412,7 @@ mod tests {
         };
         let (tx, rx) = pipeline_channel("metrics", 8, &t);
         let task = tokio::spawn(
-            Pipeline::new("metrics".into(), vec![], Some(batcher), vec![], &t).run(rx),
+            Pipeline::new("metrics".into(), vec![Stage::Batch(batcher)], vec![], &t).run(rx),
         );
         tx.send(one_point()).await.expect("open");
         tokio::time::sleep(Duration::from_millis(10)).await; // the batcher now holds it

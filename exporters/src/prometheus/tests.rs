@@ -1,5 +1,4 @@
 use std::io::{Read, Write};
-use std::sync::Arc;
 use std::time::Duration;
 
 use vla_pipeline::fixtures;
@@ -91,10 +90,14 @@ vla_inference_requests_total{instance=\"pod-1\",job=\"vla-api\",model=\"a\\\"b\\
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_the_latest_values_over_a_real_socket() {
     let exp = exporter(&no_scope());
-    let report = exp.export(Arc::new(batch(70.0))).await.unwrap();
+    let report = vla_pipeline::fixtures::export_once(&exp, &batch(70.0))
+        .await
+        .unwrap();
     assert_eq!(report.sent, 4);
     assert_eq!(report.dropped, vec![("delta_temporality", 1)]);
-    exp.export(Arc::new(batch(71.5))).await.unwrap();
+    vla_pipeline::fixtures::export_once(&exp, &batch(71.5))
+        .await
+        .unwrap();
     let addr = exp.local_addr();
     let (head, body) = tokio::task::spawn_blocking(move || scrape(addr))
         .await
@@ -128,24 +131,30 @@ async fn series_expire_when_not_updated() {
             &[("exporter", "prometheus")],
         )
     };
-    exp.export(Arc::new(MetricBatch::new(
-        "otlp".into(),
-        vec![fixtures::resource(
-            "api",
-            vec![fixtures::gauge("old", "", &[(1.0, &[])])],
-        )],
-    )))
+    vla_pipeline::fixtures::export_once(
+        &exp,
+        &MetricBatch::new(
+            "otlp".into(),
+            vec![fixtures::resource(
+                "api",
+                vec![fixtures::gauge("old", "", &[(1.0, &[])])],
+            )],
+        ),
+    )
     .await
     .unwrap();
     assert!(exp.render().contains("old{job=\"api\"} 1\n"));
     tokio::time::sleep(Duration::from_millis(120)).await;
-    exp.export(Arc::new(MetricBatch::new(
-        "otlp".into(),
-        vec![fixtures::resource(
-            "api",
-            vec![fixtures::gauge("new", "", &[(2.0, &[])])],
-        )],
-    )))
+    vla_pipeline::fixtures::export_once(
+        &exp,
+        &MetricBatch::new(
+            "otlp".into(),
+            vec![fixtures::resource(
+                "api",
+                vec![fixtures::gauge("new", "", &[(2.0, &[])])],
+            )],
+        ),
+    )
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(120)).await;
@@ -177,10 +186,13 @@ async fn no_recorded_value_removes_the_series_and_const_labels_do_not_override()
     };
     let exp = exporter(&config);
     let mut g = fixtures::gauge("g", "", &[(1.0, &[])]);
-    exp.export(Arc::new(MetricBatch::new(
-        "otlp".into(),
-        vec![fixtures::resource("api", vec![g.clone()])],
-    )))
+    vla_pipeline::fixtures::export_once(
+        &exp,
+        &MetricBatch::new(
+            "otlp".into(),
+            vec![fixtures::resource("api", vec![g.clone()])],
+        ),
+    )
     .await
     .unwrap();
     assert_eq!(
@@ -190,10 +202,10 @@ async fn no_recorded_value_removes_the_series_and_const_labels_do_not_override()
     if let Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Gauge(g)) = &mut g.data {
         g.data_points[0].flags = 1;
     }
-    exp.export(Arc::new(MetricBatch::new(
-        "otlp".into(),
-        vec![fixtures::resource("api", vec![g])],
-    )))
+    vla_pipeline::fixtures::export_once(
+        &exp,
+        &MetricBatch::new("otlp".into(), vec![fixtures::resource("api", vec![g])]),
+    )
     .await
     .unwrap();
     assert_eq!(exp.render(), "");
@@ -214,8 +226,9 @@ y_total{job=\"a\"} 1
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn colliding_metrics_render_one_type_per_family() {
     let exp = exporter(&no_scope());
-    let report = exp
-        .export(Arc::new(MetricBatch::new(
+    let report = vla_pipeline::fixtures::export_once(
+        &exp,
+        &MetricBatch::new(
             "otlp".into(),
             vec![fixtures::resource(
                 "a",
@@ -227,23 +240,26 @@ async fn colliding_metrics_render_one_type_per_family() {
                     fixtures::cumulative_sum("y.total", "", true, &[(2.0, &[])]),
                 ],
             )],
-        )))
-        .await
-        .unwrap();
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.sent, 2);
     assert_eq!(report.dropped, vec![("name_collision", 3)]);
     assert_eq!(exp.render(), COLLISION_EXPECTED);
     // A later batch with only the gauge changes nothing: the histogram keeps the name.
-    let report = exp
-        .export(Arc::new(MetricBatch::new(
+    let report = vla_pipeline::fixtures::export_once(
+        &exp,
+        &MetricBatch::new(
             "otlp".into(),
             vec![fixtures::resource(
                 "a",
                 vec![fixtures::gauge("x", "", &[(1.0, &[])])],
             )],
-        )))
-        .await
-        .unwrap();
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.sent, 0);
     assert_eq!(report.dropped, vec![("name_collision", 1)]);
     let addr = exp.local_addr();

@@ -29,16 +29,13 @@
 //! they reach the exporter (`vla-collector validate` warns when a remote-write pipeline has
 //! none).
 //!
-//! One `export` call is one attempt: the batch is translated, its series split into `shards`
-//! groups by a stable hash of their labels (so one series always goes through the same
-//! sender and its samples stay in order), each shard's series cut into requests of at most
-//! `max_samples_per_send` samples; shards are sent concurrently, a shard's requests one after
-//! the other. 2xx is success; 5xx, 429 (with its `Retry-After`), timeouts and transport errors
-//! are retryable; other 4xx are permanent: a request the endpoint refuses is counted as
-//! dropped with its status (the whole batch through the driver when every request was refused)
-//! and the response excerpt is logged, rate-limited. When an attempt fails part-way, the
-//! requests not yet delivered are kept, encoded, and a retry of the same batch sends exactly
-//! those.
+//! `prepare` translates the batch, splits its series into `shards` groups by a stable hash of
+//! their labels (so one series always goes through the same sender and its samples stay in
+//! order) and cuts each shard into requests of at most `max_samples_per_send` samples: one
+//! driver lane per shard. `send` POSTs one request: 2xx is success; 5xx, 429 (with its
+//! `Retry-After`), timeouts and transport errors are retryable (the driver retries exactly
+//! that request); other 4xx are permanent: the request's points are counted dropped with the
+//! status and the response excerpt is logged.
 //!
 //! Delta sums and histograms are not sent (they are reported dropped with reason
 //! `delta_temporality` until a `delta_to_cumulative` processor exists); neither are
@@ -55,14 +52,15 @@ mod config;
 mod encode;
 pub mod proto;
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use vla_pipeline::ratelimit::LogLimiter;
 use vla_pipeline::self_metrics::Counter;
 use vla_pipeline::{
-    BoxFuture, ComponentId, ExportError, ExportReport, Exporter, MetricBatch, SelfMetrics,
+    BoxFuture, ComponentId, ExportError, ExportReport, Exporter, MetricBatch, PrepareError,
+    Prepared, Request, SelfMetrics,
 };
 
 pub use client::{USER_AGENT, parse_retry_after};
@@ -167,37 +165,6 @@ impl BatchEncoder {
     }
 }
 
-/// A batch whose attempt failed part-way: what is left to send, kept encoded, so that a retry
-/// of the same batch sends exactly the rest (never re-encoding, which could differ once the
-/// translator's caches have moved on).
-struct Resume {
-    batch: Weak<MetricBatch>,
-    /// Per shard, the requests not yet delivered or refused, in send order.
-    shards: Vec<Vec<EncodedRequest>>,
-    /// The translation's report of the batch.
-    report: ExportReport,
-    /// Samples in the whole batch.
-    samples: u64,
-    /// What the endpoint refused so far, carried over to the attempt that finishes the batch.
-    refused: Refused,
-}
-
-/// Samples an endpoint refused with a non-retryable status, and the first refusal.
-#[derive(Debug, Default, Clone)]
-struct Refused {
-    samples: u64,
-    first: Option<(&'static str, String)>,
-}
-
-/// How one shard's requests went.
-struct ShardOutcome {
-    refused: Refused,
-    /// The retryable failure that stopped the shard, if any.
-    retryable: Option<ExportError>,
-    /// The requests left to send after that failure (the failed one first).
-    remaining: Vec<EncodedRequest>,
-}
-
 /// Self-metrics of one remote-write exporter.
 struct Metrics {
     samples_sent: Counter,
@@ -218,11 +185,9 @@ pub struct PrometheusRemoteWriteExporter {
     id: ComponentId,
     client: Client,
     encoder: Mutex<BatchEncoder>,
-    resume: Mutex<Option<Resume>>,
     metrics: Metrics,
     delta_log: LogLimiter,
     collision_log: LogLimiter,
-    refused_log: LogLimiter,
 }
 
 impl std::fmt::Debug for PrometheusRemoteWriteExporter {
@@ -274,20 +239,18 @@ impl PrometheusRemoteWriteExporter {
             id,
             client,
             encoder: Mutex::new(BatchEncoder::new(config)),
-            resume: Mutex::new(None),
             metrics,
             delta_log: LogLimiter::new(Duration::from_secs(60)),
             collision_log: LogLimiter::new(Duration::from_secs(60)),
-            refused_log: LogLimiter::default(),
         })
     }
 
-    fn encode(&self, batch: &MetricBatch) -> Result<EncodedBatch, ExportError> {
+    fn encode(&self, batch: &MetricBatch) -> Result<EncodedBatch, PrepareError> {
         let encoded = self
             .encoder
             .lock()
             .encode(batch)
-            .map_err(|e| ExportError::Permanent {
+            .map_err(|e| PrepareError {
                 reason: "encode_error",
                 message: format!("snappy compression failed: {e}"),
             })?;
@@ -310,119 +273,67 @@ impl PrometheusRemoteWriteExporter {
         Ok(encoded)
     }
 
-    async fn send_shard(&self, requests: Vec<EncodedRequest>) -> ShardOutcome {
-        let mut out = ShardOutcome {
-            refused: Refused::default(),
-            retryable: None,
-            remaining: Vec::new(),
-        };
-        let mut requests = requests.into_iter();
-        while let Some(req) = requests.next() {
-            let (class, result) = self.client.send(req.body.clone()).await;
-            self.metrics.request(class);
-            match result {
-                Ok(()) => self.metrics.samples_sent.add(req.samples as u64),
-                Err(ExportError::Permanent { reason, message }) => {
-                    // The endpoint refused this request's data; retrying cannot help, so it
-                    // is counted and the shard goes on.
-                    self.metrics.samples_refused.add(req.samples as u64);
-                    out.refused.samples += req.samples as u64;
-                    out.refused.first.get_or_insert((reason, message));
-                }
-                Err(e) => {
-                    out.retryable = Some(e);
-                    out.remaining = std::iter::once(req).chain(requests).collect();
-                    return out;
-                }
-            }
-        }
-        out
+    /// The batch's requests for the driver: lane = shard, each request carrying its share
+    /// of the batch's points.
+    fn prepare_batch(&self, batch: &MetricBatch) -> Result<Prepared, PrepareError> {
+        let encoded = self.encode(batch)?;
+        Ok(encoded.into_prepared())
     }
 
-    async fn export_batch(&self, batch: Arc<MetricBatch>) -> Result<ExportReport, ExportError> {
-        let resumed = {
-            let mut resume = self.resume.lock();
-            match resume.take() {
-                // Only a live batch can match: a dead one's address may have been reused.
-                Some(r) if r.batch.upgrade().is_some_and(|b| Arc::ptr_eq(&b, &batch)) => Some(r),
-                _ => None,
-            }
-        };
-        let (shards, mut report, samples, mut refused) = match resumed {
-            Some(r) => (r.shards, r.report, r.samples, r.refused),
-            None => {
-                let e = self.encode(&batch)?;
-                (e.shards, e.report, e.samples, Refused::default())
-            }
-        };
-        let outcomes =
-            futures_util::future::join_all(shards.into_iter().map(|r| self.send_shard(r))).await;
-        let mut retryable = None;
-        let mut remaining = Vec::with_capacity(outcomes.len());
-        for o in outcomes {
-            remaining.push(o.remaining);
-            refused.samples += o.refused.samples;
-            if refused.first.is_none() {
-                refused.first = o.refused.first;
-            }
-            if retryable.is_none() {
-                retryable = o.retryable;
-            }
+    async fn send_request(&self, request: &Request) -> Result<(), ExportError> {
+        let (class, result) = self.client.send(request.payload.clone()).await;
+        self.metrics.request(class);
+        match &result {
+            Ok(()) => self.metrics.samples_sent.add(request.samples),
+            Err(ExportError::Permanent { .. }) => self.metrics.samples_refused.add(request.samples),
+            Err(ExportError::Retryable { .. }) => {}
         }
-        if let Some(e) = retryable {
-            *self.resume.lock() = Some(Resume {
-                batch: Arc::downgrade(&batch),
-                shards: remaining,
-                report,
-                samples,
-                refused,
-            });
-            return Err(e);
-        }
-        let Some((reason, message)) = refused.first else {
-            return Ok(report);
-        };
-        if refused.samples >= samples {
-            // Everything was refused: the driver drops the batch under this reason and logs
-            // the endpoint's answer.
-            return Err(ExportError::Permanent { reason, message });
-        }
-        // Part of the batch was refused. Its points are estimated from the share of samples
-        // refused: one OTLP point's samples (a histogram's buckets) may travel in several
-        // requests, so an exact per-point count does not exist.
-        let refused_points = (report.sent * refused.samples)
-            .div_ceil(samples.max(1))
-            .min(report.sent);
-        report.sent -= refused_points;
-        report.dropped.push((reason, refused_points));
-        log_refused(
-            &self.id,
-            reason,
-            refused.samples,
-            &message,
-            &self.refused_log,
-        );
-        Ok(report)
+        result
     }
 }
 
-/// Logs (rate-limited) that the endpoint refused samples, with its answer.
-fn log_refused(exporter: &str, reason: &str, samples: u64, message: &str, limiter: &LogLimiter) {
-    if let Some(suppressed) = limiter.allow() {
-        tracing::error!(
-            exporter,
-            reason,
-            samples,
-            suppressed,
-            error = %message,
-            "remote write endpoint refused samples; they are dropped"
-        );
+impl EncodedBatch {
+    /// The requests for the driver, lane = shard. The batch's translated points are shared
+    /// out over the requests in proportion to their samples (one OTLP point's samples, a
+    /// histogram's buckets, may travel in several requests, so an exact per-point split does
+    /// not exist); the shares add up to exactly the points translated.
+    pub fn into_prepared(self) -> Prepared {
+        let points = self.report.sent;
+        let total = self.samples.max(1);
+        let mut done = ExportReport {
+            sent: 0,
+            dropped: self.report.dropped,
+        };
+        let mut requests = Vec::new();
+        let (mut samples_before, mut points_before) = (0u64, 0u64);
+        for (lane, shard) in self.shards.into_iter().enumerate() {
+            for r in shard {
+                samples_before += r.samples as u64;
+                let upto =
+                    (u128::from(points) * u128::from(samples_before) / u128::from(total)) as u64;
+                requests.push(Request {
+                    payload: r.body,
+                    samples: r.samples as u64,
+                    points: upto.saturating_sub(points_before),
+                    lane: lane as u32,
+                });
+                points_before = upto.max(points_before);
+            }
+        }
+        // Points that produced no sample at all (none today) count as delivered with nothing
+        // to send.
+        done.sent = points.saturating_sub(points_before);
+        Prepared { requests, done }
     }
 }
 
 impl Exporter for PrometheusRemoteWriteExporter {
-    fn export(&self, batch: Arc<MetricBatch>) -> BoxFuture<'_, Result<ExportReport, ExportError>> {
-        Box::pin(self.export_batch(batch))
+    fn prepare(&self, batch: &MetricBatch) -> Result<Prepared, PrepareError> {
+        self.prepare_batch(batch)
+    }
+
+    fn send<'a>(&'a self, request: &'a Request) -> BoxFuture<'a, Result<(), ExportError>> {
+        Box::pin(self.send_request(request))
     }
 }
 

@@ -600,7 +600,9 @@ async fn success_delivers_samples_with_reserved_and_custom_headers() {
     let server = TestServer::start(vec![]).await;
     let telemetry = SelfMetrics::new();
     let exporter = exporter_for(&server, &telemetry);
-    let report = exporter.export(Arc::new(mixed_batch())).await.unwrap();
+    let report = vla_pipeline::fixtures::export_once(&exporter, &mixed_batch())
+        .await
+        .unwrap();
     assert_eq!(report.sent, 4);
     assert_eq!(report.dropped, vec![("delta_temporality", 2)]);
     let received = server.received();
@@ -661,7 +663,7 @@ async fn server_error_is_retryable() {
     c.shards = 1;
     let exporter =
         PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &telemetry).unwrap();
-    match exporter.export(Arc::new(mixed_batch())).await {
+    match vla_pipeline::fixtures::export_once(&exporter, &mixed_batch()).await {
         Err(ExportError::Retryable {
             reason,
             retry_after,
@@ -694,7 +696,7 @@ async fn too_many_requests_carries_retry_after() {
     let exporter =
         PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &SelfMetrics::new())
             .unwrap();
-    match exporter.export(Arc::new(mixed_batch())).await {
+    match vla_pipeline::fixtures::export_once(&exporter, &mixed_batch()).await {
         Err(ExportError::Retryable {
             reason,
             retry_after,
@@ -719,7 +721,7 @@ async fn bad_request_is_permanent_with_the_body() {
     let exporter =
         PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &SelfMetrics::new())
             .unwrap();
-    match exporter.export(Arc::new(mixed_batch())).await {
+    match vla_pipeline::fixtures::export_once(&exporter, &mixed_batch()).await {
         Err(ExportError::Permanent { reason, message }) => {
             assert_eq!(reason, "http_400");
             assert!(message.contains("400 Bad Request"), "{message}");
@@ -744,39 +746,87 @@ async fn unreachable_endpoint_is_retryable() {
     let exporter =
         PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &SelfMetrics::new())
             .unwrap();
-    match exporter.export(Arc::new(mixed_batch())).await {
+    match vla_pipeline::fixtures::export_once(&exporter, &mixed_batch()).await {
         Err(ExportError::Retryable { reason, .. }) => assert_eq!(reason, "transport_error"),
         other => panic!("expected retryable, got {other:?}"),
     }
 }
 
+/// Runs `batches` through the shared driver (fast retries) until it has finished.
+async fn through_driver(
+    exporter: PrometheusRemoteWriteExporter,
+    telemetry: &SelfMetrics,
+    batches: Vec<MetricBatch>,
+) {
+    use vla_pipeline::driver::{DriverConfig, RetryPolicy, spawn_exporter};
+    let config = DriverConfig {
+        retry: RetryPolicy {
+            initial_interval: Duration::from_millis(10),
+            max_interval: Duration::from_millis(50),
+            ..RetryPolicy::default()
+        },
+        ..DriverConfig::default()
+    };
+    let (handle, worker) = spawn_exporter(
+        "prometheusremotewrite".into(),
+        Arc::new(exporter),
+        config,
+        telemetry,
+        CancellationToken::new(),
+    );
+    for b in batches {
+        handle.enqueue(Arc::new(b)).await;
+    }
+    drop(handle);
+    tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_of_the_same_batch_skips_requests_already_delivered() {
-    // Request 1 succeeds, request 2 fails; the retry must send only request 2 (and 3).
+async fn a_retry_sends_only_the_request_that_failed_and_those_after_it() {
+    // Request 1 succeeds, request 2 fails once; the driver's retry sends request 2 again,
+    // then request 3: 11 samples in requests of 4, each delivered exactly once.
     let server = TestServer::start(vec![reply(204), reply(503)]).await;
+    let telemetry = SelfMetrics::new();
     let mut c = Config::with_endpoint(server.url());
     c.shards = 1;
     c.max_samples_per_send = 4;
     let exporter =
-        PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &SelfMetrics::new())
-            .unwrap();
-    let batch = Arc::new(mixed_batch());
-    assert!(exporter.export(batch.clone()).await.is_err());
-    assert_eq!(server.received().len(), 1);
-    exporter.export(batch.clone()).await.unwrap();
-    let retried = server.received();
-    assert_eq!(retried.len(), 2, "11 samples in requests of 4: 3 requests");
-    let samples: usize = retried.iter().map(|(_, r)| r.timeseries.len()).sum();
-    assert_eq!(samples, 7);
-    // A different batch starts from scratch.
-    exporter.export(Arc::new(mixed_batch())).await.unwrap();
-    assert_eq!(server.received().len(), 3);
+        PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &telemetry).unwrap();
+    through_driver(exporter, &telemetry, vec![mixed_batch()]).await;
+    let received = server.received();
+    assert_eq!(received.len(), 3, "one request per 4 samples, none twice");
+    let mut series: Vec<String> = all_series_of(&received);
+    let n = series.len();
+    series.dedup();
+    assert_eq!((n, series.len()), (11, 11), "no sample delivered twice");
+    let id = ("exporter", "prometheusremotewrite");
+    assert_eq!(
+        telemetry.value("vla_collector_exporter_sent_data_points_total", &[id]),
+        Some(4)
+    );
+    assert_eq!(
+        telemetry.value("vla_collector_remote_write_samples_sent_total", &[id]),
+        Some(11)
+    );
+}
+
+/// Every received series as text, sorted.
+fn all_series_of(received: &[(HeaderMap, WriteRequest)]) -> Vec<String> {
+    let mut out: Vec<String> = received
+        .iter()
+        .flat_map(|(_, r)| r.timeseries.iter().map(|t| format!("{:?}", t.labels)))
+        .collect();
+    out.sort();
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_request_stays_counted_when_a_retry_finishes_the_batch() {
-    // Request 1 is refused (400), request 2 fails (503); the retry delivers 2 and 3. The
-    // refused samples must not turn into "sent" on that retry.
+async fn a_refused_request_stays_dropped_while_the_rest_of_the_batch_is_retried() {
+    // Request 1 is refused (400), request 2 fails (503) once; the retry delivers 2 and 3. The
+    // refused request's points are counted dropped, every other point sent.
     let server = TestServer::start(vec![
         Reply {
             body: "out of order sample",
@@ -791,40 +841,64 @@ async fn a_refused_request_stays_counted_when_a_retry_finishes_the_batch() {
     c.max_samples_per_send = 4;
     let exporter =
         PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &telemetry).unwrap();
-    let batch = Arc::new(mixed_batch());
-    let points = batch.data_points() as u64;
-    assert!(matches!(
-        exporter.export(batch.clone()).await,
-        Err(ExportError::Retryable { .. })
-    ));
-    let report = exporter.export(batch.clone()).await.unwrap();
+    let batch = mixed_batch();
+    let points = batch.data_points() as i64;
+    through_driver(exporter, &telemetry, vec![batch]).await;
     let delivered = server.received();
     assert_eq!(delivered.len(), 2, "requests 2 and 3, each delivered once");
     let delivered_samples: usize = delivered.iter().map(|(_, r)| r.timeseries.len()).sum();
     assert_eq!(delivered_samples, 7);
-    let refused: u64 = report
-        .dropped
-        .iter()
-        .filter(|(r, _)| *r == "http_400")
-        .map(|(_, n)| n)
-        .sum();
-    assert!(refused > 0 && refused < points, "{report:?}");
-    let all_dropped: u64 = report.dropped.iter().map(|(_, n)| n).sum();
-    assert_eq!(report.sent + all_dropped, points, "{report:?}");
+    let id = ("exporter", "prometheusremotewrite");
+    let dropped = |reason: &str| {
+        telemetry
+            .value(
+                "vla_collector_exporter_dropped_data_points_total",
+                &[id, ("reason", reason)],
+            )
+            .unwrap_or(0)
+    };
+    let sent = telemetry
+        .value("vla_collector_exporter_sent_data_points_total", &[id])
+        .unwrap_or(0);
+    let refused = dropped("http_400");
+    assert!(
+        refused > 0 && refused < points,
+        "refused {refused} of {points}"
+    );
+    assert_eq!(sent + refused + dropped("delta_temporality"), points);
     assert_eq!(
-        telemetry.value(
-            "vla_collector_remote_write_samples_refused_total",
-            &[("exporter", "prometheusremotewrite")]
-        ),
+        telemetry.value("vla_collector_remote_write_samples_refused_total", &[id]),
         Some(4)
     );
     assert_eq!(
-        telemetry.value(
-            "vla_collector_remote_write_samples_sent_total",
-            &[("exporter", "prometheusremotewrite")]
-        ),
+        telemetry.value("vla_collector_remote_write_samples_sent_total", &[id]),
         Some(7)
     );
+}
+
+#[test]
+fn prepared_requests_share_out_exactly_the_translated_points() {
+    let mut c = Config::with_endpoint("http://127.0.0.1:1/api/v1/write");
+    c.shards = 3;
+    c.max_samples_per_send = 2;
+    let mut encoder = BatchEncoder::new(&c);
+    let encoded = encoder.encode(&mixed_batch()).unwrap();
+    let translated = encoded.report.sent;
+    let samples = encoded.samples;
+    let prepared = encoded.into_prepared();
+    let points: u64 = prepared.requests.iter().map(|r| r.points).sum();
+    assert_eq!(points + prepared.done.sent, translated);
+    assert_eq!(
+        prepared.requests.iter().map(|r| r.samples).sum::<u64>(),
+        samples
+    );
+    assert!(
+        prepared
+            .requests
+            .iter()
+            .all(|r| r.samples <= 2 && r.lane < 3)
+    );
+    assert_eq!(prepared.done.dropped, vec![("delta_temporality", 2)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -878,14 +952,16 @@ async fn driver_retries_5xx_then_delivers_once_and_drops_400_counted() {
             "vla_collector_exporter_dropped_data_points_total",
             &[id, ("reason", "http_400")]
         ),
-        Some(6)
+        Some(4),
+        "the refused request carried the second batch's 4 translated points"
     );
     assert_eq!(
         v(
             "vla_collector_exporter_dropped_data_points_total",
             &[id, ("reason", "delta_temporality")]
         ),
-        Some(2)
+        Some(4),
+        "each batch's 2 delta points, dropped while preparing"
     );
     assert_eq!(
         v("vla_collector_exporter_sent_data_points_total", &[id]),

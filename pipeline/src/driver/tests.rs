@@ -5,16 +5,17 @@ use rand::SeedableRng;
 
 use super::*;
 use crate::fixtures;
-use crate::{BoxFuture, ExportReport};
+use crate::{BoxFuture, ExportReport, PrepareError, Prepared};
 
-/// An exporter that answers from a script and records when each attempt happened.
+/// An exporter that prepares each batch as one request, answers sends from a script and
+/// records when each attempt happened.
 struct Scripted {
-    script: Mutex<VecDeque<Result<ExportReport, ExportError>>>,
+    script: Mutex<VecDeque<Result<(), ExportError>>>,
     attempts: Mutex<Vec<tokio::time::Instant>>,
 }
 
 impl Scripted {
-    fn new(script: Vec<Result<ExportReport, ExportError>>) -> Arc<Self> {
+    fn new(script: Vec<Result<(), ExportError>>) -> Arc<Self> {
         Arc::new(Self {
             script: Mutex::new(script.into()),
             attempts: Mutex::new(Vec::new()),
@@ -22,19 +23,30 @@ impl Scripted {
     }
 }
 
+fn one_request(b: &MetricBatch) -> Prepared {
+    Prepared {
+        requests: vec![Request {
+            payload: bytes::Bytes::new(),
+            samples: b.data_points() as u64,
+            points: b.data_points() as u64,
+            lane: 0,
+        }],
+        done: ExportReport::default(),
+    }
+}
+
 impl Exporter for Scripted {
-    fn export(&self, b: Arc<MetricBatch>) -> BoxFuture<'_, Result<ExportReport, ExportError>> {
+    fn prepare(&self, b: &MetricBatch) -> Result<Prepared, PrepareError> {
+        Ok(one_request(b))
+    }
+    fn send<'a>(&'a self, _: &'a Request) -> BoxFuture<'a, Result<(), ExportError>> {
         self.attempts.lock().push(tokio::time::Instant::now());
-        let next = self
-            .script
-            .lock()
-            .pop_front()
-            .unwrap_or_else(|| Ok(ExportReport::all_sent(b.data_points())));
+        let next = self.script.lock().pop_front().unwrap_or(Ok(()));
         Box::pin(async move { next })
     }
 }
 
-fn retryable(retry_after: Option<Duration>) -> Result<ExportReport, ExportError> {
+fn retryable(retry_after: Option<Duration>) -> Result<(), ExportError> {
     Err(ExportError::Retryable {
         reason: "http_503",
         message: "unavailable".into(),
@@ -257,7 +269,10 @@ async fn retry_after_zero_still_backs_off() {
 /// An exporter whose export never finishes.
 struct Hangs;
 impl Exporter for Hangs {
-    fn export(&self, _: Arc<MetricBatch>) -> BoxFuture<'_, Result<ExportReport, ExportError>> {
+    fn prepare(&self, b: &MetricBatch) -> Result<Prepared, PrepareError> {
+        Ok(one_request(b))
+    }
+    fn send<'a>(&'a self, _: &'a Request) -> BoxFuture<'a, Result<(), ExportError>> {
         Box::pin(std::future::pending())
     }
 }
@@ -296,4 +311,131 @@ async fn an_aborted_worker_counts_what_it_held() {
     join.abort();
     assert!(join.await.expect_err("aborted").is_cancelled());
     assert_eq!(counter(&t, DROPPED, Some("shutdown")), Some(7));
+}
+
+/// Prepares a batch into fixed requests (payload = request number) over two lanes, some
+/// points handled while preparing; answers each payload's sends from a per-payload script.
+struct Lanes {
+    script: Mutex<HashMap<u8, VecDeque<Result<(), ExportError>>>>,
+    sends: Mutex<Vec<u8>>,
+}
+
+impl Exporter for Lanes {
+    fn prepare(&self, _: &MetricBatch) -> Result<Prepared, PrepareError> {
+        let req = |n: u8, points: u64, lane: u32| Request {
+            payload: bytes::Bytes::from(vec![n]),
+            samples: points * 2,
+            points,
+            lane,
+        };
+        Ok(Prepared {
+            // Lane 0: 1, 2, 3; lane 1: 4, 5.
+            requests: vec![
+                req(1, 1, 0),
+                req(4, 2, 1),
+                req(2, 1, 0),
+                req(3, 1, 0),
+                req(5, 1, 1),
+            ],
+            done: ExportReport {
+                sent: 1,
+                dropped: vec![("delta_temporality", 2)],
+            },
+        })
+    }
+    fn send<'a>(&'a self, r: &'a Request) -> BoxFuture<'a, Result<(), ExportError>> {
+        let n = r.payload[0];
+        self.sends.lock().push(n);
+        let next = self
+            .script
+            .lock()
+            .get_mut(&n)
+            .and_then(VecDeque::pop_front)
+            .unwrap_or(Ok(()));
+        Box::pin(async move { next })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_exactly_the_undelivered_request_and_counts_each_request() {
+    let t = SelfMetrics::new();
+    let script = HashMap::from([
+        (2, VecDeque::from([retryable(None), retryable(None)])),
+        (
+            4,
+            VecDeque::from([Err(ExportError::Permanent {
+                reason: "http_400",
+                message: "out of order".into(),
+            })]),
+        ),
+    ]);
+    let exp = Arc::new(Lanes {
+        script: Mutex::new(script),
+        sends: Mutex::new(Vec::new()),
+    });
+    let (h, join) = spawn_exporter(
+        "x".into(),
+        exp.clone(),
+        no_jitter(),
+        &t,
+        CancellationToken::new(),
+    );
+    h.enqueue(batch(9)).await;
+    drop(h);
+    join.await.expect("worker");
+    let sends = exp.sends.lock().clone();
+    let of = |n: u8| sends.iter().filter(|&&s| s == n).count();
+    assert_eq!(
+        (of(1), of(2), of(3), of(4), of(5)),
+        (1, 3, 1, 1, 1),
+        "only request 2 is retried: {sends:?}"
+    );
+    let lane0: Vec<u8> = sends.iter().copied().filter(|n| *n <= 3).collect();
+    assert_eq!(lane0, vec![1, 2, 2, 2, 3], "a lane stays in order");
+    // 1 sent while preparing + requests 1, 2, 3 and 5; request 4 (2 points) refused.
+    assert_eq!(
+        counter(&t, "vla_collector_exporter_sent_data_points_total", None),
+        Some(5)
+    );
+    assert_eq!(counter(&t, DROPPED, Some("http_400")), Some(2));
+    assert_eq!(counter(&t, DROPPED, Some("delta_temporality")), Some(2));
+    assert_eq!(counter(&t, DROPPED, Some("unaccounted")), None);
+    assert_eq!(
+        counter(
+            &t,
+            "vla_collector_exporter_failed_attempts_total",
+            Some("http_503")
+        ),
+        Some(2)
+    );
+}
+
+/// Prepares nothing at all: the batch is refused before any request exists.
+struct Unencodable;
+impl Exporter for Unencodable {
+    fn prepare(&self, _: &MetricBatch) -> Result<Prepared, PrepareError> {
+        Err(PrepareError {
+            reason: "encode_error",
+            message: "cannot encode".into(),
+        })
+    }
+    fn send<'a>(&'a self, _: &'a Request) -> BoxFuture<'a, Result<(), ExportError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn a_batch_that_cannot_be_prepared_is_dropped_with_the_reason() {
+    let t = SelfMetrics::new();
+    let (h, join) = spawn_exporter(
+        "x".into(),
+        Arc::new(Unencodable),
+        no_jitter(),
+        &t,
+        CancellationToken::new(),
+    );
+    h.enqueue(batch(4)).await;
+    drop(h);
+    join.await.expect("worker");
+    assert_eq!(counter(&t, DROPPED, Some("encode_error")), Some(4));
 }
