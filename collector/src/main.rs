@@ -3,7 +3,7 @@
 //! ```text
 //! vla-collector [--config FILE]               run (default: the embedded configs/collector.yaml)
 //! vla-collector validate [--config FILE]      check a config; exit 2 when it has errors
-//! vla-collector components                    list the component types
+//! vla-collector components [TYPE]             list the component types, or show one's example
 //! ```
 //!
 //! Logs go to stderr, configured by `service.telemetry.logs` (`RUST_LOG` overrides the level).
@@ -47,16 +47,39 @@ struct Cli {
 enum Command {
     /// Check the config without starting anything; list every problem (exit 2 on errors).
     Validate,
-    /// List the receiver, processor and exporter types this build knows.
-    Components,
+    /// List the receiver, processor and exporter types this build knows; with a type, print
+    /// its documented example config.
+    Components {
+        /// A component type, e.g. `otlp` or `customer_tier`.
+        #[arg(value_name = "TYPE")]
+        ty: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Components) => {
+        Some(Command::Components { ty: None }) => {
             for kind in Kind::ALL {
                 println!("{}: {}", kind.section(), kind.types().join(", "));
+            }
+            ExitCode::SUCCESS
+        }
+        Some(Command::Components { ty: Some(ty) }) => {
+            let found: Vec<_> = config::REGISTRY
+                .all()
+                .iter()
+                .filter(|t| t.name == ty)
+                .collect();
+            if found.is_empty() {
+                eprintln!("error: no component type {ty:?}; `vla-collector components` lists them");
+                return ExitCode::FAILURE;
+            }
+            for t in found {
+                println!("{}:\n  {}:", t.kind.section(), t.name);
+                for line in t.example.lines() {
+                    println!("    {line}");
+                }
             }
             ExitCode::SUCCESS
         }

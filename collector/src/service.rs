@@ -32,16 +32,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use vla_pipeline::driver::{ExporterHandle, spawn_exporter};
 use vla_pipeline::gpu::GpuSnapshots;
-use vla_pipeline::runner::{Pipeline, pipeline_channel};
+use vla_pipeline::registry::{
+    BuildContext, BuildError, BuiltReceiver, Listeners, ProcessorFactory,
+};
+use vla_pipeline::runner::{Pipeline, Stage, pipeline_channel};
 use vla_pipeline::{
-    ComponentId, Exporter, PipelineSender, Processor, Receiver, ReceiverContext, ReceiverError,
-    SelfMetrics, error_chain,
+    ComponentId, Exporter, PipelineSender, Receiver, ReceiverContext, ReceiverError, SelfMetrics,
+    error_chain,
 };
 
-use crate::build::{
-    Listeners, SharedProcessor, bind, bind_all, build_exporter, build_processor, build_receiver,
-    build_shared_processor, record,
-};
+use crate::build::{bind, bind_all, record};
 use crate::config::Config;
 use crate::health::{AppState, ComponentState, Health};
 
@@ -82,7 +82,7 @@ pub enum StartError {
         id: ComponentId,
         /// Why.
         #[source]
-        source: vla_receivers::ReceiverBuildError,
+        source: BuildError,
     },
     /// A processor could not be built (its lookup file did not load).
     #[error("cannot build processor {id}")]
@@ -91,7 +91,7 @@ pub enum StartError {
         id: ComponentId,
         /// Why.
         #[source]
-        source: vla_processors::customer_tier::TierError,
+        source: BuildError,
     },
     /// An exporter could not be built.
     #[error("cannot build exporter {id}")]
@@ -100,7 +100,7 @@ pub enum StartError {
         id: ComponentId,
         /// Why.
         #[source]
-        source: vla_exporters::ExporterBuildError,
+        source: BuildError,
     },
 }
 
@@ -210,15 +210,22 @@ impl RunningCollector {
         // 2. Component objects: lookup tables first (a customer file that does not load fails
         // here, before anything runs), then exporters and receivers.
         let gpus = GpuSnapshots::new();
-        let mut shared: BTreeMap<ComponentId, SharedProcessor> = BTreeMap::new();
+        let ctx = |id, listeners| BuildContext {
+            id,
+            self_metrics: &telemetry,
+            gpus: &gpus,
+            listeners,
+        };
+        let mut processors: BTreeMap<ComponentId, Box<dyn ProcessorFactory>> = BTreeMap::new();
         for (id, pc) in &config.processors {
-            match build_shared_processor(id, pc, &telemetry) {
-                Ok(Some(sp)) => {
-                    health.set("processor", id, ComponentState::Running);
-                    health.attach_source("processor", id, sp.status());
-                    shared.insert(id.clone(), sp);
+            match pc.build_processor(ctx(id, Listeners::new())) {
+                Ok(factory) => {
+                    if let Some(status) = factory.status() {
+                        health.set("processor", id, ComponentState::Running);
+                        health.attach_source("processor", id, status);
+                    }
+                    processors.insert(id.clone(), factory);
                 }
-                Ok(None) => {}
                 Err(source) => {
                     return Err(StartError::Processor {
                         id: id.clone(),
@@ -230,7 +237,7 @@ impl RunningCollector {
         let mut exporters: Vec<(ComponentId, Arc<dyn Exporter>)> = Vec::new();
         for (id, ec) in &config.exporters {
             let listeners = exporter_listeners.remove(id).unwrap_or_default();
-            match build_exporter(id, ec, listeners, &telemetry) {
+            match ec.build_exporter(ctx(id, listeners)) {
                 Ok(e) => exporters.push((id.clone(), e)),
                 Err(source) => {
                     for (_, e) in &exporters {
@@ -246,12 +253,12 @@ impl RunningCollector {
         let mut receivers: Vec<(ComponentId, Box<dyn Receiver>)> = Vec::new();
         for (id, rc) in &config.receivers {
             let listeners = receiver_listeners.remove(id).unwrap_or_default();
-            match build_receiver(id, rc, listeners, &telemetry, &gpus) {
-                Ok((r, status)) => {
+            match rc.build_receiver(ctx(id, listeners)) {
+                Ok(BuiltReceiver { receiver, status }) => {
                     if let Some(status) = status {
                         health.attach_source("receiver", id, status);
                     }
-                    receivers.push((id.clone(), r));
+                    receivers.push((id.clone(), receiver));
                 }
                 Err(source) => {
                     for (_, e) in &exporters {
@@ -286,26 +293,17 @@ impl RunningCollector {
         let mut pipeline_tasks = Vec::new();
         for p in &config.pipelines {
             let (tx, rx) = pipeline_channel(&p.name, PIPELINE_QUEUE_SIZE, &telemetry);
-            let processors: Vec<Box<dyn Processor>> = p
+            let stages: Vec<Stage> = p
                 .processors
                 .iter()
-                .filter_map(|id| {
-                    let pc = config.processors.get(id)?;
-                    build_processor(id, pc, shared.get(id), &gpus, &telemetry)
-                })
+                .filter_map(|id| processors.get(id).map(|f| f.stage()))
                 .collect();
             let outputs: Vec<ExporterHandle> = p
                 .exporters
                 .iter()
                 .filter_map(|id| handles.get(id).cloned())
                 .collect();
-            let pipeline = Pipeline::new(
-                p.name.clone(),
-                processors,
-                p.batch.clone(),
-                outputs,
-                &telemetry,
-            );
+            let pipeline = Pipeline::new(p.name.clone(), stages, outputs, &telemetry);
             for r in &p.receivers {
                 inputs.entry(r.clone()).or_default().push(tx.clone());
             }
@@ -319,13 +317,13 @@ impl RunningCollector {
 
         // Lookup refreshers run until the pipelines have drained.
         let stop_refreshers = CancellationToken::new();
-        let refreshers: Vec<JoinHandle<()>> = shared
+        let refreshers: Vec<JoinHandle<()>> = processors
             .iter()
-            .filter_map(|(id, sp)| {
-                let task = sp.refresher(stop_refreshers.clone())?;
+            .filter_map(|(id, f)| {
+                let task = f.refresher(stop_refreshers.clone())?;
                 Some(supervise_refresher(
                     id.clone(),
-                    sp.status(),
+                    f.status()?,
                     tokio::spawn(task),
                     stop_refreshers.clone(),
                 ))

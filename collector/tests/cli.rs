@@ -128,6 +128,51 @@ fn components_lists_the_types() {
 }
 
 #[test]
+fn components_with_a_type_prints_its_example_which_validates() {
+    let out = Command::new(BIN)
+        .args(["components", "batch"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let example = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        example,
+        "processors:\n  batch:\n    send_batch_size: 8192\n    timeout: 200ms\n"
+    );
+    // Pasted into a config, it is valid.
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "example.yaml",
+        &format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: 127.0.0.1:0 }}\n\
+             {example}exporters:\n  debug:\nservice:\n  pipelines:\n    metrics: \
+             {{ receivers: [otlp], processors: [batch], exporters: [debug] }}\n"
+        ),
+    );
+    let out = Command::new(BIN)
+        .args(["validate", "--config", &file])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = Command::new(BIN)
+        .args(["components", "bach"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no component type \"bach\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn a_port_clash_fails_the_run_with_exit_1() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();

@@ -53,16 +53,18 @@ fn the_embedded_default_is_configs_collector_yaml() {
     assert_eq!(c.telemetry.metrics.address.to_string(), "127.0.0.1:8888");
     assert_eq!(c.pipelines.len(), 1);
     assert_eq!(c.pipelines[0].exporters, vec!["prometheus".into()]);
-    assert!(c.pipelines[0].batch.is_some());
+    let last = c.pipelines[0].processors.last().unwrap();
+    assert_eq!(c.processors[last].type_name(), "batch");
 }
 
 #[test]
 fn the_remote_write_config_uses_prom_rw_url() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/collector-remote-write.yaml");
     let source = Source::file(&path).unwrap();
-    let endpoint = |c: &vla_collector::config::Config| match &c.exporters["prometheusremotewrite"] {
-        vla_collector::config::ExporterConfig::PrometheusRemoteWrite(p, _) => p.endpoint.clone(),
-        other => panic!("{other:?}"),
+    let endpoint = |c: &vla_collector::config::Config| {
+        let p: &vla_exporters::prometheus_remote_write::Config =
+            c.exporters["prometheusremotewrite"].get().unwrap();
+        p.endpoint.clone()
     };
     let default = validate(&source, &|_| None).unwrap();
     assert_eq!(endpoint(&default), "http://127.0.0.1:9090/api/v1/write");

@@ -218,6 +218,25 @@ impl Exporter for DebugExporter {
     }
 }
 
+impl vla_pipeline::registry::Component for DebugExporter {
+    const TYPE: &'static str = "debug";
+    const EXAMPLE: &'static str = "verbosity: normal   # basic | normal | detailed\n";
+    type Config = Config;
+
+    fn validate(config: &Config, path: &str) -> Vec<ConfigProblem> {
+        config.validate(path)
+    }
+}
+
+impl vla_pipeline::registry::ExporterType for DebugExporter {
+    fn build(
+        config: &Config,
+        ctx: vla_pipeline::registry::BuildContext<'_>,
+    ) -> Result<std::sync::Arc<dyn Exporter>, vla_pipeline::registry::BuildError> {
+        Ok(std::sync::Arc::new(Self::new(ctx.id.clone(), config)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

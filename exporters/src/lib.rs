@@ -30,6 +30,13 @@ pub use debug::DebugExporter;
 pub use prometheus::PrometheusExporter;
 pub use prometheus_remote_write::PrometheusRemoteWriteExporter;
 
+/// The registry table of this crate's exporter types.
+pub fn register(r: &mut impl vla_pipeline::registry::Registry) {
+    r.exporter::<DebugExporter>();
+    r.exporter::<PrometheusExporter>();
+    r.exporter::<PrometheusRemoteWriteExporter>();
+}
+
 /// Why an exporter could not be built from its (already validated) config.
 #[derive(Debug, thiserror::Error)]
 pub enum ExporterBuildError {

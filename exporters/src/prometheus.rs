@@ -552,5 +552,39 @@ impl Drop for PrometheusExporter {
     }
 }
 
+impl vla_pipeline::registry::Component for PrometheusExporter {
+    const TYPE: &'static str = "prometheus";
+    const EXAMPLE: &'static str = "\
+endpoint: 127.0.0.1:9464
+metric_expiration: 5m
+const_labels: { region: eu }
+target_info: { enabled: true }
+";
+    type Config = Config;
+
+    fn validate(config: &Config, path: &str) -> Vec<ConfigProblem> {
+        config.validate(path)
+    }
+
+    fn listen_endpoints(config: &Config) -> Vec<(&'static str, &str)> {
+        vec![("endpoint", config.endpoint.as_str())]
+    }
+}
+
+impl vla_pipeline::registry::ExporterType for PrometheusExporter {
+    fn build(
+        config: &Config,
+        mut ctx: vla_pipeline::registry::BuildContext<'_>,
+    ) -> Result<Arc<dyn Exporter>, vla_pipeline::registry::BuildError> {
+        let listener = ctx.listener("endpoint")?;
+        Ok(Arc::new(Self::new(
+            ctx.id.clone(),
+            config,
+            listener,
+            ctx.self_metrics,
+        )?))
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,7 @@ pub mod driver;
 pub mod gpu;
 pub mod lookup;
 pub mod ratelimit;
+pub mod registry;
 pub mod runner;
 pub mod self_metrics;
 mod sender;

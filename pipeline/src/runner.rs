@@ -231,9 +231,9 @@ impl Pipeline {
                             *pending = Some(batch);
                         }
                     }
-                    if !pending
+                    if pending
                         .as_ref()
-                        .is_some_and(|p| p.data_points() >= config.send_batch_size)
+                        .is_none_or(|p| p.data_points() < config.send_batch_size)
                     {
                         return;
                     }
@@ -376,6 +376,60 @@ mod tests {
                 &[("exporter", "rec")]
             ),
             Some(5)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_stage_mid_pipeline_passes_what_it_emits_through_the_later_stages() {
+        #[derive(Default)]
+        struct Seen(Arc<Mutex<Vec<usize>>>);
+        impl Processor for Seen {
+            fn process(&mut self, batch: &mut MetricBatch) {
+                self.0.lock().push(batch.data_points());
+            }
+        }
+        let t = SelfMetrics::new();
+        let rec = Arc::new(Recorder::default());
+        let (h, join) = spawn_exporter(
+            "rec".into(),
+            rec.clone(),
+            DriverConfig::default(),
+            &t,
+            CancellationToken::new(),
+        );
+        let before = Seen::default();
+        let after = Seen::default();
+        let (seen_before, seen_after) = (before.0.clone(), after.0.clone());
+        let batcher = BatcherConfig {
+            send_batch_size: 2,
+            timeout: Duration::from_secs(1),
+        };
+        let (tx, rx) = pipeline_channel("metrics", 8, &t);
+        let stages = vec![
+            Stage::Process(Box::new(before)),
+            Stage::Batch(batcher),
+            Stage::Process(Box::new(after)),
+        ];
+        let task = tokio::spawn(Pipeline::new("metrics".into(), stages, vec![h], &t).run(rx));
+        for _ in 0..3 {
+            tx.send(one_point()).await.expect("open");
+        }
+        drop(tx);
+        task.await.expect("pipeline");
+        join.await.expect("exporter");
+        assert_eq!(
+            *seen_before.lock(),
+            vec![1, 1, 1],
+            "before batching: each request"
+        );
+        assert_eq!(
+            *seen_after.lock(),
+            vec![2, 1],
+            "after: the full batch, then the rest at drain"
+        );
+        assert_eq!(
+            rec.0.lock().iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![2, 1]
         );
     }
 

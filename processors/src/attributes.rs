@@ -245,6 +245,34 @@ impl Processor for Attributes {
     }
 }
 
+impl vla_pipeline::registry::Component for Attributes {
+    const TYPE: &'static str = TYPE;
+    const EXAMPLE: &'static str = "\
+actions:
+  - { key: deployment.environment, value: prod, action: upsert }
+  - { key: customer_tier, from_attribute: tier, action: insert }
+  - { key: tier, action: delete }
+";
+    type Config = Config;
+
+    fn validate(config: &Config, path: &str) -> Vec<ConfigProblem> {
+        config.validate(path)
+    }
+}
+
+impl vla_pipeline::registry::ProcessorType for Attributes {
+    fn build(
+        config: &Config,
+        _: vla_pipeline::registry::BuildContext<'_>,
+    ) -> Result<Box<dyn vla_pipeline::registry::ProcessorFactory>, vla_pipeline::registry::BuildError>
+    {
+        let config = config.clone();
+        Ok(Box::new(vla_pipeline::registry::PerPipeline(move || {
+            Box::new(Attributes::new(&config)) as Box<dyn vla_pipeline::Processor>
+        })))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

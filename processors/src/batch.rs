@@ -1,11 +1,11 @@
 //! The `batch` processor: groups data points into larger batches before they fan out to the
 //! exporters, so remote write sends fewer, fuller requests.
 //!
-//! It follows the OpenTelemetry Collector's `batch` processor (`send_batch_size`, `timeout`),
-//! but it is not a [`vla_pipeline::Processor`] object: the pipeline task has a built-in
-//! batcher ([`vla_pipeline::runner::BatcherConfig`]) that runs after every processor. So
-//! `batch`, when present, must be the last processor of a pipeline; the collector's validation
-//! says so when it is not.
+//! It follows the OpenTelemetry Collector's `batch` processor (`send_batch_size`, `timeout`).
+//! It is a pipeline stage ([`vla_pipeline::runner::Stage::Batch`]) rather than a
+//! [`vla_pipeline::Processor`] object, because it holds data across calls and needs the
+//! pipeline's timer; it sits where the pipeline lists it (usually last), and what it emits
+//! runs through the processors after it.
 //!
 //! ```yaml
 //! processors:
@@ -22,6 +22,10 @@ use vla_pipeline::runner::BatcherConfig;
 
 /// The config `type` of this processor.
 pub const TYPE: &str = "batch";
+
+/// The `batch` processor.
+#[derive(Debug)]
+pub struct Batch;
 
 /// The `batch` processor's settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -75,6 +79,35 @@ impl Config {
 impl From<&Config> for BatcherConfig {
     fn from(c: &Config) -> Self {
         c.batcher_config()
+    }
+}
+
+impl vla_pipeline::registry::Component for Batch {
+    const TYPE: &'static str = TYPE;
+    const EXAMPLE: &'static str = "send_batch_size: 8192\ntimeout: 200ms\n";
+    type Config = Config;
+
+    fn validate(config: &Config, path: &str) -> Vec<ConfigProblem> {
+        config.validate(path)
+    }
+}
+
+impl vla_pipeline::registry::ProcessorType for Batch {
+    fn build(
+        config: &Config,
+        _: vla_pipeline::registry::BuildContext<'_>,
+    ) -> Result<Box<dyn vla_pipeline::registry::ProcessorFactory>, vla_pipeline::registry::BuildError>
+    {
+        Ok(Box::new(BatchStage(config.batcher_config())))
+    }
+}
+
+/// Makes the batch stage of each pipeline.
+struct BatchStage(BatcherConfig);
+
+impl vla_pipeline::registry::ProcessorFactory for BatchStage {
+    fn stage(&self) -> vla_pipeline::runner::Stage {
+        vla_pipeline::runner::Stage::Batch(self.0.clone())
     }
 }
 

@@ -1,10 +1,7 @@
 //! `vla-processors`: the processors of the VLA telemetry pipeline.
 //!
 //! Each processor lives in a module named after its config `type`:
-//! - [`batch`]: groups data points before they fan out to the exporters. It is not a
-//!   [`vla_pipeline::Processor`] object: the pipeline task has a built-in batcher that runs
-//!   after every processor, so the config puts `batch` last in a pipeline's `processors` list
-//!   and the collector turns it into a [`vla_pipeline::runner::BatcherConfig`].
+//! - [`batch`]: groups data points before they fan out to the exporters (a pipeline stage).
 //! - [`attributes`]: inserts, updates, upserts or deletes data-point attributes (the OpenTelemetry
 //!   Collector's `attributes` processor, for metrics).
 //! - [`customer_tier`]: adds the customer's tier (and other fields of its row) to points and
@@ -34,11 +31,11 @@ pub mod gpu_stats;
 mod pattern;
 pub mod safety_labels;
 
-/// The processor types this crate provides, as written in a config's component keys.
-pub const PROCESSOR_TYPES: &[&str] = &[
-    attributes::TYPE,
-    batch::TYPE,
-    customer_tier::TYPE,
-    gpu_stats::TYPE,
-    safety_labels::TYPE,
-];
+/// The registry table of this crate's processor types.
+pub fn register(r: &mut impl vla_pipeline::registry::Registry) {
+    r.processor::<attributes::Attributes>();
+    r.processor::<batch::Batch>();
+    r.processor::<customer_tier::CustomerTier>();
+    r.processor::<gpu_stats::GpuStats>();
+    r.processor::<safety_labels::SafetyLabels>();
+}

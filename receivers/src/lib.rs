@@ -22,3 +22,9 @@ pub mod nvml;
 pub mod otlp;
 
 pub use otlp::{OtlpReceiver, ReceiverBuildError};
+
+/// The registry table of this crate's receiver types.
+pub fn register(r: &mut impl vla_pipeline::registry::Registry) {
+    r.receiver::<nvml::NvmlReceiver>();
+    r.receiver::<OtlpReceiver>();
+}

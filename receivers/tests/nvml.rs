@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use vla_pipeline::gpu::{GpuReading, GpuSnapshots};
 use vla_pipeline::runner::pipeline_channel;
 use vla_pipeline::{
-    ComponentId, MetricBatch, PipelineSender, Receiver, ReceiverContext, ReceiverError, SelfMetrics,
-    attr_str,
+    ComponentId, MetricBatch, PipelineSender, Receiver, ReceiverContext, ReceiverError,
+    SelfMetrics, attr_str,
 };
 use vla_receivers::nvml::{
     Config, FakeConfig, FakeGpuSource, GpuError, GpuSource, MetricsConfig, NvmlReceiver,

@@ -194,18 +194,19 @@ impl Known {
     /// The labels the processors of `configs/collector.yaml` may add to points of a metric
     /// whose own labels are `labels`.
     fn added_by_collector(&self, otel_name: &str, labels: &BTreeSet<String>) -> BTreeSet<String> {
-        use vla_collector::config::ProcessorConfig;
+        use vla_processors::{customer_tier, safety_labels};
         let mut added = BTreeSet::new();
         for p in self.collector.processors.values() {
-            match p {
-                ProcessorConfig::SafetyLabels(c) if c.considers(otel_name) => {
-                    added.extend(c.added_keys());
-                }
-                ProcessorConfig::CustomerTier(c) if labels.contains(&c.customer_id_key) => {
-                    added.insert(c.tier_key.clone());
-                    added.extend(c.attributes.values().cloned());
-                }
-                _ => {}
+            if let Some(c) = p.get::<safety_labels::Config>()
+                && c.considers(otel_name)
+            {
+                added.extend(c.added_keys());
+            }
+            if let Some(c) = p.get::<customer_tier::Config>()
+                && labels.contains(&c.customer_id_key)
+            {
+                added.insert(c.tier_key.clone());
+                added.extend(c.attributes.values().cloned());
             }
         }
         added

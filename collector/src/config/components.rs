@@ -1,20 +1,28 @@
-//! The component registry: which `type`s exist for receivers, processors and exporters, how a
-//! component's raw YAML value becomes its typed config, and which listen endpoints it claims.
-//!
-//! Adding a component type means one arm in each `match` here (and one in `crate::build`).
+//! The component registry as the collector sees it: one table of every receiver, processor
+//! and exporter type, filled by each component crate's `register` function (the trait is
+//! [`vla_pipeline::registry`]). Parsing, validation, the `components` listing, the listen
+//! endpoints bound before start and building all go through it; nothing here names a
+//! component type.
 
+use std::any::Any;
 use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use vla_pipeline::Exporter;
 use vla_pipeline::config::ConfigProblem;
 use vla_pipeline::driver::DriverConfig;
+use vla_pipeline::registry::{
+    BuildContext, BuildError, BuiltReceiver, Component, ExporterType, ProcessorFactory,
+    ProcessorType, ReceiverType, Registry,
+};
 
-use super::diag::{Diagnostic, YamlPath};
+use super::diag::{Diagnostic, Seg, YamlPath};
 use super::suggest;
 
 /// The three kinds of component sections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     /// `receivers`
     Receiver,
@@ -46,179 +54,264 @@ impl Kind {
         }
     }
 
-    /// The known component types of this kind.
-    pub fn types(self) -> &'static [&'static str] {
-        match self {
-            Kind::Receiver => RECEIVER_TYPES,
-            Kind::Processor => PROCESSOR_TYPES,
-            Kind::Exporter => EXPORTER_TYPES,
-        }
+    /// The registered component types of this kind, by name.
+    pub fn types(self) -> Vec<&'static str> {
+        REGISTRY.of(self).map(|t| t.name).collect()
     }
 }
 
-/// Receiver types.
-pub const RECEIVER_TYPES: &[&str] = &[vla_receivers::nvml::TYPE, "otlp"];
-/// Processor types.
-pub const PROCESSOR_TYPES: &[&str] = vla_processors::PROCESSOR_TYPES;
-/// Exporter types.
-pub const EXPORTER_TYPES: &[&str] = &["debug", "prometheus", "prometheusremotewrite"];
-
-/// A receiver's typed config.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReceiverConfig {
-    /// `otlp`
-    Otlp(vla_receivers::otlp::Config),
-    /// `nvml`
-    Nvml(Box<vla_receivers::nvml::Config>),
+/// A registered component type.
+#[derive(Debug)]
+pub struct ComponentType {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its config `type`.
+    pub name: &'static str,
+    /// Its documented example settings (YAML).
+    pub example: &'static str,
+    parse: fn(&Value, &YamlPath) -> Result<ComponentConfig, Vec<Diagnostic>>,
 }
 
-/// A processor's typed config.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ProcessorConfig {
-    /// `attributes`
-    Attributes(vla_processors::attributes::Config),
-    /// `batch` (becomes the pipeline's built-in batcher)
-    Batch(vla_processors::batch::Config),
-    /// `customer_tier`
-    CustomerTier(Box<vla_processors::customer_tier::Config>),
-    /// `safety_labels`
-    SafetyLabels(Box<vla_processors::safety_labels::Config>),
-    /// `gpu_stats`
-    GpuStats(Box<vla_processors::gpu_stats::Config>),
+impl ComponentType {
+    /// Parses and validates settings of this type found at `path`.
+    pub fn parse(
+        &self,
+        value: &Value,
+        path: &YamlPath,
+    ) -> Result<ComponentConfig, Vec<Diagnostic>> {
+        (self.parse)(value, path)
+    }
 }
 
-/// An exporter's typed config, with its driver (queue and retry) settings.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ExporterConfig {
-    /// `prometheusremotewrite`
-    PrometheusRemoteWrite(
-        Box<vla_exporters::prometheus_remote_write::Config>,
-        DriverConfig,
-    ),
-    /// `prometheus`
-    Prometheus(Box<vla_exporters::prometheus::Config>, DriverConfig),
-    /// `debug`
-    Debug(Box<vla_exporters::debug::Config>, DriverConfig),
+/// Every component type this build knows, sorted by kind then name.
+#[derive(Debug, Default)]
+pub struct Types(Vec<ComponentType>);
+
+impl Types {
+    /// The types of `kind`, by name.
+    pub fn of(&self, kind: Kind) -> impl Iterator<Item = &ComponentType> {
+        self.0.iter().filter(move |t| t.kind == kind)
+    }
+
+    /// The type `name` of `kind`.
+    pub fn get(&self, kind: Kind, name: &str) -> Option<&ComponentType> {
+        self.of(kind).find(|t| t.name == name)
+    }
+
+    /// Every type.
+    pub fn all(&self) -> &[ComponentType] {
+        &self.0
+    }
 }
 
-impl ReceiverConfig {
-    /// The endpoints this receiver listens on: (path below the receiver, `ip:port` text).
+impl Registry for Types {
+    fn receiver<C: ReceiverType>(&mut self) {
+        self.0.push(entry::<C>(Kind::Receiver, parse_receiver::<C>));
+    }
+    fn processor<C: ProcessorType>(&mut self) {
+        self.0
+            .push(entry::<C>(Kind::Processor, parse_processor::<C>));
+    }
+    fn exporter<C: ExporterType>(&mut self) {
+        self.0.push(entry::<C>(Kind::Exporter, parse_exporter::<C>));
+    }
+}
+
+fn entry<C: Component>(
+    kind: Kind,
+    parse: fn(&Value, &YamlPath) -> Result<ComponentConfig, Vec<Diagnostic>>,
+) -> ComponentType {
+    ComponentType {
+        kind,
+        name: C::TYPE,
+        example: C::EXAMPLE,
+        parse,
+    }
+}
+
+/// The table: every component crate's `register`.
+pub static REGISTRY: LazyLock<Types> = LazyLock::new(|| {
+    let mut t = Types::default();
+    vla_receivers::register(&mut t);
+    vla_processors::register(&mut t);
+    vla_exporters::register(&mut t);
+    t.0.sort_by(|a, b| (a.kind, a.name).cmp(&(b.kind, b.name)));
+    t
+});
+
+/// A component's typed, validated settings, whatever its type.
+#[derive(Clone)]
+pub struct ComponentConfig(Arc<dyn Erased>);
+
+/// A receiver's settings.
+pub type ReceiverConfig = ComponentConfig;
+/// A processor's settings.
+pub type ProcessorConfig = ComponentConfig;
+/// An exporter's settings (with its queue and retry settings).
+pub type ExporterConfig = ComponentConfig;
+
+impl std::fmt::Debug for ComponentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl ComponentConfig {
+    /// The config `type`.
+    pub fn type_name(&self) -> &'static str {
+        self.0.type_name()
+    }
+
+    /// Whether this is a `C`.
+    pub fn is<C: Component>(&self) -> bool {
+        self.0.type_name() == C::TYPE && self.0.as_any().is::<C::Config>()
+    }
+
+    /// The typed settings, when they are a `T`.
+    pub fn get<T: 'static>(&self) -> Option<&T> {
+        self.0.as_any().downcast_ref()
+    }
+
+    /// The endpoints it listens on: (setting below the component, `ip:port` text).
     pub fn listen_endpoints(&self) -> Vec<(&'static str, &str)> {
-        match self {
-            ReceiverConfig::Otlp(c) => {
-                let mut out = Vec::new();
-                if let Some(g) = &c.protocols.grpc {
-                    out.push(("protocols.grpc.endpoint", g.endpoint.as_str()));
-                }
-                if let Some(h) = &c.protocols.http {
-                    out.push(("protocols.http.endpoint", h.endpoint.as_str()));
-                }
-                out
-            }
-            ReceiverConfig::Nvml(_) => Vec::new(),
-        }
+        self.0.listen_endpoints()
+    }
+
+    /// An exporter's queue and retry settings (the defaults for other kinds).
+    pub fn driver_config(&self) -> DriverConfig {
+        self.0.driver().cloned().unwrap_or_default()
+    }
+
+    /// Builds it as a receiver.
+    pub fn build_receiver(&self, ctx: BuildContext<'_>) -> Result<BuiltReceiver, BuildError> {
+        self.0.build_receiver(ctx)
+    }
+
+    /// Builds it as a processor.
+    pub fn build_processor(
+        &self,
+        ctx: BuildContext<'_>,
+    ) -> Result<Box<dyn ProcessorFactory>, BuildError> {
+        self.0.build_processor(ctx)
+    }
+
+    /// Builds it as an exporter.
+    pub fn build_exporter(&self, ctx: BuildContext<'_>) -> Result<Arc<dyn Exporter>, BuildError> {
+        self.0.build_exporter(ctx)
     }
 }
 
-impl ExporterConfig {
-    /// The endpoints this exporter listens on (the scrape endpoint of `prometheus`).
-    pub fn listen_endpoints(&self) -> Vec<(&'static str, &str)> {
-        match self {
-            ExporterConfig::Prometheus(c, _) => vec![("endpoint", c.endpoint.as_str())],
-            ExporterConfig::PrometheusRemoteWrite(..) | ExporterConfig::Debug(..) => Vec::new(),
-        }
+fn wrong_kind(ty: &str, kind: &str) -> BuildError {
+    format!("{ty} is not {kind} type").into()
+}
+
+/// A typed config behind [`ComponentConfig`].
+trait Erased: Send + Sync {
+    fn type_name(&self) -> &'static str;
+    fn as_any(&self) -> &dyn Any;
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result;
+    fn listen_endpoints(&self) -> Vec<(&'static str, &str)>;
+    fn driver(&self) -> Option<&DriverConfig> {
+        None
     }
-
-    /// The driver settings.
-    pub fn driver_config(&self) -> &DriverConfig {
-        match self {
-            ExporterConfig::PrometheusRemoteWrite(_, d)
-            | ExporterConfig::Prometheus(_, d)
-            | ExporterConfig::Debug(_, d) => d,
-        }
+    fn build_receiver(&self, _: BuildContext<'_>) -> Result<BuiltReceiver, BuildError> {
+        Err(wrong_kind(self.type_name(), "a receiver"))
+    }
+    fn build_processor(
+        &self,
+        _: BuildContext<'_>,
+    ) -> Result<Box<dyn ProcessorFactory>, BuildError> {
+        Err(wrong_kind(self.type_name(), "a processor"))
+    }
+    fn build_exporter(&self, _: BuildContext<'_>) -> Result<Arc<dyn Exporter>, BuildError> {
+        Err(wrong_kind(self.type_name(), "an exporter"))
     }
 }
 
-/// Parses and checks a receiver of type `ty` at `path`.
-pub(crate) fn receiver(
-    ty: &str,
-    value: &Value,
-    path: &YamlPath,
-) -> Option<Result<ReceiverConfig, Vec<Diagnostic>>> {
-    Some(match ty {
-        "otlp" => decode::<vla_receivers::otlp::Config>(value, path).and_then(|c| {
-            checked(path, c.validate(&path.to_string()))?;
-            Ok(ReceiverConfig::Otlp(c))
-        }),
-        vla_receivers::nvml::TYPE => {
-            decode::<vla_receivers::nvml::Config>(value, path).and_then(|c| {
-                checked(path, c.validate(&path.to_string()))?;
-                Ok(ReceiverConfig::Nvml(Box::new(c)))
-            })
+struct AsReceiver<C: Component>(C::Config);
+struct AsProcessor<C: Component>(C::Config);
+struct AsExporter<C: Component>(C::Config, DriverConfig);
+
+macro_rules! common {
+    () => {
+        fn type_name(&self) -> &'static str {
+            C::TYPE
         }
-        _ => return None,
-    })
+        fn as_any(&self) -> &dyn Any {
+            &self.0
+        }
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_tuple(C::TYPE).field(&self.0).finish()
+        }
+        fn listen_endpoints(&self) -> Vec<(&'static str, &str)> {
+            C::listen_endpoints(&self.0)
+        }
+    };
 }
 
-/// Parses and checks a processor of type `ty` at `path`.
-pub(crate) fn processor(
-    ty: &str,
-    value: &Value,
-    path: &YamlPath,
-) -> Option<Result<ProcessorConfig, Vec<Diagnostic>>> {
-    use vla_processors::{attributes, batch, customer_tier, gpu_stats, safety_labels};
-    Some(match ty {
-        attributes::TYPE => decode::<attributes::Config>(value, path).and_then(|c| {
-            checked(path, c.validate(&path.to_string()))?;
-            Ok(ProcessorConfig::Attributes(c))
-        }),
-        batch::TYPE => decode::<batch::Config>(value, path).and_then(|c| {
-            checked(path, c.validate(&path.to_string()))?;
-            Ok(ProcessorConfig::Batch(c))
-        }),
-        customer_tier::TYPE => decode::<customer_tier::Config>(value, path).and_then(|c| {
-            checked(path, c.validate(&path.to_string()))?;
-            Ok(ProcessorConfig::CustomerTier(Box::new(c)))
-        }),
-        safety_labels::TYPE => decode::<safety_labels::Config>(value, path).and_then(|c| {
-            checked(path, c.validate(&path.to_string()))?;
-            Ok(ProcessorConfig::SafetyLabels(Box::new(c)))
-        }),
-        gpu_stats::TYPE => decode::<gpu_stats::Config>(value, path).and_then(|c| {
-            checked(path, c.validate(&path.to_string()))?;
-            Ok(ProcessorConfig::GpuStats(Box::new(c)))
-        }),
-        _ => return None,
-    })
+impl<C: ReceiverType> Erased for AsReceiver<C> {
+    common!();
+    fn build_receiver(&self, ctx: BuildContext<'_>) -> Result<BuiltReceiver, BuildError> {
+        C::build(&self.0, ctx)
+    }
 }
 
-/// Parses and checks an exporter of type `ty` at `path`.
-pub(crate) fn exporter(
-    ty: &str,
+impl<C: ProcessorType> Erased for AsProcessor<C> {
+    common!();
+    fn build_processor(
+        &self,
+        ctx: BuildContext<'_>,
+    ) -> Result<Box<dyn ProcessorFactory>, BuildError> {
+        C::build(&self.0, ctx)
+    }
+}
+
+impl<C: ExporterType> Erased for AsExporter<C> {
+    common!();
+    fn driver(&self) -> Option<&DriverConfig> {
+        Some(&self.1)
+    }
+    fn build_exporter(&self, ctx: BuildContext<'_>) -> Result<Arc<dyn Exporter>, BuildError> {
+        C::build(&self.0, ctx)
+    }
+}
+
+fn parse_receiver<C: ReceiverType>(
     value: &Value,
     path: &YamlPath,
-) -> Option<Result<ExporterConfig, Vec<Diagnostic>>> {
-    use vla_exporters::{debug, prometheus, prometheus_remote_write as prw};
+) -> Result<ComponentConfig, Vec<Diagnostic>> {
+    let c = decode::<C::Config>(value, path)?;
+    checked(path, C::validate(&c, &path.to_string()))?;
+    Ok(ComponentConfig(Arc::new(AsReceiver::<C>(c))))
+}
+
+fn parse_processor<C: ProcessorType>(
+    value: &Value,
+    path: &YamlPath,
+) -> Result<ComponentConfig, Vec<Diagnostic>> {
+    let c = decode::<C::Config>(value, path)?;
+    checked(path, C::validate(&c, &path.to_string()))?;
+    Ok(ComponentConfig(Arc::new(AsProcessor::<C>(c))))
+}
+
+fn parse_exporter<C: ExporterType>(
+    value: &Value,
+    path: &YamlPath,
+) -> Result<ComponentConfig, Vec<Diagnostic>> {
+    let c = decode::<C::Config>(value, path)?;
     let p = path.to_string();
-    Some(match ty {
-        "prometheusremotewrite" => decode::<prw::Config>(value, path).and_then(|c| {
-            let problems = c.validate(&p);
-            let driver = with_driver(path, problems, c.driver_config(&p))?;
-            Ok(ExporterConfig::PrometheusRemoteWrite(Box::new(c), driver))
-        }),
-        "prometheus" => decode::<prometheus::Config>(value, path).and_then(|c| {
-            checked(path, c.validate(&p))?;
-            Ok(ExporterConfig::Prometheus(
-                Box::new(c),
-                DriverConfig::default(),
-            ))
-        }),
-        "debug" => decode::<debug::Config>(value, path).and_then(|c| {
-            checked(path, c.validate(&p))?;
-            Ok(ExporterConfig::Debug(Box::new(c), DriverConfig::default()))
-        }),
-        _ => return None,
-    })
+    let driver = with_driver(path, C::validate(&c, &p), C::driver(&c, &p))?;
+    Ok(ComponentConfig(Arc::new(AsExporter::<C>(c, driver))))
+}
+
+/// Parses and checks a component of type `ty` at `path`; `None` when the type is unknown.
+pub(crate) fn parse(
+    kind: Kind,
+    ty: &str,
+    value: &Value,
+    path: &YamlPath,
+) -> Option<Result<ComponentConfig, Vec<Diagnostic>>> {
+    Some(REGISTRY.get(kind, ty)?.parse(value, path))
 }
 
 /// `Ok` when `problems` is empty, else the problems as diagnostics.
@@ -252,15 +345,32 @@ fn with_driver(
     }
 }
 
+/// Most problems reported for one component; past it, the first ones are enough to go on.
+const MAX_PROBLEMS_PER_COMPONENT: usize = 32;
+
 /// Deserializes a component's value (`null`, a key with no value, means all defaults) and
-/// turns a serde error into a diagnostic at the exact nested path.
+/// turns serde errors into diagnostics at their exact nested paths. Serde stops at the first
+/// error, so each offending key is taken out and decoding tried again, until it succeeds or
+/// a problem cannot be stepped over: every unknown field and every bad value of a component
+/// is reported at once (a required field reported missing because its bad value was taken
+/// out is not reported twice).
 pub(crate) fn decode<T: DeserializeOwned>(
     value: &Value,
     path: &YamlPath,
 ) -> Result<T, Vec<Diagnostic>> {
-    let empty = Value::Object(serde_json::Map::new());
-    let value = if value.is_null() { &empty } else { value };
-    serde_path_to_error::deserialize(value).map_err(|err| {
+    let mut value = if value.is_null() {
+        Value::Object(serde_json::Map::new())
+    } else {
+        value.clone()
+    };
+    let mut problems: Vec<Diagnostic> = Vec::new();
+    let mut removed: Vec<YamlPath> = Vec::new();
+    loop {
+        let err = match serde_path_to_error::deserialize::<_, T>(&value) {
+            Ok(t) if problems.is_empty() => return Ok(t),
+            Ok(_) => return Err(problems),
+            Err(err) => err,
+        };
         let mut at = path.clone();
         for seg in err.path().iter() {
             match seg {
@@ -270,8 +380,54 @@ pub(crate) fn decode<T: DeserializeOwned>(
                 serde_path_to_error::Segment::Unknown => break,
             }
         }
-        vec![serde_diagnostic(at, &err.into_inner().to_string())]
-    })
+        let message = err.into_inner().to_string();
+        let d = serde_diagnostic(at, &message);
+        let missing = message
+            .strip_prefix("missing field `")
+            .map(|rest| rest.trim_end_matches('`'));
+        let echo = missing.is_some_and(|field| removed.iter().any(|r| *r == d.path.key(field)));
+        if !echo {
+            problems.push(d.clone());
+        }
+        if missing.is_some() || problems.len() >= MAX_PROBLEMS_PER_COMPONENT {
+            return Err(problems);
+        }
+        let relative = d
+            .path
+            .segments()
+            .get(path.segments().len()..)
+            .unwrap_or_default();
+        if !remove_key(&mut value, relative) {
+            return Err(problems);
+        }
+        removed.push(d.path);
+    }
+}
+
+/// Removes the mapping key at `path` (relative to `value`); false when `path` does not end
+/// in a key that exists.
+fn remove_key(value: &mut Value, path: &[Seg]) -> bool {
+    let Some((Seg::Key(last), parents)) = path.split_last() else {
+        return false;
+    };
+    let mut v = value;
+    for seg in parents {
+        v = match (seg, v) {
+            (Seg::Key(k), Value::Object(m)) => match m.get_mut(k) {
+                Some(next) => next,
+                None => return false,
+            },
+            (Seg::Index(i), Value::Array(a)) => match a.get_mut(*i) {
+                Some(next) => next,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match v {
+        Value::Object(m) => m.remove(last).is_some(),
+        _ => false,
+    }
 }
 
 /// Rewrites serde's messages into ours: unknown fields and values get a did-you-mean (and the

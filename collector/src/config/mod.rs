@@ -45,12 +45,15 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use vla_exporters::{DebugExporter, PrometheusRemoteWriteExporter};
 use vla_pipeline::ComponentId;
-use vla_pipeline::runner::BatcherConfig;
+use vla_processors::batch::Batch;
+use vla_processors::gpu_stats::GpuStats;
+use vla_receivers::nvml::NvmlReceiver;
 
 pub use components::{
-    EXPORTER_TYPES, ExporterConfig, Kind, PROCESSOR_TYPES, ProcessorConfig, RECEIVER_TYPES,
-    ReceiverConfig,
+    ComponentConfig, ComponentType, ExporterConfig, Kind, ProcessorConfig, REGISTRY,
+    ReceiverConfig, Types,
 };
 pub use diag::{Diagnostic, Diagnostics, Seg, YamlPath};
 pub use telemetry::{LogFormat, LogLevel, LogsConfig, TelemetryConfig};
@@ -133,24 +136,22 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     source.validate().map_err(ConfigError::Invalid)
 }
 
-/// One pipeline, validated: component ids resolved, `batch` turned into the batcher.
+/// One pipeline, validated: component ids resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PipelineConfig {
     /// `metrics` or `metrics/<name>`.
     pub name: Arc<str>,
     /// The receivers feeding it.
     pub receivers: Vec<ComponentId>,
-    /// Its processors in order, without `batch` (one instance of each per pipeline).
+    /// Its processors in order, `batch` included (one stage of each per pipeline).
     pub processors: Vec<ComponentId>,
-    /// The batcher, when the pipeline lists a `batch` processor (always last).
-    pub batch: Option<BatcherConfig>,
     /// The exporters it fans out to.
     pub exporters: Vec<ComponentId>,
 }
 
 /// A validated config: every component typed and checked, every reference resolved. Only
 /// components used by a pipeline are kept (unused ones are reported in `warnings`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Where the config came from (for messages).
     pub source: String,
@@ -272,13 +273,10 @@ const TOP_LEVEL: &[&str] = &["receivers", "processors", "exporters", "service"];
 /// `service` fields.
 const SERVICE: &[&str] = &["pipelines", "telemetry", "shutdown_timeout"];
 
-/// Parses one component of a given type; `None` when the type is unknown.
-type ParseFn<T> = fn(&str, &Value, &YamlPath) -> Option<Result<T, Vec<Diagnostic>>>;
-
 /// A component as defined in its section: its type, and its typed config when valid.
-struct Defined<T> {
+struct Defined {
     ty: String,
-    config: Option<T>,
+    config: Option<ComponentConfig>,
 }
 
 /// Walks the document, collecting every problem.
@@ -339,9 +337,9 @@ impl Validator {
         }
         let map = self.mapping(root, &top, Some(TOP_LEVEL))?;
         let get = |k: &str| map.get(k).unwrap_or(&Value::Null);
-        let receivers = self.section(get("receivers"), Kind::Receiver, components::receiver);
-        let processors = self.section(get("processors"), Kind::Processor, components::processor);
-        let exporters = self.section(get("exporters"), Kind::Exporter, components::exporter);
+        let receivers = self.section(get("receivers"), Kind::Receiver);
+        let processors = self.section(get("processors"), Kind::Processor);
+        let exporters = self.section(get("exporters"), Kind::Exporter);
         let ids = pipelines::Ids {
             receivers: receivers
                 .iter()
@@ -394,13 +392,12 @@ impl Validator {
             self.warn_blocking_fan_out(&service_path, &p.name, &p.exporters, &exporters);
             let batched = p
                 .all_processors
-                .last()
-                .is_some_and(|id| matches!(processors.get(id), Some(ProcessorConfig::Batch(_))));
+                .iter()
+                .any(|id| processors.get(id).is_some_and(ComponentConfig::is::<Batch>));
             let remote_write = p.exporters.iter().any(|id| {
-                matches!(
-                    exporters.get(id),
-                    Some(ExporterConfig::PrometheusRemoteWrite(..))
-                )
+                exporters
+                    .get(id)
+                    .is_some_and(ComponentConfig::is::<PrometheusRemoteWriteExporter>)
             });
             if remote_write && !batched {
                 self.warnings.push(Diagnostic::at(
@@ -409,7 +406,7 @@ impl Validator {
                         .key(p.name.as_ref())
                         .key("processors"),
                     "without a `batch` processor, remote write sends at least one request per \
-                     received request; add `batch` (last) to group points up to its \
+                     received request; add `batch` (usually last) to group points up to its \
                      send_batch_size or timeout",
                 ));
             }
@@ -417,25 +414,11 @@ impl Validator {
 
         let pipelines = pipelines
             .into_iter()
-            .map(|p| {
-                let batch = p
-                    .all_processors
-                    .last()
-                    .and_then(|id| match processors.get(id) {
-                        Some(ProcessorConfig::Batch(b)) => Some(b.batcher_config()),
-                        _ => None,
-                    });
-                let mut procs = p.all_processors;
-                if batch.is_some() {
-                    procs.pop();
-                }
-                PipelineConfig {
-                    name: p.name,
-                    receivers: p.receivers,
-                    processors: procs,
-                    batch,
-                    exporters: p.exporters,
-                }
+            .map(|p| PipelineConfig {
+                name: p.name,
+                receivers: p.receivers,
+                processors: p.all_processors,
+                exporters: p.exporters,
             })
             .collect();
         Some(Config {
@@ -459,7 +442,7 @@ impl Validator {
     ) {
         let nvml: Vec<&ComponentId> = receivers
             .iter()
-            .filter(|(_, r)| matches!(r, ReceiverConfig::Nvml(_)))
+            .filter(|(_, r)| r.is::<NvmlReceiver>())
             .map(|(id, _)| id)
             .collect();
         for extra in nvml.iter().skip(1) {
@@ -475,7 +458,7 @@ impl Validator {
         }
         let has_nvml = !nvml.is_empty();
         for (id, p) in processors {
-            if matches!(p, ProcessorConfig::GpuStats(_)) && !has_nvml {
+            if p.is::<GpuStats>() && !has_nvml {
                 self.error(
                     YamlPath::root().key("processors").key(id.as_ref()),
                     "gpu_stats joins the GPU readings of an `nvml` receiver, and no pipeline \
@@ -497,16 +480,16 @@ impl Validator {
         // The debug exporter stalling with it does not matter; a scrape endpoint or a second
         // backend does.
         let others_that_matter = |me: &ComponentId| {
-            ids.iter().any(|o| {
-                o != me && !matches!(exporters.get(o), Some(ExporterConfig::Debug(..)) | None)
-            })
+            ids.iter()
+                .any(|o| o != me && exporters.get(o).is_some_and(|e| !e.is::<DebugExporter>()))
         };
         for id in ids {
             if !others_that_matter(id) {
                 continue;
             }
-            if let Some(ExporterConfig::PrometheusRemoteWrite(_, driver)) = exporters.get(id)
-                && driver.when_full == vla_pipeline::driver::WhenFull::Block
+            if let Some(e) = exporters.get(id)
+                && e.is::<PrometheusRemoteWriteExporter>()
+                && e.driver_config().when_full == vla_pipeline::driver::WhenFull::Block
             {
                 self.warnings.push(Diagnostic::at(
                     service_path.key("pipelines").key(pipeline).key("exporters"),
@@ -522,12 +505,7 @@ impl Validator {
     }
 
     /// Parses one component section.
-    fn section<T>(
-        &mut self,
-        value: &Value,
-        kind: Kind,
-        parse: ParseFn<T>,
-    ) -> BTreeMap<ComponentId, Defined<T>> {
+    fn section(&mut self, value: &Value, kind: Kind) -> BTreeMap<ComponentId, Defined> {
         let path = YamlPath::root().key(kind.section());
         let mut out = BTreeMap::new();
         let Some(map) = self.mapping(value, &path, None) else {
@@ -549,7 +527,7 @@ impl Validator {
                 );
                 continue;
             }
-            let config = match parse(ty, v, &at) {
+            let config = match components::parse(kind, ty, v, &at) {
                 Some(Ok(c)) => Some(c),
                 Some(Err(diags)) => {
                     self.errors.extend(diags);
@@ -572,12 +550,12 @@ impl Validator {
     }
 
     /// The used components with a valid config; warnings for the unused ones.
-    fn keep_used<T>(
+    fn keep_used(
         &mut self,
         kind: Kind,
-        defined: BTreeMap<ComponentId, Defined<T>>,
+        defined: BTreeMap<ComponentId, Defined>,
         used: &BTreeSet<&str>,
-    ) -> BTreeMap<ComponentId, T> {
+    ) -> BTreeMap<ComponentId, ComponentConfig> {
         let mut out = BTreeMap::new();
         for (id, d) in defined {
             if !used.contains(id.as_ref()) {

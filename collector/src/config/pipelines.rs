@@ -78,7 +78,6 @@ impl Validator {
             let receivers = self.refs(fields.get("receivers"), &at, Kind::Receiver, ids);
             let processors = self.refs(fields.get("processors"), &at, Kind::Processor, ids);
             let exporters = self.refs(fields.get("exporters"), &at, Kind::Exporter, ids);
-            self.check_batch_last(&processors, &at, ids);
             out.push(RawPipeline {
                 name: Arc::from(name.as_str()),
                 receivers,
@@ -169,25 +168,6 @@ impl Validator {
             out.push(ComponentId::from(id.as_str()));
         }
         out
-    }
-
-    fn check_batch_last(&mut self, processors: &[ComponentId], pipeline: &YamlPath, ids: &Ids) {
-        let n = processors.len();
-        for (i, id) in processors.iter().enumerate() {
-            let is_batch = ids
-                .processors
-                .get(id)
-                .is_some_and(|ty| ty == vla_processors::batch::TYPE);
-            if is_batch && i + 1 < n {
-                self.error(
-                    pipeline.key("processors").index(i),
-                    format!(
-                        "{id:?} must be the last processor of the pipeline: batching happens \
-                         after every other processor"
-                    ),
-                );
-            }
-        }
     }
 
     /// A listen endpoint may be claimed once (port 0 excepted).

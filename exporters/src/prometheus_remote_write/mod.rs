@@ -337,5 +337,43 @@ impl Exporter for PrometheusRemoteWriteExporter {
     }
 }
 
+impl vla_pipeline::registry::Component for PrometheusRemoteWriteExporter {
+    const TYPE: &'static str = "prometheusremotewrite";
+    const EXAMPLE: &'static str = "\
+endpoint: http://127.0.0.1:9090/api/v1/write
+timeout: 5s
+external_labels: { cluster: eu-1 }
+max_samples_per_send: 2000
+shards: 4
+sending_queue: { queue_size: 32, when_full: block }
+retry_on_failure: { initial_interval: 100ms, max_interval: 30s, max_elapsed_time: 5m }
+";
+    type Config = Config;
+
+    fn validate(config: &Config, path: &str) -> Vec<vla_pipeline::config::ConfigProblem> {
+        config.validate(path)
+    }
+}
+
+impl vla_pipeline::registry::ExporterType for PrometheusRemoteWriteExporter {
+    fn driver(
+        config: &Config,
+        path: &str,
+    ) -> Result<vla_pipeline::driver::DriverConfig, Vec<vla_pipeline::config::ConfigProblem>> {
+        config.driver_config(path)
+    }
+
+    fn build(
+        config: &Config,
+        ctx: vla_pipeline::registry::BuildContext<'_>,
+    ) -> Result<Arc<dyn Exporter>, vla_pipeline::registry::BuildError> {
+        Ok(Arc::new(Self::new(
+            ctx.id.clone(),
+            config,
+            ctx.self_metrics,
+        )?))
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -378,7 +378,11 @@ impl CustomerTier {
     /// exist with `required: false`, which starts without a table and a failing status.
     /// `postgres` starts without a table (points pass untouched, counted as `no_table`) and
     /// loads in the refresher's first run.
-    pub fn new(id: ComponentId, config: &Config, telemetry: &SelfMetrics) -> Result<Self, TierError> {
+    pub fn new(
+        id: ComponentId,
+        config: &Config,
+        telemetry: &SelfMetrics,
+    ) -> Result<Self, TierError> {
         let problems = config.validate(&format!("processors.{id}"));
         if !problems.is_empty() {
             return Err(TierError::Config(ConfigProblem::join(&problems)));
@@ -536,6 +540,58 @@ impl CustomerTier {
                 shutdown,
             ))),
         }
+    }
+}
+
+impl vla_pipeline::registry::Component for CustomerTier {
+    const TYPE: &'static str = TYPE;
+    const EXAMPLE: &'static str = "\
+source:
+  inline:
+    cust-0001: enterprise
+    cust-0002: { tier: pro, plan: annual }
+attributes: { plan: customer_plan }
+default_tier: unknown
+on_existing: keep
+apply_to: both
+";
+    type Config = Config;
+
+    fn validate(config: &Config, path: &str) -> Vec<vla_pipeline::config::ConfigProblem> {
+        config.validate(path)
+    }
+}
+
+impl vla_pipeline::registry::ProcessorType for CustomerTier {
+    /// Loads the table once per component id (a file that does not load fails start-up); every
+    /// pipeline listing it reads the same table.
+    fn build(
+        config: &Config,
+        ctx: vla_pipeline::registry::BuildContext<'_>,
+    ) -> Result<Box<dyn vla_pipeline::registry::ProcessorFactory>, vla_pipeline::registry::BuildError>
+    {
+        Ok(Box::new(CustomerTier::new(
+            ctx.id.clone(),
+            config,
+            ctx.self_metrics,
+        )?))
+    }
+}
+
+impl vla_pipeline::registry::ProcessorFactory for CustomerTier {
+    fn stage(&self) -> vla_pipeline::runner::Stage {
+        vla_pipeline::runner::Stage::Process(self.processor())
+    }
+
+    fn status(&self) -> Option<vla_pipeline::lookup::SourceStatus> {
+        Some(CustomerTier::status(self))
+    }
+
+    fn refresher(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Option<vla_pipeline::BoxFuture<'static, ()>> {
+        CustomerTier::refresher(self, stop)
     }
 }
 

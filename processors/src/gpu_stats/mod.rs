@@ -455,5 +455,38 @@ impl Processor for GpuStats {
     }
 }
 
+impl vla_pipeline::registry::Component for GpuStats {
+    const TYPE: &'static str = TYPE;
+    const EXAMPLE: &'static str = "\
+gpu_id_key: gpu_id
+model_key: gpu_model
+on_existing: keep
+metrics: [\"vla.inference.*\"]
+max_age: 1m
+utilization_buckets: [50, 80]
+temperature_buckets: [70, 85]
+";
+    type Config = Config;
+
+    fn validate(config: &Config, path: &str) -> Vec<vla_pipeline::config::ConfigProblem> {
+        config.validate(path)
+    }
+}
+
+impl vla_pipeline::registry::ProcessorType for GpuStats {
+    fn build(
+        config: &Config,
+        ctx: vla_pipeline::registry::BuildContext<'_>,
+    ) -> Result<Box<dyn vla_pipeline::registry::ProcessorFactory>, vla_pipeline::registry::BuildError>
+    {
+        let (config, id, metrics) = (config.clone(), ctx.id.clone(), ctx.self_metrics.clone());
+        let gpus = ctx.gpus.clone();
+        Ok(Box::new(vla_pipeline::registry::PerPipeline(move || {
+            Box::new(GpuStats::new(&config, gpus.clone()).with_telemetry(&id, &metrics))
+                as Box<dyn vla_pipeline::Processor>
+        })))
+    }
+}
+
 #[cfg(test)]
 mod tests;

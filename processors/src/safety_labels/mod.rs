@@ -109,6 +109,42 @@
 mod config;
 mod matcher;
 
+impl vla_pipeline::registry::Component for SafetyLabels {
+    const TYPE: &'static str = TYPE;
+    const EXAMPLE: &'static str = "\
+metrics: [\"vla.safety.incidents\", \"vla.safety.rejections\"]
+rules:
+  - name: physical-harm
+    match:
+      attributes:
+        violation_type: { in: [collision_risk, force_limit, human_proximity] }
+    set: { safety_category: physical_harm, requires_review: true }
+  - name: severity
+    match: { attributes: { severity: { regex: \"(?i)crit(ical)?|sev0\" } } }
+    set: { severity: critical }
+default: { safety_category: other, requires_review: true }
+";
+    type Config = Config;
+
+    fn validate(config: &Config, path: &str) -> Vec<vla_pipeline::config::ConfigProblem> {
+        config.validate(path)
+    }
+}
+
+impl vla_pipeline::registry::ProcessorType for SafetyLabels {
+    fn build(
+        config: &Config,
+        ctx: vla_pipeline::registry::BuildContext<'_>,
+    ) -> Result<Box<dyn vla_pipeline::registry::ProcessorFactory>, vla_pipeline::registry::BuildError>
+    {
+        let (config, id, metrics) = (config.clone(), ctx.id.clone(), ctx.self_metrics.clone());
+        Ok(Box::new(vla_pipeline::registry::PerPipeline(move || {
+            Box::new(SafetyLabels::new(&config).with_telemetry(&id, &metrics))
+                as Box<dyn vla_pipeline::Processor>
+        })))
+    }
+}
+
 #[cfg(test)]
 mod tests;
 

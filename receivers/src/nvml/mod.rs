@@ -88,6 +88,35 @@ mod config;
 mod metrics;
 mod nvml_source;
 mod source;
+impl vla_pipeline::registry::Component for NvmlReceiver {
+    const TYPE: &'static str = TYPE;
+    const EXAMPLE: &'static str = "\
+collection_interval: 10s
+source: fake                # nvml (default) reads the host's GPUs; fake needs none
+fake: { gpus: 2, model: \"NVIDIA H100 80GB HBM3\", scenario: steady }
+metrics: { vla: true, dcgm: false }
+";
+    type Config = Config;
+
+    fn validate(config: &Config, path: &str) -> Vec<vla_pipeline::config::ConfigProblem> {
+        config.validate(path)
+    }
+}
+
+impl vla_pipeline::registry::ReceiverType for NvmlReceiver {
+    fn build(
+        config: &Config,
+        ctx: vla_pipeline::registry::BuildContext<'_>,
+    ) -> Result<vla_pipeline::registry::BuiltReceiver, vla_pipeline::registry::BuildError> {
+        let r = Self::new(ctx.id.clone(), config, ctx.gpus.clone(), ctx.self_metrics);
+        let status = Some(r.status());
+        Ok(vla_pipeline::registry::BuiltReceiver {
+            receiver: Box::new(r),
+            status,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests;
 mod xid_totals;
@@ -103,8 +132,8 @@ use vla_pipeline::gpu::{GpuReading, GpuSnapshot, GpuSnapshots};
 use vla_pipeline::lookup::SourceStatus;
 use vla_pipeline::self_metrics::Counter;
 use vla_pipeline::{
-    BoxFuture, ComponentId, MetricBatch, Receiver, ReceiverContext, ReceiverError, SendError,
-    SelfMetrics,
+    BoxFuture, ComponentId, MetricBatch, Receiver, ReceiverContext, ReceiverError, SelfMetrics,
+    SendError,
 };
 
 pub use config::{

@@ -331,3 +331,43 @@ impl Intake {
         }
     }
 }
+
+impl vla_pipeline::registry::Component for OtlpReceiver {
+    const TYPE: &'static str = "otlp";
+    const EXAMPLE: &'static str = "\
+protocols:
+  grpc: { endpoint: 127.0.0.1:4317 }
+  http: { endpoint: 127.0.0.1:4318, max_request_body_size_mib: 16 }
+";
+    type Config = Config;
+
+    fn validate(config: &Config, path: &str) -> Vec<ConfigProblem> {
+        config.validate(path)
+    }
+
+    fn listen_endpoints(config: &Config) -> Vec<(&'static str, &str)> {
+        let mut out = Vec::new();
+        if let Some(g) = &config.protocols.grpc {
+            out.push(("protocols.grpc.endpoint", g.endpoint.as_str()));
+        }
+        if let Some(h) = &config.protocols.http {
+            out.push(("protocols.http.endpoint", h.endpoint.as_str()));
+        }
+        out
+    }
+}
+
+impl vla_pipeline::registry::ReceiverType for OtlpReceiver {
+    fn build(
+        config: &Config,
+        mut ctx: vla_pipeline::registry::BuildContext<'_>,
+    ) -> Result<vla_pipeline::registry::BuiltReceiver, vla_pipeline::registry::BuildError> {
+        let grpc = ctx.listeners.remove("protocols.grpc.endpoint");
+        let http = ctx.listeners.remove("protocols.http.endpoint");
+        let receiver = Self::new(ctx.id.clone(), config, grpc, http, ctx.self_metrics)?;
+        Ok(vla_pipeline::registry::BuiltReceiver {
+            receiver: Box::new(receiver),
+            status: None,
+        })
+    }
+}

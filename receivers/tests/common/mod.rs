@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use vla_pipeline::{
-    ComponentId, MetricBatch, PipelineSender, Receiver, ReceiverContext, ReceiverError, SelfMetrics,
-    fixtures,
+    ComponentId, MetricBatch, PipelineSender, Receiver, ReceiverContext, ReceiverError,
+    SelfMetrics, fixtures,
 };
 use vla_receivers::OtlpReceiver;
 use vla_receivers::otlp::{Config, GrpcConfig, HttpConfig, Protocols};
