@@ -6,7 +6,8 @@
 //! vla-collector components [TYPE]             list the component types, or show one's example
 //! ```
 //!
-//! Logs go to stderr, configured by `service.telemetry.logs` (`RUST_LOG` overrides the level).
+//! Logs go to stderr, configured by `service.telemetry.logs` (`RUST_LOG` overrides the level),
+//! in colour only on a terminal and without `NO_COLOR`.
 //! SIGINT or SIGTERM stops the collector cleanly within `service.shutdown_timeout`.
 
 use std::path::PathBuf;
@@ -240,6 +241,13 @@ impl Signals {
     }
 }
 
+/// ANSI colour in the logs only when stderr is a terminal, and never with `NO_COLOR` set to
+/// anything but the empty string.
+fn colour() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Logs to stderr at the configured level and format; `RUST_LOG` wins when set.
 fn init_logging(logs: &config::LogsConfig) {
     let filter =
@@ -247,7 +255,7 @@ fn init_logging(logs: &config::LogsConfig) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(colour());
     match logs.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -212,6 +212,70 @@ service:
     assert!(last.to_lowercase().contains("in use"), "{stderr}");
 }
 
+/// A config that logs a warning (an unused exporter), then fails to start (a port clash).
+fn warn_then_fail(dir: &tempfile::TempDir, port: u16) -> String {
+    write(
+        dir,
+        "warn.yaml",
+        &format!(
+            "\
+receivers:
+  otlp:
+    protocols:
+      http: {{ endpoint: 127.0.0.1:{port} }}
+exporters:
+  debug:
+  debug/unused:
+service:
+  pipelines:
+    metrics: {{ receivers: [otlp], exporters: [debug] }}
+  telemetry:
+    metrics: {{ address: 127.0.0.1:0 }}
+"
+        ),
+    )
+}
+
+#[test]
+fn logs_are_coloured_only_on_a_terminal_and_never_with_no_color() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let file = warn_then_fail(&dir, port);
+    const ESC: char = '\u{1b}';
+
+    // Into a pipe: plain text.
+    let out = Command::new(BIN)
+        .args(["--config", &file])
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("is defined but not used"), "{stderr}");
+    assert!(!stderr.contains(ESC), "colour codes in a pipe: {stderr:?}");
+
+    // On a terminal (util-linux `script` gives the child a pseudo-terminal): colour, unless
+    // NO_COLOR is set.
+    let on_tty = |no_color: Option<&str>| {
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &format!("{BIN} --config {file}"), "/dev/null"]);
+        match no_color {
+            Some(v) => cmd.env("NO_COLOR", v),
+            None => cmd.env_remove("NO_COLOR"),
+        };
+        let out = cmd
+            .output()
+            .expect("util-linux `script` (apt-get install -y bsdutils)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let tty = on_tty(None);
+    assert!(tty.contains("is defined but not used"), "{tty}");
+    assert!(tty.contains(ESC), "no colour on a terminal: {tty:?}");
+    let plain = on_tty(Some("1"));
+    assert!(plain.contains("is defined but not used"), "{plain}");
+    assert!(!plain.contains(ESC), "colour despite NO_COLOR: {plain:?}");
+}
+
 /// Starts the collector on `file` with its log lines arriving through a channel, so that
 /// every wait on them can be bounded.
 fn spawn_logged(file: &str) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {

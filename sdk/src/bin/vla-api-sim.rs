@@ -66,6 +66,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// ANSI colour in the logs only when stderr is a terminal, and never with `NO_COLOR` set to
+/// anything but the empty string.
+fn colour() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -73,6 +80,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour())
         .init();
     let args = Args::parse();
     if !(args.rate.is_finite() && args.rate > 0.0) {
