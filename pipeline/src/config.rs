@@ -117,6 +117,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(total).map_err(|_| bad())
 }
 
+/// `#[serde(default, deserialize_with = "vla_pipeline::config::optional_duration")]` for an
+/// optional duration field: like [`duration`], with `null` (a key with no value) meaning unset.
+pub fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct Wrapped(#[serde(deserialize_with = "duration")] Duration);
+    Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
+}
+
 /// `#[serde(deserialize_with = "vla_pipeline::config::duration")]` for duration fields: a
 /// string such as `200ms`, `5s`, `1m30s`, or the bare number `0`. Any other bare number is
 /// refused, because its unit would be a guess.

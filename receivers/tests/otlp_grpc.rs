@@ -202,3 +202,112 @@ async fn grpc_malformed_message_is_refused_not_retryable_and_server_survives() {
     assert_eq!(h.next_batch().await.data_points(), 4);
     h.stop().await;
 }
+
+/// An HTTP/2 connection spoken frame by frame, to watch what the server sends on its own.
+struct RawH2(tokio::net::TcpStream);
+
+impl RawH2 {
+    async fn connect(addr: std::net::SocketAddr) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap(); // empty SETTINGS
+        Self(s)
+    }
+
+    /// The next frame's (type, flags, payload); SETTINGS are acknowledged on the way.
+    async fn frame(&mut self) -> Option<(u8, u8, Vec<u8>)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut head = [0u8; 9];
+        self.0.read_exact(&mut head).await.ok()?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        self.0.read_exact(&mut payload).await.ok()?;
+        let (ty, flags) = (head[3], head[4]);
+        if ty == 4 && flags & 1 == 0 {
+            self.0.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await.ok()?;
+        }
+        if ty == 6 && flags & 1 == 0 {
+            // Answer a PING as a live client does.
+            let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+            ack.extend_from_slice(&payload);
+            self.0.write_all(&ack).await.ok()?;
+        }
+        Some((ty, flags, payload))
+    }
+
+    /// Waits (bounded) for the first frame of type `ty` the server sends unprompted.
+    async fn wait_for(&mut self, ty: u8, within: Duration) -> Option<(u8, Vec<u8>)> {
+        tokio::time::timeout(within, async {
+            loop {
+                match self.frame().await {
+                    Some((t, flags, payload)) if t == ty => return Some((flags, payload)),
+                    Some(_) => continue,
+                    None => return None,
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
+fn with_keepalive(time: Option<&str>, age: Option<&str>) -> vla_receivers::otlp::Config {
+    let mut c = common::both(16);
+    let grpc = c.protocols.grpc.as_mut().unwrap();
+    let d = |s: &str| vla_pipeline::config::parse_duration(s).unwrap();
+    grpc.keepalive.server_parameters.time = time.map(d);
+    grpc.keepalive.server_parameters.max_connection_age = age.map(d);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_keepalive_pings_an_idle_connection() {
+    let h = start(
+        with_keepalive(Some("1s"), None),
+        16,
+        Duration::from_millis(50),
+    );
+    let mut conn = RawH2::connect(h.grpc).await;
+    let ping = conn.wait_for(6, Duration::from_secs(10)).await;
+    assert!(
+        matches!(&ping, Some((0, payload)) if payload.len() == 8),
+        "no keepalive PING on an idle connection: {ping:?}"
+    );
+    drop(conn); // a graceful stop waits for open connections
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_without_keepalive_sends_no_ping_and_max_connection_age_sends_goaway() {
+    // No pings configured: the first frame the server sends on its own after the handshake is
+    // the GOAWAY of max_connection_age, not a PING.
+    let h = start(
+        with_keepalive(None, Some("1s")),
+        16,
+        Duration::from_millis(50),
+    );
+    let mut conn = RawH2::connect(h.grpc).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match conn.frame().await {
+                Some((4 | 8, ..)) => continue, // SETTINGS, their acks, WINDOW_UPDATE
+                Some((t, ..)) => return Some(t),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    assert_eq!(
+        first,
+        Some(7),
+        "expected GOAWAY (type 7) after max_connection_age"
+    );
+    drop(conn);
+    h.stop().await;
+}

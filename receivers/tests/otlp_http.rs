@@ -58,6 +58,19 @@ async fn http_gzip_protobuf_is_accepted() {
     h.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_zstd_protobuf_is_accepted() {
+    let mut h = start_default();
+    let body = ruzstd::encoding::compress_to_vec(
+        &big_request(100).encode_to_vec()[..],
+        ruzstd::encoding::CompressionLevel::Fastest,
+    );
+    let resp = post(&h, PROTOBUF, Some("zstd"), body).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(h.next_batch().await.data_points(), 100);
+    h.stop().await;
+}
+
 /// Spec-shaped OTLP/JSON: camelCase, 64-bit integers as strings, enums as numbers, hex ids.
 const SPEC_JSON: &str = r#"{
   "resourceMetrics": [{

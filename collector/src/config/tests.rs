@@ -856,3 +856,38 @@ fn gpu_stats_needs_one_nvml_receiver() {
     let one = with("  nvml: { source: fake }\n", "otlp, nvml");
     check(&one).unwrap_or_else(|d| panic!("{d}"));
 }
+
+#[test]
+fn grpc_keepalive_parses_in_the_collectors_shape_and_is_checked() {
+    let yaml = BASE.replace(
+        "        endpoint: 127.0.0.1:4317\n",
+        "        endpoint: 127.0.0.1:4317\n        keepalive:\n          server_parameters:\n            time: 30s\n            timeout: 5s\n            max_connection_age: 10m\n            max_connection_age_grace: 30s\n",
+    );
+    let c = check(&yaml).unwrap();
+    let otlp: &vla_receivers::otlp::Config = c.receivers["otlp"].get().unwrap();
+    let k = &otlp
+        .protocols
+        .grpc
+        .as_ref()
+        .unwrap()
+        .keepalive
+        .server_parameters;
+    assert_eq!(k.time, Some(Duration::from_secs(30)));
+    assert_eq!(k.timeout, Some(Duration::from_secs(5)));
+    assert_eq!(k.max_connection_age, Some(Duration::from_secs(600)));
+    assert_eq!(k.max_connection_age_grace, Some(Duration::from_secs(30)));
+
+    let bad = BASE.replace(
+        "        endpoint: 127.0.0.1:4317\n",
+        "        endpoint: 127.0.0.1:4317\n        keepalive:\n          server_parameters:\n            time: 100ms\n            max_connection_age_grace: 30s\n",
+    );
+    assert_eq!(
+        errors(&bad),
+        vec![
+            "c.yaml:8: receivers.otlp.protocols.grpc.keepalive.server_parameters.time: must be \
+             at least 1s (got 100ms); leave it out to send no pings",
+            "c.yaml:9: receivers.otlp.protocols.grpc.keepalive.server_parameters.\
+             max_connection_age_grace: has no effect without `max_connection_age`; set both",
+        ]
+    );
+}

@@ -5,12 +5,15 @@
 //!   otlp:
 //!     protocols:
 //!       grpc:                      # a key with no value enables the protocol with defaults
+//!         keepalive:
+//!           server_parameters: { time: 2h, timeout: 20s, max_connection_age: 30m }
 //!       http:
 //!         endpoint: 0.0.0.0:4318
 //!         max_request_body_size_mib: 32
 //! ```
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 use vla_pipeline::config::ConfigProblem;
@@ -57,6 +60,8 @@ pub struct GrpcConfig {
     pub max_recv_msg_size_mib: u64,
     /// Limit of concurrent HTTP/2 streams per connection; `None` = the server's default.
     pub max_concurrent_streams: Option<u32>,
+    /// HTTP/2 keepalive and connection age.
+    pub keepalive: Keepalive,
 }
 
 impl Default for GrpcConfig {
@@ -65,9 +70,46 @@ impl Default for GrpcConfig {
             endpoint: DEFAULT_GRPC_ENDPOINT.to_owned(),
             max_recv_msg_size_mib: DEFAULT_MAX_SIZE_MIB,
             max_concurrent_streams: None,
+            keepalive: Keepalive::default(),
         }
     }
 }
+
+/// `protocols.grpc.keepalive`, in the OpenTelemetry Collector's shape.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Keepalive {
+    /// What the server does to the connections it accepted.
+    pub server_parameters: ServerParameters,
+}
+
+/// `protocols.grpc.keepalive.server_parameters`. Everything unset by default: no pings, and
+/// connections live as long as their clients keep them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerParameters {
+    /// Send an HTTP/2 ping on a connection after it has been quiet this long (finds dead peers
+    /// behind NATs and load balancers that drop idle connections).
+    #[serde(deserialize_with = "vla_pipeline::config::optional_duration")]
+    pub time: Option<Duration>,
+    /// Close the connection when a ping is not answered within this long (default
+    /// [`DEFAULT_KEEPALIVE_TIMEOUT`]; needs `time`).
+    #[serde(deserialize_with = "vla_pipeline::config::optional_duration")]
+    pub timeout: Option<Duration>,
+    /// Ask a client to reconnect (HTTP/2 GOAWAY) once its connection is this old, so that
+    /// clients spread over collectors added behind a load balancer.
+    #[serde(deserialize_with = "vla_pipeline::config::optional_duration")]
+    pub max_connection_age: Option<Duration>,
+    /// After `max_connection_age`, how long requests in flight get before the connection is
+    /// closed (default: no limit; needs `max_connection_age`).
+    #[serde(deserialize_with = "vla_pipeline::config::optional_duration")]
+    pub max_connection_age_grace: Option<Duration>,
+}
+
+/// Default of `keepalive.server_parameters.timeout`.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Shortest ping interval: pinging more often only loads the clients.
+pub const MIN_KEEPALIVE_TIME: Duration = Duration::from_secs(1);
 
 impl GrpcConfig {
     /// The endpoint as a socket address (checked by [`Config::validate`]).
@@ -140,6 +182,11 @@ impl Config {
                     "must be at least 1 (leave it out for the default)",
                 ));
             }
+            check_keepalive(
+                &mut problems,
+                &format!("{base}.keepalive.server_parameters"),
+                &grpc.keepalive.server_parameters,
+            );
         }
         if let Some(http) = &self.protocols.http {
             let base = format!("{path}.protocols.http");
@@ -182,6 +229,41 @@ fn parse_endpoint(endpoint: &str) -> Result<SocketAddr, String> {
 fn check_endpoint(problems: &mut Vec<ConfigProblem>, base: &str, endpoint: &str) {
     if let Err(message) = parse_endpoint(endpoint) {
         problems.push(ConfigProblem::new(format!("{base}.endpoint"), message));
+    }
+}
+
+fn check_keepalive(problems: &mut Vec<ConfigProblem>, base: &str, k: &ServerParameters) {
+    let mut problem = |field: &str, message: String| {
+        problems.push(ConfigProblem::new(format!("{base}.{field}"), message));
+    };
+    if let Some(t) = k.time
+        && t < MIN_KEEPALIVE_TIME
+    {
+        problem(
+            "time",
+            format!("must be at least 1s (got {t:?}); leave it out to send no pings"),
+        );
+    }
+    if k.timeout.is_some_and(|t| t.is_zero()) {
+        problem("timeout", "must be greater than 0 (e.g. 20s)".to_owned());
+    }
+    if k.timeout.is_some() && k.time.is_none() {
+        problem(
+            "timeout",
+            "has no effect without `time` (the ping interval); set both".to_owned(),
+        );
+    }
+    if k.max_connection_age.is_some_and(|t| t.is_zero()) {
+        problem(
+            "max_connection_age",
+            "must be greater than 0 (leave it out for no limit)".to_owned(),
+        );
+    }
+    if k.max_connection_age_grace.is_some() && k.max_connection_age.is_none() {
+        problem(
+            "max_connection_age_grace",
+            "has no effect without `max_connection_age`; set both".to_owned(),
+        );
     }
 }
 
@@ -257,6 +339,7 @@ mod tests {
                     endpoint: "collector.internal:4317".into(),
                     max_recv_msg_size_mib: 0,
                     max_concurrent_streams: Some(0),
+                    keepalive: Keepalive::default(),
                 }),
                 http: Some(HttpConfig {
                     endpoint: "127.0.0.1".into(),

@@ -167,8 +167,22 @@ pub(super) async fn serve(
         intake: intake.clone(),
         limit,
     };
-    Server::builder()
+    let keepalive = &config.keepalive.server_parameters;
+    let mut server = Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
+        .http2_keepalive_interval(keepalive.time)
+        .http2_keepalive_timeout(Some(
+            keepalive
+                .timeout
+                .unwrap_or(super::config::DEFAULT_KEEPALIVE_TIMEOUT),
+        ));
+    if let Some(age) = keepalive.max_connection_age {
+        server = server.max_connection_age(age);
+    }
+    if let Some(grace) = keepalive.max_connection_age_grace {
+        server = server.max_connection_age_grace(grace);
+    }
+    server
         .add_service(Guarded {
             inner: service,
             intake,

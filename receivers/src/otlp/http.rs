@@ -82,6 +82,7 @@ enum Encoding {
     Identity,
     Gzip,
     Deflate,
+    Zstd,
 }
 
 impl Encoding {
@@ -99,6 +100,8 @@ impl Encoding {
             Ok(Encoding::Gzip)
         } else if value.eq_ignore_ascii_case("deflate") {
             Ok(Encoding::Deflate)
+        } else if value.eq_ignore_ascii_case("zstd") {
+            Ok(Encoding::Zstd)
         } else {
             Err(RequestError::UnsupportedEncoding)
         }
@@ -191,6 +194,7 @@ fn decompress(raw: Bytes, encoding: Encoding, limit: usize) -> Result<Bytes, Req
         Encoding::Identity => return Ok(raw),
         Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&raw[..])),
         Encoding::Deflate => Box::new(flate2::read::ZlibDecoder::new(&raw[..])),
+        Encoding::Zstd => return zstd(&raw, limit),
     };
     // Read one byte past the limit to tell "exactly the limit" from "over it" without ever
     // holding more than that in memory (a gzip bomb stops here).
@@ -207,6 +211,32 @@ fn decompress(raw: Bytes, encoding: Encoding, limit: usize) -> Result<Bytes, Req
             limit,
             setting: SIZE_SETTING,
         });
+    }
+    Ok(Bytes::from(out))
+}
+
+/// A zstd body (one frame or several concatenated), held to `limit` bytes like the others.
+fn zstd(raw: &[u8], limit: usize) -> Result<Bytes, RequestError> {
+    let malformed = |source: Box<dyn std::error::Error + Send + Sync>| RequestError::Malformed {
+        what: "compressed body",
+        source,
+    };
+    let mut input = raw;
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
+    while !input.is_empty() {
+        let frame = ruzstd::decoding::StreamingDecoder::new(&mut input)
+            .map_err(|e| malformed(Box::new(e)))?;
+        let room = (limit + 1).saturating_sub(out.len());
+        frame
+            .take(room as u64)
+            .read_to_end(&mut out)
+            .map_err(|e| malformed(Box::new(e)))?;
+        if out.len() > limit {
+            return Err(RequestError::TooLarge {
+                limit,
+                setting: SIZE_SETTING,
+            });
+        }
     }
     Ok(Bytes::from(out))
 }
@@ -267,8 +297,36 @@ mod tests {
         assert_eq!(enc("identity"), Some(Encoding::Identity));
         assert_eq!(enc("GZIP"), Some(Encoding::Gzip));
         assert_eq!(enc("deflate"), Some(Encoding::Deflate));
-        assert_eq!(enc("zstd"), None);
+        assert_eq!(enc("zstd"), Some(Encoding::Zstd));
+        assert_eq!(enc("br"), None);
         assert_eq!(enc("gzip, br"), None);
+    }
+
+    #[test]
+    fn zstd_is_decompressed_capped_and_concatenated_frames_are_joined() {
+        use ruzstd::encoding::{CompressionLevel, compress_to_vec};
+        let data = vec![7u8; 1000];
+        let z = Bytes::from(compress_to_vec(&data[..], CompressionLevel::Fastest));
+        assert_eq!(
+            decompress(z.clone(), Encoding::Zstd, 1000).unwrap(),
+            &data[..]
+        );
+        assert!(matches!(
+            decompress(z.clone(), Encoding::Zstd, 999),
+            Err(RequestError::TooLarge { limit: 999, .. })
+        ));
+        let two: Vec<u8> = [
+            &z[..],
+            &compress_to_vec(&b"tail"[..], CompressionLevel::Fastest),
+        ]
+        .concat();
+        let out = decompress(Bytes::from(two), Encoding::Zstd, 2000).unwrap();
+        assert_eq!(out.len(), 1004);
+        assert_eq!(&out[1000..], b"tail");
+        assert!(matches!(
+            decompress(Bytes::from_static(b"not zstd"), Encoding::Zstd, 10),
+            Err(RequestError::Malformed { .. })
+        ));
     }
 
     #[test]

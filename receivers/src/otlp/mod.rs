@@ -2,10 +2,11 @@
 //!
 //! Follows the OTLP specification (opentelemetry-proto v1 `MetricsService/Export`):
 //! - **gRPC** (default `127.0.0.1:4317`): gzip-compressed requests accepted; messages up to
-//!   `max_recv_msg_size_mib` (default 16 MiB, not gRPC's usual 4 MiB).
+//!   `max_recv_msg_size_mib` (default 16 MiB, not gRPC's usual 4 MiB); HTTP/2 keepalive pings
+//!   and a maximum connection age under `keepalive.server_parameters` (off by default).
 //! - **HTTP** (default `127.0.0.1:4318`): `POST /v1/metrics` with `Content-Type`
 //!   `application/x-protobuf` or `application/json` (OTLP/JSON: camelCase fields, 64-bit
-//!   integers as strings, enums as numbers) and `Content-Encoding` `gzip`, `deflate` or none.
+//!   integers as strings, enums as numbers) and `Content-Encoding` `gzip`, `zstd`, `deflate` or none.
 //!   The body limit applies to the body as sent and again after decompression. Success is
 //!   `200` with an empty `ExportMetricsServiceResponse` in the request's encoding; failures
 //!   carry a `google.rpc.Status` (`code`, `message`) in the request's encoding, or plain text
