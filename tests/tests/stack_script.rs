@@ -162,6 +162,16 @@ fn scripts_stack_parses_and_explains_itself() {
     assert_eq!(run(&script, &["--bogus"]).status.code(), Some(2));
 }
 
+/// The variables that move scripts/stack's ports.
+const STACK_PORT_VARS: [&str; 6] = [
+    "VLA_STACK_PROMETHEUS_PORT",
+    "VLA_STACK_ALERTMANAGER_PORT",
+    "VLA_STACK_OTLP_GRPC_PORT",
+    "VLA_STACK_OTLP_HTTP_PORT",
+    "VLA_STACK_TELEMETRY_PORT",
+    "VLA_STACK_SCRAPE_PORT",
+];
+
 /// A scripts/stack run on fakes: the servers, promtool and the release binaries are shell
 /// scripts in temp dirs, so nothing real starts and no port is opened.
 struct FakeStack {
@@ -206,15 +216,30 @@ impl FakeStack {
         Self { dir }
     }
 
-    /// Runs scripts/stack; `None` when one of its ports is taken on this machine (it then
-    /// stops before creating anything, and this test has nothing to check).
-    fn run(&self) -> Option<(i32, String)> {
+    /// Runs scripts/stack on ports free on this machine (the packaged Prometheus and
+    /// Alertmanager may hold the defaults).
+    fn run(&self) -> (i32, String) {
+        self.run_with(&[])
+    }
+
+    /// [`Self::run`] with some variables set (after the free ports, so they can move one).
+    fn run_with(&self, env: &[(&str, &str)]) -> (i32, String) {
         let path = format!(
             "{}:{}",
             self.dir.path().join("bin").display(),
             std::env::var("PATH").unwrap()
         );
-        let out = Command::new(repo("scripts/stack"))
+        let mut cmd = Command::new(repo("scripts/stack"));
+        // Bound together, then released: six distinct ports nothing listens on.
+        let held: Vec<std::net::TcpListener> = (0..6)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        for (var, l) in STACK_PORT_VARS.iter().zip(&held) {
+            cmd.env(var, l.local_addr().unwrap().port().to_string());
+        }
+        drop(held);
+        cmd.envs(env.iter().copied());
+        let out = cmd
             .env("PATH", path)
             .env("CARGO_TARGET_DIR", self.dir.path().join("target"))
             .env("TMPDIR", self.dir.path().join("tmp"))
@@ -222,11 +247,7 @@ impl FakeStack {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        if stderr.contains("is already in use") {
-            eprintln!("skipped: {stderr}");
-            return None;
-        }
-        Some((out.status.code().unwrap(), stderr))
+        (out.status.code().unwrap(), stderr)
     }
 
     /// What is left in the TMPDIR scripts/stack used.
@@ -270,9 +291,7 @@ impl Drop for FakeStack {
 #[test]
 fn scripts_stack_removes_its_temp_dir_when_it_fails_before_starting() {
     let fake = FakeStack::new(false);
-    let Some((code, stderr)) = fake.run() else {
-        return;
-    };
+    let (code, stderr) = fake.run();
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("promtool rejects the generated prometheus.yml"),
@@ -287,9 +306,7 @@ fn scripts_stack_removes_its_temp_dir_when_it_fails_before_starting() {
 #[test]
 fn scripts_stack_stops_what_it_started_when_a_server_dies() {
     let fake = FakeStack::new(true);
-    let Some((code, stderr)) = fake.run() else {
-        return;
-    };
+    let (code, stderr) = fake.run();
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("prometheus exited before it was ready"),
@@ -308,4 +325,27 @@ fn scripts_stack_stops_what_it_started_when_a_server_dies() {
         assert!(stderr.contains(&format!("stopped {name}")), "{stderr}");
     }
     assert_eq!(fake.temp_left(), Vec::<String>::new(), "{stderr}");
+}
+
+/// A port already in use stops the stack before it creates anything, naming the port.
+#[test]
+fn scripts_stack_refuses_a_port_in_use_and_a_port_that_is_not_a_number() {
+    let fake = FakeStack::new(true);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let run = |var: &str, value: &str| fake.run_with(&[(var, value)]);
+    let (code, stderr) = run("VLA_STACK_SCRAPE_PORT", &port.to_string());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port} is already in use")),
+        "{stderr}"
+    );
+    let (code, stderr) = run("VLA_STACK_TELEMETRY_PORT", "88a8");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("VLA_STACK_TELEMETRY_PORT must be a port number, got '88a8'"),
+        "{stderr}"
+    );
+    assert_eq!(fake.temp_left(), Vec::<String>::new(), "{stderr}");
+    assert_eq!(fake.started(), BTreeMap::new(), "{stderr}");
 }
