@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::self_metrics::{Counter, SelfMetrics};
+use crate::self_metrics::{Counter, Gauge, SelfMetrics};
 use crate::{ComponentId, MetricBatch};
 
 /// Why a batch was refused; both are retryable for the client.
@@ -42,6 +42,23 @@ pub struct PipelineSender {
     accepted: Counter,
     refused_full: Counter,
     refused_closed: Counter,
+    waiting: Gauge,
+}
+
+/// Counts one request waiting for room while it lives.
+struct Waiting<'a>(&'a Gauge);
+
+impl<'a> Waiting<'a> {
+    fn new(g: &'a Gauge) -> Self {
+        g.add(1);
+        Self(g)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.add(-1);
+    }
 }
 
 impl std::fmt::Debug for PipelineSender {
@@ -90,6 +107,15 @@ impl PipelineSender {
                 "Data points refused by a receiver with a retryable status, by reason.",
                 Some("shutting_down"),
             ),
+            waiting: {
+                let l = labels(None);
+                let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                telemetry.gauge(
+                    "vla_collector_receiver_waiting_requests",
+                    "Requests a receiver holds while waiting for room in a full pipeline.",
+                    &l,
+                )
+            },
         }
     }
 
@@ -102,6 +128,7 @@ impl PipelineSender {
                 Ok(p) => Ok(p),
                 Err(mpsc::error::TrySendError::Closed(())) => Err(SendError::Closed),
                 Err(mpsc::error::TrySendError::Full(())) => {
+                    let _waiting = Waiting::new(&self.waiting);
                     match tokio::time::timeout(self.max_wait, target.reserve()).await {
                         Ok(Ok(p)) => Ok(p),
                         Ok(Err(_)) => Err(SendError::Closed),

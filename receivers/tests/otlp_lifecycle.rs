@@ -29,13 +29,28 @@ async fn shutdown_finishes_in_flight_requests_then_returns() {
             .await
             .map(|r| r.status().as_u16())
     });
-    // Nothing observable marks "the handler is waiting for room", so give the request time to
-    // arrive. Too short a wait can only make the test fail (the request would then be refused
-    // after shutdown), never pass wrongly: the 200 below proves shutdown waited for it.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The request is in flight once the receiver holds it waiting for room.
+    let waiting = || {
+        h.telemetry.value(
+            "vla_collector_receiver_waiting_requests",
+            &[("receiver", "otlp")],
+        )
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while waiting() != Some(1) {
+        assert!(tokio::time::Instant::now() < deadline, "the request never waited");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     h.shutdown.cancel();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Shutdown is under way once the listeners are closed; the request still holds the task.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(h.http).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "the listener stayed open");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(!h.task.is_finished(), "must wait for the request in flight");
+    assert_eq!(waiting(), Some(1));
     // Make room: the in-flight request completes successfully.
     assert_eq!(h.next_batch().await.data_points(), 4);
     assert_eq!(in_flight.await.unwrap().unwrap(), 200);

@@ -301,6 +301,8 @@ pub(crate) struct Shared {
     description: String,
     refreshes_ok: Counter,
     refreshes_error: Counter,
+    /// Every check of the source, whatever came of it (an unchanged file included).
+    pub(crate) checks: Counter,
     entries: Gauge,
 }
 
@@ -484,6 +486,12 @@ impl CustomerTier {
                 "vla_collector_lookup_refreshes_total",
                 refreshes,
                 &with("result", "error"),
+            ),
+            checks: telemetry.counter(
+                "vla_collector_lookup_checks_total",
+                "Checks of a lookup source for a new version (file polls, queries), whatever \
+                 their outcome.",
+                labels,
             ),
             entries: telemetry.gauge(
                 "vla_collector_lookup_entries",

@@ -182,6 +182,15 @@ fn poll(file: &CustomerFile, state: &FileState) -> Poll {
     }
 }
 
+/// Counts a check of the source when dropped, after its outcome is applied.
+struct Counted<'a>(&'a Shared);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.checks.inc();
+    }
+}
+
 /// Checks the file every `interval` (more often until a table has loaded) until `shutdown`.
 pub(crate) async fn file_loop(
     shared: Arc<Shared>,
@@ -211,6 +220,8 @@ pub(crate) async fn file_loop(
                 message: format!("the file check failed: {e}"),
             })
         });
+        // Counted after its outcome is applied, so whoever waits on the count sees it.
+        let _counted = Counted(&shared);
         match polled {
             Poll::Unchanged => {}
             Poll::SameAsGood(stamp) => {
@@ -262,6 +273,7 @@ pub(crate) async fn postgres_loop(shared: Arc<Shared>, pg: PgSource, shutdown: C
             }
             Err(e) => shared.failed(&e, &mut failing),
         }
+        shared.checks.inc();
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(next_wait(pg.refresh_interval, loaded)) => {}

@@ -718,7 +718,10 @@ async fn file_reloads_on_change_and_keeps_the_last_good_table() {
     );
     assert_eq!((report.entries, report.consecutive_failures), (2, 1));
     assert_eq!(tier_of(&tier, "cust-0001"), "enterprise");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Two more checks of the unchanged broken file: neither reports it again.
+    let checks = || value(&t, "vla_collector_lookup_checks_total", &[]);
+    let seen = checks();
+    wait_until("two more checks", || checks() >= seen + 2).await;
     assert_eq!(
         errors(),
         1,
