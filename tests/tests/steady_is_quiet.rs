@@ -24,7 +24,7 @@ fn now_secs() -> f64 {
 async fn rules_evaluated_after(prom: &Prometheus, since: f64, after: f64) {
     eventually(WAIT, || async {
         let s = prom
-            .query("timestamp(job:vla_inference_requests:rate5m)")
+            .query("max(timestamp(job_instance_gpu_id:vla_gpu_memory:ratio))")
             .await
             .map_err(|e| e.to_string())?;
         match s.first() {
