@@ -38,7 +38,10 @@ async fn shutdown_finishes_in_flight_requests_then_returns() {
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while waiting() != Some(1) {
-        assert!(tokio::time::Instant::now() < deadline, "the request never waited");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the request never waited"
+        );
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -46,7 +49,10 @@ async fn shutdown_finishes_in_flight_requests_then_returns() {
     // Shutdown is under way once the listeners are closed; the request still holds the task.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::net::TcpStream::connect(h.http).await.is_ok() {
-        assert!(tokio::time::Instant::now() < deadline, "the listener stayed open");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listener stayed open"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(!h.task.is_finished(), "must wait for the request in flight");

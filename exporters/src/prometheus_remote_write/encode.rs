@@ -5,6 +5,11 @@
 //! most `max_samples_per_send` samples. The protobuf is written directly into the request
 //! body: a point's shared labels are encoded (and hashed) once, then copied into each series
 //! the point yields with `__name__` and `le`/`quantile` spliced in at their sorted places.
+//!
+//! Each series entry carries one sample. Prometheus ingests a request's entries in order and
+//! silently drops a sample older than one it already took for the series, so a shard whose
+//! samples did not arrive in time order (a client's retry batched after newer data, points
+//! listed newest first) has its entries sorted by timestamp before it is cut into requests.
 
 use std::hash::{BuildHasher, Hasher};
 use std::time::Instant;
@@ -28,11 +33,26 @@ pub(crate) struct RequestBuf {
 }
 
 /// The requests of one shard, in send order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ShardBuf {
     pub requests: Vec<RequestBuf>,
     /// Requests in use this round (the rest are kept for their capacity).
     pub used: usize,
+    /// The newest timestamp of this round's samples.
+    newest_ms: i64,
+    /// Whether a sample older than an earlier one arrived this round.
+    unsorted: bool,
+}
+
+impl Default for ShardBuf {
+    fn default() -> Self {
+        Self {
+            requests: Vec::new(),
+            used: 0,
+            newest_ms: i64::MIN,
+            unsorted: false,
+        }
+    }
 }
 
 impl ShardBuf {
@@ -191,6 +211,8 @@ impl ShardedEncoder {
                 r.samples = 0;
             }
             shard.used = 0;
+            shard.newest_ms = i64::MIN;
+            shard.unsorted = false;
         }
         self.label_set_id = u64::MAX;
         self.pending = None;
@@ -199,6 +221,16 @@ impl ShardedEncoder {
 
     pub fn shards(&self) -> &[ShardBuf] {
         &self.shards
+    }
+
+    /// Ends a round: the shards whose samples arrived out of time order are put in order.
+    pub fn finish(&mut self) {
+        let max = self.max_samples;
+        for shard in &mut self.shards {
+            if shard.unsorted {
+                sort_by_time(shard, max);
+            }
+        }
     }
 
     fn encode_base(&mut self, sample: &Sample<'_>) {
@@ -293,6 +325,71 @@ impl ShardedEncoder {
             replace: false,
         }
     }
+}
+
+/// Re-cuts a shard's requests with its series entries (one sample each) in timestamp order;
+/// entries with equal timestamps keep their order.
+fn sort_by_time(shard: &mut ShardBuf, max_samples: usize) {
+    let mut entries: Vec<(i64, Vec<u8>)> = Vec::new();
+    for req in shard.filled() {
+        let mut rest = &req.body[..];
+        while let Some((_, after)) = rest.split_first() {
+            let mut cursor = after;
+            let len = take_varint(&mut cursor) as usize;
+            let header = rest.len() - cursor.len();
+            let Some(entry) = rest.get(..header + len) else {
+                break;
+            };
+            entries.push((
+                entry_timestamp(cursor.get(..len).unwrap_or_default()),
+                entry.to_vec(),
+            ));
+            rest = rest.get(header + len..).unwrap_or_default();
+        }
+    }
+    entries.sort_by_key(|(ts, _)| *ts);
+    for r in shard.requests.iter_mut().take(shard.used) {
+        r.body.clear();
+        r.samples = 0;
+    }
+    shard.used = 0;
+    for chunk in entries.chunks(max_samples.max(1)) {
+        if shard.requests.len() == shard.used {
+            shard.requests.push(RequestBuf::default());
+        }
+        if let Some(req) = shard.requests.get_mut(shard.used) {
+            for (_, e) in chunk {
+                req.body.extend_from_slice(e);
+            }
+            req.samples = chunk.len();
+        }
+        shard.used += 1;
+    }
+}
+
+/// The timestamp of a `TimeSeries` payload's (first) sample.
+fn entry_timestamp(mut payload: &[u8]) -> i64 {
+    while let Some((&tag, rest)) = payload.split_first() {
+        payload = rest;
+        let len = take_varint(&mut payload) as usize;
+        let field = payload.get(..len).unwrap_or_default();
+        payload = payload.get(len..).unwrap_or_default();
+        if tag != super::proto::TAG_2_LEN {
+            continue;
+        }
+        // Sample: 0x09 + 8 bytes of value, 0x10 + varint timestamp.
+        let mut sample = field;
+        while let Some((&t, rest)) = sample.split_first() {
+            sample = rest;
+            match t {
+                super::proto::TAG_1_I64 => sample = sample.get(8..).unwrap_or_default(),
+                super::proto::TAG_2_VARINT => return take_varint(&mut sample) as i64,
+                _ => return 0,
+            }
+        }
+        return 0;
+    }
+    0
 }
 
 /// Reads a varint off the front of `buf`.
@@ -395,6 +492,10 @@ impl SampleSink for ShardedEncoder {
         let Some(shard) = self.shards.get_mut(shard_idx) else {
             return;
         };
+        if sample.timestamp_ms < shard.newest_ms {
+            shard.unsorted = true;
+        }
+        shard.newest_ms = shard.newest_ms.max(sample.timestamp_ms);
         if shard.used == 0
             || shard
                 .requests

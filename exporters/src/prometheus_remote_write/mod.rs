@@ -137,6 +137,7 @@ impl BatchEncoder {
     pub fn encode(&mut self, batch: &MetricBatch) -> Result<EncodedBatch, snap::Error> {
         self.encoder.reset();
         let stats = self.translator.translate(batch, &mut self.encoder);
+        self.encoder.finish();
         let mut shards = Vec::with_capacity(self.encoder.shards().len());
         for shard in self.encoder.shards() {
             let mut requests = Vec::with_capacity(shard.used);

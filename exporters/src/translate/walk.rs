@@ -580,6 +580,8 @@ impl Translator {
                 f64::from_bits(STALE_NAN_BITS)
             } else {
                 match p.value {
+                    // Any NaN a client sends is the plain NaN: never the stale marker's bits.
+                    Some(number_data_point::Value::AsDouble(d)) if d.is_nan() => f64::NAN,
                     Some(number_data_point::Value::AsDouble(d)) => d,
                     Some(number_data_point::Value::AsInt(i)) => i as f64,
                     None => {

@@ -1,161 +1,21 @@
 //! The `customer_tier` processor: adds each customer's tier, and optionally other fields of
-//! the customer's row (plan, region, name, ...), to the data points and resources that carry a
-//! customer id, from a table refreshed in the background.
-//!
-//! A data point (`apply_to: points`), a resource (`apply_to: resources`) or both (the default)
-//! whose attributes hold the string attribute `customer_id_key` (default `customer_id`) gets
-//! the tier under `tier_key` (default `tier`), and each field listed in `attributes` (row field
-//! → attribute key) that the row has. An unknown customer gets `default_tier` (default
-//! `unknown`) and no other field; points without a customer id are left alone. With
-//! `on_existing: keep` (the default) an attribute already present is left as it is; with
-//! `overwrite` it is replaced. Until a table has loaded once (a `postgres` source whose first
-//! query has not succeeded yet, a `file` with `required: false` that has not appeared yet)
-//! nothing is changed at all: no tier, no default tier, no id dropped; those points are
-//! counted as `no_table`.
-//!
-//! The added keys (`tier_key` and the `attributes` values) become Prometheus labels, so they
-//! must be label names, dots allowed (the exporters turn `.` into `_`): `[a-zA-Z_][a-zA-Z0-9_.]*`,
-//! not starting with `__`, not `job`, `instance`, `le` or `quantile`, and no two of them (nor
-//! one and `customer_id_key`) may become the same label.
-//!
-//! The table is a snapshot swapped atomically by the refresher; `process` loads it once per
-//! batch and never waits on I/O. When a refresh fails the last good table stays in use, the
-//! source's status (shown by `/ready`) turns `failing`, one warning is logged per failure
-//! streak and one info line on recovery.
-//!
-//! # Sources (exactly one)
+//! the customer's row (plan, region, ...), to the data points and resources that carry a
+//! customer id. The table comes from an inline map, a YAML or CSV file reloaded when it
+//! changes, or a PostgreSQL query refreshed on an interval; it is a snapshot swapped by a
+//! background refresher, so `process` never waits on I/O, and a failing source keeps the last
+//! good table. Unknown customers get `default_tier`; before a table has loaded, points pass
+//! untouched.
 //!
 //! ```yaml
 //! processors:
-//!   customer_tier/inline:
-//!     source:
-//!       inline:
-//!         cust-0001: enterprise
-//!         cust-0002: { tier: pro, plan: annual }
-//!   customer_tier/file:
+//!   customer_tier:
 //!     source: { file: configs/customers.yaml, reload_interval: 5s, required: true }
-//!     attributes: { plan: customer_plan, region: customer_region }
-//!   customer_tier/db:
-//!     source:
-//!       postgres:
-//!         dsn: "host=db.internal port=5432 user=vla dbname=billing"
-//!         password_file: /run/secrets/vla-pg-password
-//!         query: "SELECT customer_id, tier, plan FROM customers"
-//!         refresh_interval: 30s
-//!         timeout: 5s
+//!     attributes: { plan: customer_plan }
 //!     default_tier: unknown
 //!     on_existing: keep
-//!     apply_to: both
-//!     drop_customer_id:
-//!       include: ["vla.customer.inference.duration", "vla.customer.*"]
-//!       exclude: ["vla.customer.requests"]
 //! ```
 //!
-//! - `inline` loads when the collector starts.
-//! - `file` loads when the collector starts (a missing or invalid file fails start-up with the
-//!   file and line), then is checked every `reload_interval` (default 5s, at least 100ms):
-//!   when its stamp (size, modification and status-change times, inode, device) changed and
-//!   its content differs, it is parsed again. A file that turns invalid keeps the last good
-//!   table. Replace the file atomically (write a temporary file, then rename it); an empty
-//!   file, or one without customers, is refused for this reason. A relative path is relative
-//!   to the collector's working directory (the directory it was started from, not the config
-//!   file's), which an unreadable file's error names.
-//!
-//!   `required: false` (default `true`; only with `file`) lets the file be missing at
-//!   start-up: the component starts without a table (points pass untouched, see above), its
-//!   status fails (`customer file configs/customers.yaml not found (relative to the working
-//!   directory /srv/vla); customers get no tier until it appears`, one warning), and the
-//!   file is loaded when it appears. A file that exists but cannot be read or parsed still
-//!   fails start-up.
-//! - `postgres` starts without a table (points pass untouched, see above) and runs the query
-//!   at once, then every `refresh_interval` (default 30s, at least 100ms), on a fresh
-//!   connection each time, without TLS; connecting and querying together are bounded by
-//!   `timeout` (default 5s, at least 10ms). The DSN names the server with `host=` or
-//!   `hostaddr=`. Columns are found by name: `customer_id` (or else the first column) and
-//!   `tier` are required, every other column is an extra field (all values are read as text).
-//!   NULL or empty ids and tiers, duplicate ids and a result without rows fail the refresh
-//!   (the last table stays, as for an empty file). The DSN and the password are never
-//!   logged: the source is shown as `postgres host:port/dbname`.
-//!
-//!   The password: `password_file` is read at each connection attempt (trailing newline
-//!   trimmed; a rotated secret is picked up at the next refresh; a file that cannot be read
-//!   fails that refresh, naming the file, never its content). The DSN may carry `password=`
-//!   instead, e.g. from `${env:VLA_PG_PASSWORD}`; but that is substituted into the YAML text
-//!   before parsing, so a password holding `"` or `\` breaks a double-quoted `dsn:` and needs
-//!   single quotes in YAML (`dsn: 'host=db password=${env:VLA_PG_PASSWORD}'`), and one
-//!   holding a space, `'` or `\` needs libpq quoting inside the DSN as well. Not both.
-//!
-//! Until a table has loaded once, the `file` and `postgres` refreshers try every
-//! `min(reload_interval or refresh_interval, 1s)`, so a database or file that comes up just
-//! after the collector is picked up within a second; after the first good load they keep to
-//! the interval.
-//!
-//! # File formats
-//!
-//! YAML (`.yaml`, `.yml`), either a list of rows:
-//!
-//! ```yaml
-//! customers:
-//!   - { customer_id: cust-0001, tier: enterprise, plan: annual, region: eu-west, name: Acme Robotics }
-//!   - customer_id: cust-0002
-//!     tier: pro
-//! ```
-//!
-//! or a map of customer id to tier, or to a row without `customer_id`:
-//!
-//! ```yaml
-//! cust-0001: enterprise
-//! cust-0002: { tier: pro, plan: monthly }
-//! ```
-//!
-//! CSV (`.csv`): a header row naming `customer_id` and `tier` in any order, other columns are
-//! extra fields; cells are trimmed, lines starting with `#` are comments, an empty cell means
-//! "no value".
-//!
-//! ```text
-//! customer_id,tier,plan,region
-//! cust-0001,enterprise,annual,eu-west
-//! ```
-//!
-//! Errors name the file and line: `configs/customers.yaml:7: customer "x": missing tier`.
-//! Duplicate ids are errors.
-//!
-//! # Dropping the customer id
-//!
-//! `drop_customer_id` removes the customer id from the points of the metrics it matches
-//! (names as sent in OTLP, exact or with `*` globs; `include` minus `exclude`) after the
-//! enrichment, to bound series cardinality while keeping the tier. Points of one metric in one
-//! resource and scope that then share a label set are merged into one: sums and gauges add
-//! their values, explicit histograms with equal bounds add counts, bucket counts and sums (min
-//! and max combined), keeping the earliest start time and latest time (see `merge`).
-//! Exponential histograms, summaries and histograms whose points have different bounds keep
-//! their ids (counted as skipped).
-//!
-//! Caveat for cumulative sums and histograms: the merge adds what one export carries, it keeps
-//! no state between exports. The merged series is right while every export of a process
-//! carries every customer's series, which the OpenTelemetry SDKs' cumulative exports do (a
-//! series, once seen, is exported each time). But when a customer appears (a first request)
-//! or disappears (a restart of the sending process, the SDK's cardinality limit), or its tier
-//! changes, the merged counter steps up or down by that customer's whole total; Prometheus
-//! reads a step down as a counter reset, and `rate()`/`increase()` then count the remaining
-//! customers' totals again. Drop ids only on metrics where such steps are acceptable (or that
-//! are gauges); otherwise keep the id and aggregate in queries. Delta sums are not a way out
-//! here: the exporters drop delta sums and histograms. A `delta_to_cumulative`/aggregation
-//! stage (a later issue) will keep per-series state and make the merge exact. Gauges are
-//! summed, which suits per-customer counts (quota used), not ratios.
-//!
-//! # Self-metrics (label `processor=<id>`)
-//!
-//! - `vla_collector_lookup_refreshes_total{result="ok|error"}`: table loads;
-//! - `vla_collector_lookup_entries`: customers in the table in use;
-//! - `vla_collector_processor_customer_tier_data_points_total{result="enriched|default|no_table"}`: data
-//!   points given a tier from the table, or the default tier, or left untouched because no
-//!   table has loaded yet (a point without its own id counts by its resource's);
-//! - `vla_collector_processor_customer_tier_merged_data_points_total`: points folded into another after the
-//!   id was dropped;
-//! - `vla_collector_processor_customer_tier_drop_skipped_data_points_total{reason}`: points that kept their id
-//!   although `drop_customer_id` matched (`exponential_histogram`, `summary`,
-//!   `histogram_bounds`).
+//! The full manual: `docs/components/customer_tier.md`.
 
 mod config;
 mod labels;

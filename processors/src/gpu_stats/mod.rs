@@ -1,68 +1,21 @@
 //! The `gpu_stats` processor: joins the latest GPU reading onto data points that carry a GPU
 //! id, so request latency can be sliced by GPU model (and, optionally, by how busy or hot the
-//! GPU was).
-//!
-//! The readings are the [`GpuSnapshot`] the `nvml` receiver publishes on every good poll
-//! (`vla_pipeline::gpu`); the snapshot is loaded once per batch, never waited on. The GPU id is
-//! looked up under `gpu_id_key` on the point's attributes, then on its resource's. It is a
-//! decimal index (`"0"`, or an integer attribute), matched on the GPU's index, or a UUID
-//! (`GPU-...`, `MIG-...`), matched on its UUID. Points of an unknown GPU, and every point before
-//! the first snapshot, are left untouched and counted.
-//!
-//! **Which id to send.** The join assumes the service that sends the points and the collector
-//! run on the same host (the snapshot is this host's GPUs). An index must be the NVML index as
-//! the collector sees it (`nvidia-smi`'s order, by PCI bus id), which is not the CUDA ordinal
-//! the worker uses: `CUDA_VISIBLE_DEVICES` renumbers the visible devices from 0, and CUDA
-//! orders them fastest-first unless `CUDA_DEVICE_ORDER=PCI_BUS_ID`. Send the UUID (`GPU-...`,
-//! from `nvidia-smi -L`, `torch.cuda.get_device_properties(i).uuid` or
-//! `cudaDeviceProp::uuid`, prefixed `GPU-`): it is the same everywhere.
-//!
-//! **Stale readings.** The receiver keeps the last good snapshot in the hub while NVML polls
-//! fail. A snapshot taken more than `max_age` ago (default 1m: six polls at the default 10 s)
-//! is not joined; the points are left untouched and counted as `stale_snapshot`. Keep
-//! `max_age` a few times the `nvml` receiver's `collection_interval`.
-//!
-//! Added attributes (string values, so they become Prometheus labels):
-//! - `model_key` (default `gpu_model`): the product name, e.g. `NVIDIA H100 80GB HBM3`;
-//! - `gpu_utilization_bucket` with `utilization_buckets: [50, 80]`: `<50`, `50-80` or `>=80`
-//!   (a value on a bound belongs to the bucket above it); likewise `gpu_temperature_bucket`.
-//!
-//! **Buckets: gauges only.** A bucket describes the GPU *now*, while a cumulative point carries
-//! everything since the process started: labelling it would make the series flip between
-//! bucket values as the GPU heats up, each bucket series carrying the whole cumulative count,
-//! so `rate()` by bucket would be meaningless. Bucket labels are therefore added to gauge
-//! points and to delta sums and histograms (each covers one interval); on every cumulative
-//! point (monotonic counters, up-down sums, explicit and exponential histograms) and on
-//! summaries they are skipped (the model is still added) and the points counted. **Every
-//! exporter drops delta sums and histograms today** (`delta_temporality` in
-//! `vla_collector_exporter_dropped_data_points_total`), so bucket labels reach storage on
-//! gauges only: do not switch a histogram to delta temporality to get buckets, it would no
-//! longer be exported at all. Until a `delta_to_cumulative` processor exists, slice
-//! histograms by `model_key` (added to every kind) and use buckets on gauges.
-//!
-//! With `on_existing: keep` (the default) an attribute the point already has is left as is;
-//! `overwrite` replaces it.
+//! GPU was). The readings are the [`GpuSnapshot`] the `nvml` receiver publishes on every good
+//! poll (`vla_pipeline::gpu`), loaded once per batch and never waited on. The id (a UUID
+//! `GPU-...`, or NVML's index, not a CUDA ordinal) is looked up on the point, then on its
+//! resource. Bucket labels go on gauges only; points of an unknown GPU, or with no recent
+//! snapshot, are left untouched and counted.
 //!
 //! ```yaml
 //! processors:
 //!   gpu_stats:
-//!     gpu_id_key: gpu_id              # looked up on the point's attributes, then the resource's
+//!     gpu_id_key: gpu_id
 //!     model_key: gpu_model
-//!     on_existing: keep               # keep | overwrite
-//!     metrics: ["vla.inference.*"]    # optional: only these metrics (exact or * globs)
-//!     max_age: 1m                     # older snapshots are not joined (default 1m)
-//!     utilization_buckets: [50, 80]   # optional; gauges only (see "Buckets" above)
-//!     temperature_buckets: [70, 85]   # optional; gauges only
+//!     max_age: 1m
+//!     utilization_buckets: [50, 80]   # optional; gauges only
 //! ```
 //!
-//! Counters: `vla_collector_processor_gpu_stats_data_points_total{processor, result}` for the
-//! points carrying a GPU id, `result` = `joined`, `unknown_gpu`, `no_snapshot` or
-//! `stale_snapshot`; and `vla_collector_processor_gpu_stats_bucket_skipped_data_points_total
-//! {processor, reason="cumulative"}` for joined points whose bucket labels were skipped.
-//!
-//! The metric filter is decided once per metric (the last name's decision is reused, as
-//! points of a metric and metrics of a batch come in runs) and the resource's GPU once per
-//! resource; the bucket labels of each GPU are computed once per batch.
+//! The full manual: `docs/components/gpu_stats.md`.
 
 use std::time::{Duration, SystemTime};
 

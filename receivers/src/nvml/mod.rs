@@ -1,88 +1,20 @@
 //! The `nvml` receiver: polls every NVIDIA GPU of the host on an interval and sends the
-//! readings into the pipelines as OTLP metrics; it also publishes each good poll as a
-//! [`GpuSnapshot`] for the `gpu_stats` processor.
-//!
-//! The readings come from a [`GpuSource`]: [`NvmlSource`] (NVIDIA's NVML library, loaded at
-//! run time, opened lazily inside `run`) or [`FakeGpuSource`] (simulated GPUs with a scenario
-//! that crosses the GPUOverheating / GPUMemoryHigh alert thresholds, for demos and tests).
+//! readings into the pipelines as OTLP metrics (the catalogue's `vla.gpu.*` names and,
+//! optionally, the DCGM exporter's); it also publishes each good poll as a [`GpuSnapshot`] for
+//! the `gpu_stats` processor. The readings come from a [`GpuSource`]: [`NvmlSource`] (NVIDIA's
+//! NVML library, loaded at run time) or [`FakeGpuSource`] (simulated GPUs, for demos and
+//! tests). Without a GPU or driver, or while a poll hangs, it reports `vla.gpu.available 0`
+//! and keeps running; it never fails the collector.
 //!
 //! ```yaml
 //! receivers:
 //!   nvml:
 //!     collection_interval: 10s        # default 10s, at least 100ms
-//!     poll_timeout: 10s               # default: collection_interval, at most 10s
-//!     open_timeout: 60s               # default 60s: opening NVML (nvmlInit) may be slow
 //!     source: nvml                    # nvml (default) | fake
-//!     library_path: /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1   # optional
-//!     fake: { gpus: 2, model: "NVIDIA H100 80GB HBM3", memory_total_mib: 81559, scenario: steady }
 //!     metrics: { vla: true, dcgm: false }
-//!     resource_attributes: { deployment.environment: prod }
 //! ```
 //!
-//! Each poll sends one batch with one resource (`service.name = vla-collector`, `host.name`
-//! and `service.instance.id` = the host name, plus `resource_attributes`, which win). The
-//! exporters derive Prometheus' `instance` label from `service.instance.id`, so the series of
-//! several hosts (including `vla_gpu_available` and `vla_gpu_count`, which carry no GPU label)
-//! stay apart. Names follow the metric catalogue (`vla-sdk`) and the OpenTelemetry →
-//! Prometheus naming the exporters apply:
-//!
-//! | OTel name | unit | kind | Prometheus |
-//! |---|---|---|---|
-//! | `vla.gpu.utilization` | `%` | gauge, double | `vla_gpu_utilization_percent` |
-//! | `vla.gpu.temperature` | `Cel` | gauge, double | `vla_gpu_temperature_celsius` |
-//! | `vla.gpu.memory.used` | `By` | gauge, int | `vla_gpu_memory_used_bytes` |
-//! | `vla.gpu.memory.total` | `By` | gauge, int | `vla_gpu_memory_total_bytes` |
-//! | `vla.gpu.memory.utilization` | `%` | gauge, double | `vla_gpu_memory_utilization_percent` |
-//! | `vla.gpu.power` | `W` | gauge, double | `vla_gpu_power_watts` |
-//! | `vla.gpu.energy` | `J` | monotonic cumulative sum | `vla_gpu_energy_joules_total` |
-//! | `vla.gpu.clock.sm`, `vla.gpu.clock.memory` | `Hz` | gauge, int | `vla_gpu_clock_sm_hertz`, `vla_gpu_clock_memory_hertz` |
-//! | `vla.gpu.ecc.errors` (`error_type`) | `{error}` | monotonic cumulative sum | `vla_gpu_ecc_errors_total` |
-//! | `vla.gpu.xid.errors` | `{error}` | monotonic cumulative sum | `vla_gpu_xid_errors_total` |
-//! | `vla.gpu.available` | (none) | gauge, int | `vla_gpu_available` |
-//! | `vla.gpu.count` | `{gpu}` | gauge, int | `vla_gpu_count` |
-//!
-//! Per-GPU points carry `gpu_id` (the index), `uuid` and `model_name`; `vla.gpu.available`
-//! and `vla.gpu.count` carry none and are sent every interval whatever `metrics` says. With
-//! `metrics.dcgm: true` the DCGM exporter's fields are added under their exact names
-//! (`DCGM_FI_DEV_GPU_UTIL`, `DCGM_FI_DEV_FB_USED` in MiB, ...) with its labels `gpu`, `UUID`,
-//! `device`, `modelName`, `Hostname`. A field the GPU does not support sends no point.
-//!
-//! **Start times.** `vla.gpu.energy` and `vla.gpu.ecc.errors` count since the driver loaded
-//! (NVML does not say when that was), yet carry the receiver's start as
-//! `start_time_unix_nano`. Prometheus' `rate()` and `increase()` only look at the values and
-//! are unaffected, but a consumer that trusts the start time (e.g. a delta conversion) sees
-//! the energy used before the receiver started as spent in its first interval. A driver
-//! reload resets these two without a new start time; the values dropping is the reset signal,
-//! as for any Prometheus counter. `vla.gpu.xid.errors` counts the critical XID events the
-//! receiver saw since NVML first opened, the totals carried over each re-open (see
-//! **Failures**), so it never drops; events while NVML is closed, or still queued in a dropped
-//! source's event set, are not counted.
-//!
-//! **Memory** needs driver R510 or newer (`nvmlDeviceGetMemoryInfo_v2`; older drivers report
-//! no memory values), and `vla.gpu.memory.used` excludes the memory the driver reserves (see
-//! `nvml_source.rs`).
-//!
-//! **Failures.** Without a driver or GPU the receiver logs one warning, sends
-//! `vla.gpu.available 0` every interval and retries NVML every 60 s (or every interval, if
-//! longer); it never fails the collector. Each call into the source runs on the blocking pool,
-//! and no other call starts until it returns:
-//! - Opening NVML is waited on for up to `poll_timeout`, then goes on in the background
-//!   (nvmlInit without persistence mode can take seconds per GPU): the intervals meanwhile send
-//!   `vla.gpu.available 0` (`result=unavailable`) without a warning. Only past `open_timeout`
-//!   (default 60 s) is it reported hung (one warning, the source "failing",
-//!   `result=timeout`). A late successful open is used.
-//! - A poll that does not return within `poll_timeout` (a GPU fallen off the bus) makes the
-//!   source "failing" and sends `vla.gpu.available 0` (`result=timeout`) every interval until it
-//!   returns; its late answer is discarded.
-//!
-//! After five failed or timed-out polls in a row the source is dropped (for NVML: its XID event
-//! set is freed and NVML shut down) and opened again, so a reloaded driver is picked up. A poll
-//! that stays hung counts once, however long it hangs, and nothing is re-opened while it runs:
-//! a wedged driver is not re-opened until its call returns (the polls after that count as
-//! usual).
-//! `/ready` shows the source's health through [`NvmlReceiver::status`]; polls are counted in
-//! `vla_collector_receiver_gpu_polls_total{receiver, result=ok|failed|unavailable|timeout}`,
-//! one result per interval.
+//! The full manual: `docs/components/nvml.md`.
 
 mod config;
 mod metrics;

@@ -16,7 +16,10 @@ fn run(config: SimConfig, seconds: u64) -> Totals {
 /// The threshold of an alert of the shipped `configs/prometheus/alerts.yml`: the number after
 /// the last `>` of its expression (`... > 0.05`).
 fn threshold(alert: &str) -> f64 {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/prometheus/alerts.yml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../configs/prometheus/alerts.yml"
+    );
     let text = std::fs::read_to_string(path).unwrap();
     let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
     let expr = doc["groups"]
@@ -172,7 +175,10 @@ fn steady_stays_quiet_at_high_and_low_rates() {
             },
             60,
         );
-        assert!((t.max_queue_depth as f64) < th.queue_depth, "rate {rate}: {t}");
+        assert!(
+            (t.max_queue_depth as f64) < th.queue_depth,
+            "rate {rate}: {t}"
+        );
         assert!(
             t.max_worker_utilization < th.worker_utilization,
             "rate {rate}: {}",
@@ -201,7 +207,10 @@ fn each_scenario_crosses_its_thresholds() {
         "ModelInferenceFailure: {t}"
     );
     let t = with(Scenario::GpuOverheat);
-    assert!(t.max_gpu_temperature > th.gpu_celsius, "GPUOverheating: {t}");
+    assert!(
+        t.max_gpu_temperature > th.gpu_celsius,
+        "GPUOverheating: {t}"
+    );
     let t = with(Scenario::GpuMemory);
     assert!(
         t.max_gpu_memory_share > th.gpu_memory_share,
@@ -209,8 +218,14 @@ fn each_scenario_crosses_its_thresholds() {
         t.max_gpu_memory_share
     );
     let t = with(Scenario::SafetySurge);
-    assert!(t.requests["rejected"] as f64 > th.rejections_per_hour, "SafetyIncidentSurge: {t}");
-    assert!(t.incidents["critical"] as f64 > th.critical_incidents, "CriticalSafetyIncident: {t}");
+    assert!(
+        t.requests["rejected"] as f64 > th.rejections_per_hour,
+        "SafetyIncidentSurge: {t}"
+    );
+    assert!(
+        t.incidents["critical"] as f64 > th.critical_incidents,
+        "CriticalSafetyIncident: {t}"
+    );
     let t = with(Scenario::QuotaExhaustion);
     assert!(
         t.max_quota_share > th.quota_share,
@@ -227,7 +242,10 @@ fn each_scenario_crosses_its_thresholds() {
         "HighLatency: {}",
         t.slower_than_2s
     );
-    assert!(t.max_queue_depth as f64 > th.queue_depth, "HighQueueDepth: {t}");
+    assert!(
+        t.max_queue_depth as f64 > th.queue_depth,
+        "HighQueueDepth: {t}"
+    );
     assert!(
         t.max_worker_utilization > th.worker_utilization,
         "WorkerOverloaded"
