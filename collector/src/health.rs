@@ -45,7 +45,7 @@ pub enum ComponentState {
 /// One component's entry in `/ready`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ComponentStatus {
-    /// `receiver`, `pipeline` or `exporter`.
+    /// `receiver`, `processor` (one with a lookup source), `pipeline` or `exporter`.
     pub kind: &'static str,
     /// The component id or pipeline name.
     pub id: String,

@@ -1,6 +1,6 @@
 //! Translate + encode + snappy of a 1000-point mixed batch (400 gauge points, 400 cumulative
 //! counter points, 200 points of a 12-bucket histogram; ≈3.8 samples per point), the
-//! workload of DESIGN.md's performance budget. Throughput is in data points.
+//! workload of the performance budget in `docs/benchmarks.md`. Throughput is in data points.
 //!
 //! `cargo bench -p vla-exporters --bench remote_write_encode`
 

@@ -1,5 +1,8 @@
-//! `SeriesKey`: a compact key for state kept per series (the scrape registry, aggregation,
-//! delta→cumulative, remote-write shards): a metric name and its sorted labels, hashed once.
+//! `SeriesKey`: a compact key for state kept per series: a metric name and its sorted labels,
+//! hashed once with a fixed seed. Today its one user is the `prometheus` scrape exporter's
+//! registry of latest values; the planned stateful processors (delta→cumulative, aggregation)
+//! are meant to key their state with it. Remote write does not: it shards on a hash of the
+//! encoded label bytes instead.
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;

@@ -28,8 +28,11 @@ pub mod attributes;
 pub mod batch;
 pub mod customer_tier;
 pub mod gpu_stats;
+mod on_existing;
 mod pattern;
 pub mod safety_labels;
+
+pub use on_existing::OnExisting;
 
 /// The registry table of this crate's processor types.
 pub fn register(r: &mut impl vla_pipeline::registry::Registry) {

@@ -1,7 +1,7 @@
 //! `vla-receivers`: the receivers of the VLA telemetry pipeline.
 //!
 //! - [`otlp`]: OTLP metrics over gRPC (`:4317`) and HTTP (`:4318`, `/v1/metrics`, protobuf
-//!   and JSON, gzip), answering retryable statuses when the pipeline is full.
+//!   and JSON; gzip, zstd or deflate bodies), answering retryable statuses when the pipeline is full.
 //! - [`nvml`]: every NVIDIA GPU of the host polled through NVML (`libnvidia-ml`, loaded at run
 //!   time) or a fake source: the catalogue's `vla_gpu_*` metrics and, optionally, the DCGM
 //!   exporter's names; it also publishes the readings for the `gpu_stats` processor. Without a

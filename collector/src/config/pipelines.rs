@@ -1,5 +1,5 @@
 //! `service.pipelines`: pipeline names, the component ids each lists (resolved against the
-//! defined ones, with a did-you-mean), `batch` last, and listen endpoints claimed once.
+//! defined ones, with a did-you-mean), and listen endpoints claimed once.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -235,7 +235,7 @@ impl Ids {
     }
 }
 
-/// A pipeline before `batch` is split off.
+/// A pipeline as listed, with its component ids resolved.
 pub(super) struct RawPipeline {
     pub(super) name: Arc<str>,
     pub(super) receivers: Vec<ComponentId>,

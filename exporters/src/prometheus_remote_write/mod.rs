@@ -1,6 +1,6 @@
 //! The `prometheusremotewrite` exporter: Prometheus remote write 1.0.
 //!
-//! Spec: <https://prometheus.io/docs/specs/prw/remote_write_spec/> (1.0). Each request is a
+//! Spec: the Prometheus Remote-Write 1.0 specification. Each request is a
 //! snappy **block**-compressed `prometheus.WriteRequest` with the four reserved headers
 //! (`Content-Encoding: snappy`, `Content-Type: application/x-protobuf`,
 //! `User-Agent: vla-collector/<version>`, `X-Prometheus-Remote-Write-Version: 0.1.0`), which
@@ -42,7 +42,7 @@
 //! exponential histograms (`unsupported_exponential_histogram`).
 //!
 //! Durability: retries and the queue live in memory (the pipeline's driver). The planned
-//! write-ahead queue (DESIGN.md: byte-capped, CRC per record, replay on start) slots in between
+//! write-ahead queue (byte-capped, CRC per record, replay on start) slots in between
 //! encoding and sending: the compressed per-shard request bodies built here are exactly the
 //! records it will append, and the senders will read them back from it; the fixed shard hash
 //! seed keeps a series in the same shard across restarts.

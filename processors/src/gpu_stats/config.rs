@@ -18,6 +18,7 @@ use serde::Deserialize;
 use vla_pipeline::config::ConfigProblem;
 
 use super::{TEMPERATURE_BUCKET_KEY, UTILIZATION_BUCKET_KEY};
+pub use crate::OnExisting;
 use crate::pattern::MetricGlob;
 
 /// Default of `max_age`.
@@ -58,17 +59,6 @@ impl Default for Config {
             temperature_buckets: None,
         }
     }
-}
-
-/// What to do with an attribute the point already has.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnExisting {
-    /// Leave the point's value.
-    #[default]
-    Keep,
-    /// Replace it with the GPU's.
-    Overwrite,
 }
 
 impl Config {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer};
 use vla_pipeline::config::ConfigProblem;
 
 use super::matcher;
+pub use crate::OnExisting;
 use crate::pattern::{MetricGlob, ScalarText, ScalarTextVisitor};
 
 /// The `safety_labels` processor's settings.
@@ -21,7 +22,7 @@ pub struct Config {
     #[serde(default)]
     pub metrics: Option<Vec<MetricPattern>>,
     /// What to do with a label the point already carries when it arrives.
-    #[serde(default)]
+    #[serde(default = "OnExisting::overwrite")]
     pub on_existing: OnExisting,
     /// The rules, in order.
     pub rules: Vec<Rule>,
@@ -39,17 +40,6 @@ pub enum Mode {
     First,
     /// Every matching rule applies, in order; a later rule's label overwrites an earlier one's.
     All,
-}
-
-/// What happens to a label that was on the point before this processor ran.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnExisting {
-    /// Leave the point's own value.
-    Keep,
-    /// Replace it with the rule's value.
-    #[default]
-    Overwrite,
 }
 
 /// One rule: when its conditions hold, its labels are set.

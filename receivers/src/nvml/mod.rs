@@ -20,35 +20,6 @@ mod config;
 mod metrics;
 mod nvml_source;
 mod source;
-impl vla_pipeline::registry::Component for NvmlReceiver {
-    const TYPE: &'static str = TYPE;
-    const EXAMPLE: &'static str = "\
-collection_interval: 10s
-source: fake                # nvml (default) reads the host's GPUs; fake needs none
-fake: { gpus: 2, model: \"NVIDIA H100 80GB HBM3\", scenario: steady }
-metrics: { vla: true, dcgm: false }
-";
-    type Config = Config;
-
-    fn validate(config: &Config, path: &str) -> Vec<vla_pipeline::config::ConfigProblem> {
-        config.validate(path)
-    }
-}
-
-impl vla_pipeline::registry::ReceiverType for NvmlReceiver {
-    fn build(
-        config: &Config,
-        ctx: vla_pipeline::registry::BuildContext<'_>,
-    ) -> Result<vla_pipeline::registry::BuiltReceiver, vla_pipeline::registry::BuildError> {
-        let r = Self::new(ctx.id.clone(), config, ctx.gpus.clone(), ctx.self_metrics);
-        let status = Some(r.status());
-        Ok(vla_pipeline::registry::BuiltReceiver {
-            receiver: Box::new(r),
-            status,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests;
 mod xid_totals;
@@ -538,4 +509,33 @@ fn host_name() -> String {
         })
         .or_else(|| read("/proc/sys/kernel/hostname"))
         .unwrap_or_default()
+}
+
+impl vla_pipeline::registry::Component for NvmlReceiver {
+    const TYPE: &'static str = TYPE;
+    const EXAMPLE: &'static str = "\
+collection_interval: 10s
+source: fake                # nvml (default) reads the host's GPUs; fake needs none
+fake: { gpus: 2, model: \"NVIDIA H100 80GB HBM3\", scenario: steady }
+metrics: { vla: true, dcgm: false }
+";
+    type Config = Config;
+
+    fn validate(config: &Config, path: &str) -> Vec<vla_pipeline::config::ConfigProblem> {
+        config.validate(path)
+    }
+}
+
+impl vla_pipeline::registry::ReceiverType for NvmlReceiver {
+    fn build(
+        config: &Config,
+        ctx: vla_pipeline::registry::BuildContext<'_>,
+    ) -> Result<vla_pipeline::registry::BuiltReceiver, vla_pipeline::registry::BuildError> {
+        let r = Self::new(ctx.id.clone(), config, ctx.gpus.clone(), ctx.self_metrics);
+        let status = Some(r.status());
+        Ok(vla_pipeline::registry::BuiltReceiver {
+            receiver: Box::new(r),
+            status,
+        })
+    }
 }

@@ -6,7 +6,7 @@
 //!             --points-per-request 1000 --concurrency 4 --collector-pid $(pidof vla-collector)
 //! ```
 //!
-//! Workload (DESIGN.md's benchmark shape): each request holds `points-per-request` data points
+//! Workload (the one `docs/benchmarks.md` measures): each request holds `points-per-request` data points
 //! over 40% gauges, 40% monotonic cumulative sums and 20% 12-bucket histograms, the same series
 //! every time with advancing timestamps, as an SDK's periodic export looks. The sink answers
 //! 204 to every remote-write request and counts samples. With `--collector-pid` the collector's

@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 use vla_pipeline::config::{ConfigProblem, duration};
 
 use super::labels;
+pub use crate::OnExisting;
 use crate::pattern::{MetricGlob, ScalarText};
 
 /// The `customer_tier` processor's settings.
@@ -35,7 +36,7 @@ pub struct Config {
     #[serde(default)]
     pub apply_to: ApplyTo,
     /// What to do when the point already has the attribute (default `keep`).
-    #[serde(default)]
+    #[serde(default = "OnExisting::keep")]
     pub on_existing: OnExisting,
     /// Remove the customer id from the points of some metrics after enrichment.
     #[serde(default)]
@@ -129,17 +130,6 @@ impl ApplyTo {
     pub(crate) fn resources(self) -> bool {
         matches!(self, ApplyTo::Resources | ApplyTo::Both)
     }
-}
-
-/// What to do with an attribute the processor would add that is already there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnExisting {
-    /// Leave the present value.
-    #[default]
-    Keep,
-    /// Replace it.
-    Overwrite,
 }
 
 /// Which metrics lose their customer id after enrichment.
