@@ -134,6 +134,8 @@ struct Entry {
     /// The `le` / `quantile` value, for numeric ordering.
     bound: f64,
     value: f64,
+    /// The point's own time (ms): a point older than this does not replace the value.
+    timestamp_ms: i64,
     updated: Instant,
 }
 
@@ -229,7 +231,12 @@ impl SampleSink for RegistrySink<'_> {
             .series
             .find_mut(hash, |e| same_series(&e.key, sample))
         {
-            e.value = sample.value;
+            // The newest point wins, whatever order points arrive in; one that is older than
+            // the value served still counts as a sign of life.
+            if sample.timestamp_ms >= e.timestamp_ms {
+                e.value = sample.value;
+                e.timestamp_ms = sample.timestamp_ms;
+            }
             e.updated = self.now;
             return;
         }
@@ -273,6 +280,7 @@ impl SampleSink for RegistrySink<'_> {
             rank,
             bound,
             value: sample.value,
+            timestamp_ms: sample.timestamp_ms,
             updated: self.now,
         };
         self.registry.series.insert_unique(hash, entry, |e| e.hash);

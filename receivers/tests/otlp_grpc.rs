@@ -7,7 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{big_request, both, gauge_values, sample, sample_request, start, start_default};
+use common::{
+    big_request, both, gauge_values, request_with_invalid_utf8_label, sample, sample_request,
+    start, start_default,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
@@ -309,5 +312,41 @@ async fn grpc_without_keepalive_sends_no_ping_and_max_connection_age_sends_goawa
         "expected GOAWAY (type 7) after max_connection_age"
     );
     drop(conn);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_label_that_is_not_utf8_is_invalid_argument_counted_and_nothing_is_delivered() {
+    let mut h = start_default();
+    let payload = request_with_invalid_utf8_label();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = client
+        .post(format!(
+            "http://{}/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+            h.grpc
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(frame)
+        .send()
+        .await
+        .unwrap();
+    let status = tonic::Status::from_header_map(resp.headers()).expect("a grpc-status");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("UTF-8"), "{}", status.message());
+    assert_eq!(h.invalid("grpc"), Some(1));
+    assert!(
+        h.rx.try_recv().is_err(),
+        "a refused request reached the pipeline"
+    );
+    let mut grpc = h.grpc_client().await;
+    grpc.export(sample_request()).await.unwrap();
+    assert_eq!(gauge_values(&h.next_batch().await), vec![70.0, 71.0, 72.0]);
     h.stop().await;
 }

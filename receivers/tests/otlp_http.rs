@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
-    PROTOBUF, big_request, both, gauge_values, post, sample, sample_request, start, start_default,
+    PROTOBUF, big_request, both, gauge_values, post, request_with_invalid_utf8_label, sample,
+    sample_request, start, start_default,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
@@ -311,5 +312,35 @@ async fn http_wrong_type_method_and_path() {
     .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(h.invalid("http"), Some(1));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_label_that_is_not_utf8_is_400_counted_and_nothing_is_delivered() {
+    let mut h = start_default();
+    let resp = post(&h, PROTOBUF, None, request_with_invalid_utf8_label()).await;
+    assert_eq!(resp.status(), 400);
+    let status = RpcStatus::decode(resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(status.code, tonic::Code::InvalidArgument as i32);
+    assert!(
+        status.message.starts_with("malformed protobuf body: ") && status.message.contains("UTF-8"),
+        "{}",
+        status.message
+    );
+    // The same in JSON: a string with a byte that is not UTF-8.
+    let json = b"{\"resourceMetrics\":[{\"resource\":{\"attributes\":[{\"key\":\"k\",\
+        \"value\":{\"stringValue\":\"a\xffb\"}}]}}]}"
+        .to_vec();
+    let resp = post(&h, "application/json", None, json).await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(h.invalid("http"), Some(2));
+    assert!(
+        h.rx.try_recv().is_err(),
+        "a refused request reached the pipeline"
+    );
+    // The server keeps serving well-formed requests.
+    let resp = post(&h, PROTOBUF, None, sample_request().encode_to_vec()).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(gauge_values(&h.next_batch().await), vec![70.0, 71.0, 72.0]);
     h.stop().await;
 }

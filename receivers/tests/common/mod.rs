@@ -8,6 +8,7 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, metric, number_data_point};
+use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -215,4 +216,28 @@ pub async fn post(
         req = req.header("content-encoding", e);
     }
     req.send().await.unwrap()
+}
+
+/// An export request, protobuf-encoded, whose one attribute value is not UTF-8 (bytes 0xff
+/// 0xfe where the text had `MARK`'s first two letters; lengths stay valid).
+#[allow(dead_code)] // not used by every test binary
+pub fn request_with_invalid_utf8_label() -> Vec<u8> {
+    let request = ExportMetricsServiceRequest {
+        resource_metrics: vec![fixtures::resource(
+            "vla-api",
+            vec![fixtures::gauge(
+                "vla.gpu.temperature",
+                "Cel",
+                &[(70.0, &[("gpu", "MARK")])],
+            )],
+        )],
+    };
+    let mut body = request.encode_to_vec();
+    let at = body
+        .windows(4)
+        .position(|w| w == b"MARK")
+        .expect("the marker is in the encoding");
+    body[at] = 0xff;
+    body[at + 1] = 0xfe;
+    body
 }
