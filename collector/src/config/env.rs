@@ -187,3 +187,110 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::substitute;
+
+    /// One piece of a config line, with the text it must become.
+    #[derive(Debug, Clone)]
+    enum Piece {
+        /// Text without `$`, `#` or a line break: kept as is.
+        Literal(String),
+        /// `$$`: one `$`.
+        Dollar,
+        /// `${env:NAME}` of a set variable: its value, whatever it holds (`$`, `}` and
+        /// `${env:...}` included: a value is not substituted again).
+        Set(String, String),
+        /// `${env:NAME:-default}` of an unset variable: the default.
+        Defaulted(String, String),
+    }
+
+    fn var_name() -> impl Strategy<Value = String> {
+        "[A-Za-z_][A-Za-z0-9_]{0,8}"
+    }
+
+    fn piece() -> impl Strategy<Value = Piece> {
+        prop_oneof![
+            "[^$#\\n\\r]{1,12}".prop_map(Piece::Literal),
+            Just(Piece::Dollar),
+            (var_name(), "[^\\n\\r]{0,12}").prop_map(|(n, v)| Piece::Set(format!("S{n}"), v)),
+            (var_name(), "[^}\\n\\r]{0,12}")
+                .prop_map(|(n, d)| Piece::Defaulted(format!("U{n}"), d)),
+        ]
+    }
+
+    fn render(lines: &[Vec<Piece>]) -> (String, String, BTreeMap<String, String>) {
+        let (mut text, mut want, mut env) = (String::new(), String::new(), BTreeMap::new());
+        for line in lines {
+            for p in line {
+                match p {
+                    Piece::Literal(s) => {
+                        text.push_str(s);
+                        want.push_str(s);
+                    }
+                    Piece::Dollar => {
+                        text.push_str("$$");
+                        want.push('$');
+                    }
+                    Piece::Set(n, v) => {
+                        text.push_str(&format!("${{env:{n}}}"));
+                        // A name used twice holds its first value everywhere.
+                        let v = env.entry(n.clone()).or_insert_with(|| v.clone());
+                        want.push_str(v);
+                    }
+                    Piece::Defaulted(n, d) => {
+                        text.push_str(&format!("${{env:{n}:-{d}}}"));
+                        want.push_str(d);
+                    }
+                }
+            }
+            text.push('\n');
+            want.push('\n');
+        }
+        (text, want, env)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Substituting gives exactly the pieces' expected text, line for line.
+        #[test]
+        fn substitution_is_exact(lines in prop::collection::vec(prop::collection::vec(piece(), 0..6), 0..5)) {
+            let (text, want, env) = render(&lines);
+            let lookup = |n: &str| env.get(n).cloned();
+            prop_assert_eq!(substitute(&text, &lookup), Ok(want));
+        }
+
+        /// Text without `$` comes back unchanged, whatever else it holds.
+        #[test]
+        fn text_without_dollar_is_unchanged(text in "[^$]{0,200}") {
+            prop_assert_eq!(substitute(&text, &|_: &str| None), Ok(text.clone()));
+        }
+
+        /// An unset variable without a default is reported on its own line, once, and the
+        /// rest of the text does not hide it.
+        #[test]
+        fn an_unset_variable_is_reported_on_its_line(
+            lines in prop::collection::vec(prop::collection::vec(piece(), 0..4), 1..6),
+            at in any::<prop::sample::Index>(),
+            name in var_name(),
+        ) {
+            let (text, _, env) = render(&lines);
+            let mut lines_of: Vec<String> = text.lines().map(str::to_owned).collect();
+            let i = at.index(lines_of.len());
+            lines_of[i].push_str(&format!(" ${{env:M{name}}}"));
+            let text = lines_of.join("\n");
+            let lookup = |n: &str| env.get(n).cloned();
+            let problems = substitute(&text, &lookup).expect_err("an unset variable");
+            prop_assert_eq!(problems.len(), 1);
+            prop_assert_eq!(problems[0].line, i + 1);
+            let expected = format!("M{name} is not set");
+            prop_assert!(problems[0].message.contains(&expected), "{}", problems[0].message);
+        }
+    }
+}
