@@ -1,7 +1,6 @@
 //! The `prometheus` exporter: a scrape endpoint serving the latest value of every series.
 //!
-//! Serves `GET /metrics` in the Prometheus text exposition format 0.0.4
-//! (<https://prometheus.io/docs/instrumenting/exposition_formats/>): one `# HELP` (when the
+//! Serves `GET /metrics` in the Prometheus text exposition format 0.0.4: one `# HELP` (when the
 //! metric has a description) and `# TYPE` per family, families and series sorted for
 //! deterministic output, a histogram's `_bucket`/`_sum`/`_count` lines together per label set,
 //! label values escaped. Names and labels follow the OpenTelemetry compatibility spec, exactly
@@ -26,9 +25,10 @@
 //! The export path only updates the registry under a short lock (one per batch); a scrape
 //! copies `Arc` handles of the live series under the lock and renders outside it.
 
+mod registry;
+mod serve;
+
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,12 +36,6 @@ use std::time::Duration;
 // tokio's clock, so that expiry can be tested with paused time.
 use tokio::time::Instant;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use hashbrown::{HashMap, HashTable};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::task::JoinHandle;
@@ -49,17 +43,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::error;
 use vla_pipeline::config::ConfigProblem;
 use vla_pipeline::ratelimit::LogLimiter;
-use vla_pipeline::self_metrics::Gauge;
-use vla_pipeline::self_metrics::exposition;
 use vla_pipeline::{
     BoxFuture, ComponentId, ExportError, ExportReport, Exporter, MetricBatch, PrepareError,
-    Prepared, Request, SelfMetrics, SeriesKey,
+    Prepared, Request, SelfMetrics,
 };
 
 use crate::ExporterBuildError;
-use crate::translate::{
-    DROP_DELTA, DROP_NAME_COLLISION, PromType, Sample, SampleSink, TranslateOptions, Translator,
-};
+use crate::translate::{DROP_DELTA, DROP_NAME_COLLISION, TranslateOptions, Translator};
+
+use registry::{Registry, RegistrySink};
+use serve::{Shared, app};
 
 pub use crate::prometheus_remote_write::TargetInfo;
 
@@ -121,269 +114,6 @@ impl Config {
     pub fn socket_addr(&self) -> Option<SocketAddr> {
         vla_pipeline::config::parse_listen_addr(&self.endpoint).ok()
     }
-}
-
-/// One live series.
-#[derive(Debug)]
-struct Entry {
-    hash: u64,
-    key: Arc<SeriesKey>,
-    family: Arc<str>,
-    /// Order within the family: 0 for the plain series and `_bucket`, 1 `_sum`, 2 `_count`.
-    rank: u8,
-    /// The `le` / `quantile` value, for numeric ordering.
-    bound: f64,
-    value: f64,
-    /// The point's own time (ms): a point older than this does not replace the value.
-    timestamp_ms: i64,
-    updated: Instant,
-}
-
-#[derive(Debug, Clone)]
-struct FamilyMeta {
-    ty: PromType,
-    help: Arc<str>,
-}
-
-/// The latest value of every series.
-#[derive(Debug, Default)]
-struct Registry {
-    series: HashTable<Entry>,
-    families: HashMap<Arc<str>, FamilyMeta, foldhash::fast::RandomState>,
-    last_sweep: Option<Instant>,
-    /// `vla_collector_prometheus_series`, kept equal to `series.len()` after every change.
-    series_gauge: Gauge,
-}
-
-impl Registry {
-    fn count_series(&self) {
-        self.series_gauge
-            .set(i64::try_from(self.series.len()).unwrap_or(i64::MAX));
-    }
-
-    fn sweep(&mut self, now: Instant, expiration: Duration) {
-        self.series
-            .retain(|e| now.saturating_duration_since(e.updated) < expiration);
-        if self.families.len() > self.series.len() {
-            let live: hashbrown::HashSet<&str> = self.series.iter().map(|e| &*e.family).collect();
-            self.families.retain(|name, _| live.contains(&**name));
-        }
-        self.last_sweep = Some(now);
-        self.count_series();
-    }
-}
-
-const HASH_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
-
-fn sample_hash(sample: &Sample<'_>) -> u64 {
-    let mut h = foldhash::fast::FixedState::with_seed(HASH_SEED).build_hasher();
-    sample.name.hash(&mut h);
-    sample.for_each_label(|n, v| {
-        if n != "__name__" {
-            n.hash(&mut h);
-            v.hash(&mut h);
-        }
-    });
-    h.finish()
-}
-
-fn same_series(key: &SeriesKey, sample: &Sample<'_>) -> bool {
-    if key.name() != sample.name {
-        return false;
-    }
-    let labels = key.labels();
-    let mut i = 0;
-    let mut equal = true;
-    sample.for_each_label(|n, v| {
-        if n == "__name__" || !equal {
-            return;
-        }
-        match labels.get(i) {
-            Some((kn, kv)) if **kn == *n && **kv == *v => i += 1,
-            _ => equal = false,
-        }
-    });
-    equal && i == labels.len()
-}
-
-/// Updates the registry with a batch's samples.
-struct RegistrySink<'a> {
-    registry: &'a mut Registry,
-    now: Instant,
-    family: Option<Arc<str>>,
-}
-
-impl SampleSink for RegistrySink<'_> {
-    fn sample(&mut self, sample: &Sample<'_>) {
-        let hash = sample_hash(sample);
-        if sample.value.is_nan() && sample.value.to_bits() == crate::translate::STALE_NAN_BITS {
-            if let Ok(e) = self
-                .registry
-                .series
-                .find_entry(hash, |e| same_series(&e.key, sample))
-            {
-                e.remove();
-            }
-            return;
-        }
-        if let Some(e) = self
-            .registry
-            .series
-            .find_mut(hash, |e| same_series(&e.key, sample))
-        {
-            // The newest point wins, whatever order points arrive in; one that is older than
-            // the value served still counts as a sign of life.
-            if sample.timestamp_ms >= e.timestamp_ms {
-                e.value = sample.value;
-                e.timestamp_ms = sample.timestamp_ms;
-            }
-            e.updated = self.now;
-            return;
-        }
-        // A new series: the only allocations of the export path.
-        let family = match &self.family {
-            Some(f) if **f == *sample.family.name => f.clone(),
-            _ => {
-                let f: Arc<str> = match self.registry.families.get_key_value(sample.family.name) {
-                    Some((k, _)) => k.clone(),
-                    None => sample.family.name.into(),
-                };
-                self.family = Some(f.clone());
-                f
-            }
-        };
-        let meta = FamilyMeta {
-            ty: sample.family.ty,
-            help: sample.family.help.into(),
-        };
-        self.registry.families.insert(family.clone(), meta);
-        let mut labels = Vec::with_capacity(sample.labels.len() + 1);
-        sample.for_each_label(|n, v| {
-            if n != "__name__" {
-                labels.push((Box::<str>::from(n), Box::<str>::from(v)));
-            }
-        });
-        let rank = if sample.name.len() > family.len() {
-            match &sample.name[family.len()..] {
-                "_sum" => 1,
-                "_count" => 2,
-                _ => 0,
-            }
-        } else {
-            0
-        };
-        let bound = sample.extra.map_or(0.0, |(_, v)| parse_bound(v));
-        let entry = Entry {
-            hash,
-            key: Arc::new(SeriesKey::new(sample.name.into(), labels)),
-            family,
-            rank,
-            bound,
-            value: sample.value,
-            timestamp_ms: sample.timestamp_ms,
-            updated: self.now,
-        };
-        self.registry.series.insert_unique(hash, entry, |e| e.hash);
-    }
-}
-
-fn parse_bound(v: &str) -> f64 {
-    match v {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        v => v.parse().unwrap_or(f64::NAN),
-    }
-}
-
-struct Shared {
-    registry: Mutex<Registry>,
-    expiration: Duration,
-}
-
-/// A scrape's view of one series, taken under the lock and rendered outside it.
-struct Row {
-    key: Arc<SeriesKey>,
-    family: Arc<str>,
-    rank: u8,
-    bound: f64,
-    value: f64,
-}
-
-impl Shared {
-    fn render(&self) -> String {
-        let (mut rows, families) = {
-            let mut reg = self.registry.lock();
-            reg.sweep(Instant::now(), self.expiration);
-            let rows: Vec<Row> = reg
-                .series
-                .iter()
-                .map(|e| Row {
-                    key: e.key.clone(),
-                    family: e.family.clone(),
-                    rank: e.rank,
-                    bound: e.bound,
-                    value: e.value,
-                })
-                .collect();
-            (rows, reg.families.clone())
-        };
-        rows.sort_by(|a, b| {
-            a.family
-                .cmp(&b.family)
-                .then_with(|| shared_labels(a).cmp(shared_labels(b)))
-                .then(a.rank.cmp(&b.rank))
-                .then(a.bound.total_cmp(&b.bound))
-        });
-        let mut out = String::with_capacity(rows.len() * 96);
-        let mut last: Option<&str> = None;
-        for row in &rows {
-            if last != Some(&*row.family) {
-                let meta = families.get(&row.family);
-                if let Some(help) = meta.map(|m| &*m.help).filter(|h| !h.is_empty()) {
-                    out.push_str("# HELP ");
-                    out.push_str(&row.family);
-                    out.push(' ');
-                    exposition::push_help(&mut out, help);
-                    out.push('\n');
-                }
-                let ty = meta.map_or("untyped", |m| m.ty.as_str());
-                let _ = writeln!(out, "# TYPE {} {ty}", row.family);
-                last = Some(&row.family);
-            }
-            out.push_str(row.key.name());
-            exposition::push_labels(&mut out, row.key.labels().iter().map(|(n, v)| (&**n, &**v)));
-            out.push(' ');
-            exposition::push_value(&mut out, row.value);
-            out.push('\n');
-        }
-        out
-    }
-}
-
-/// A row's labels without `le` / `quantile`: what the lines of one histogram share.
-fn shared_labels(r: &Row) -> impl Iterator<Item = (&str, &str)> {
-    r.key
-        .labels()
-        .iter()
-        .filter(|(n, _)| !matches!(&**n, "le" | "quantile"))
-        .map(|(n, v)| (&**n, &**v))
-}
-
-async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let body = shared.render();
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-}
-
-fn app(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .with_state(shared)
 }
 
 /// The `prometheus` exporter.
