@@ -22,6 +22,9 @@
 //! is cancelled: they stop retrying and count what is left as dropped with reason `shutdown`,
 //! so nothing accepted is lost silently. The telemetry endpoint stops last.
 
+mod stop;
+mod supervise;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 use vla_pipeline::driver::{ExporterHandle, spawn_exporter};
 use vla_pipeline::gpu::GpuSnapshots;
 use vla_pipeline::registry::{
@@ -44,6 +47,7 @@ use vla_pipeline::{
 use crate::build::{bind, bind_all, record};
 use crate::config::Config;
 use crate::health::{AppState, ComponentState, Health};
+use supervise::{StateGuard, supervise_refresher, watch};
 
 /// Capacity of each pipeline's input channel, in batches (one batch per accepted request).
 pub const PIPELINE_QUEUE_SIZE: usize = 32;
@@ -426,222 +430,5 @@ impl RunningCollector {
     /// Cancelled when a component fails while running.
     pub fn failed(&self) -> CancellationToken {
         self.failed.clone()
-    }
-
-    /// Stops the collector: receivers, then pipelines, then exporters, within the shutdown
-    /// timeout (see the module docs).
-    pub async fn shutdown(self) -> ShutdownReport {
-        let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
-        let mut failures = Vec::new();
-        let mut clean = true;
-        self.health.begin_shutdown();
-
-        info!(
-            timeout_ms = self.shutdown_timeout.as_millis() as u64,
-            "shutdown: stopping receivers"
-        );
-        self.stop_receivers.cancel();
-        let mut receivers = self.receivers;
-        let mut pipelines = self.pipelines;
-        let mut exporters = self.exporters;
-
-        clean &= join_all(&mut receivers, deadline, &mut failures, |id, r| match r {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(format!("receiver {id}: {}", error_chain(&e))),
-            Err(e) => Some(format!("receiver {id}: task ended abnormally: {e}")),
-        })
-        .await;
-        if clean {
-            info!("shutdown: receivers stopped; draining pipelines");
-        }
-        clean &= join_all(&mut pipelines, deadline, &mut failures, watched).await;
-        if clean {
-            info!("shutdown: pipelines drained; flushing exporters");
-        }
-        // Nothing reads the lookup tables any more; each supervisor gives its refresher a
-        // second to notice, then aborts it.
-        self.stop_refreshers.cancel();
-        for r in self.refreshers {
-            let _ = r.await;
-        }
-        clean &= join_all(&mut exporters, deadline, &mut failures, watched).await;
-
-        if !clean {
-            warn!(
-                receivers = receivers.len(),
-                pipelines = pipelines.len(),
-                exporters = exporters.len(),
-                "shutdown: deadline passed; exporters stop retrying and count what is still \
-                 queued as dropped (reason \"shutdown\")"
-            );
-            self.hard_stop.cancel();
-            let grace = tokio::time::Instant::now() + HARD_STOP_GRACE;
-            join_all(&mut receivers, grace, &mut failures, |_, _| None).await;
-            join_all(&mut pipelines, grace, &mut failures, |_, _| None).await;
-            join_all(&mut exporters, grace, &mut failures, |_, _| None).await;
-            for (kind, left) in [
-                ("receiver", names(&receivers)),
-                ("pipeline", names(&pipelines)),
-                ("exporter", names(&exporters)),
-            ] {
-                if !left.is_empty() {
-                    error!(kind, tasks = %left.join(","), "shutdown: aborting tasks that did not stop");
-                    failures.push(format!("{kind}s aborted at shutdown: {}", left.join(", ")));
-                }
-            }
-            receivers.iter().for_each(|t| t.abort.abort());
-            pipelines.iter().for_each(|t| t.abort.abort());
-            exporters.iter().for_each(|t| t.abort.abort());
-        }
-        if clean {
-            info!("shutdown: exporters flushed; stopping the telemetry endpoint");
-        }
-        self.stop_telemetry.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.telemetry_server).await;
-        let elapsed = started.elapsed();
-        info!(
-            clean,
-            elapsed_ms = elapsed.as_millis() as u64,
-            "shutdown complete"
-        );
-        ShutdownReport {
-            clean,
-            elapsed,
-            failures,
-        }
-    }
-}
-
-/// Awaits the tasks in order until `deadline`; finished ones are removed from `tasks`.
-/// Returns whether all finished in time.
-async fn join_all<T>(
-    tasks: &mut Vec<Task<T>>,
-    deadline: tokio::time::Instant,
-    failures: &mut Vec<String>,
-    check: impl Fn(&str, Result<T, tokio::task::JoinError>) -> Option<String>,
-) -> bool {
-    while let Some(task) = tasks.first_mut() {
-        match tokio::time::timeout_at(deadline, &mut task.join).await {
-            Ok(result) => {
-                if let Some(f) = check(&task.id, result) {
-                    failures.push(f);
-                }
-                tasks.remove(0);
-            }
-            Err(_) => return false,
-        }
-    }
-    true
-}
-
-/// The failure a watcher reported, if any.
-fn watched(id: &str, r: Result<Option<String>, tokio::task::JoinError>) -> Option<String> {
-    match r {
-        Ok(failure) => failure,
-        Err(e) => Some(format!("{id}: watcher ended abnormally: {e}")),
-    }
-}
-
-fn names<T>(tasks: &[Task<T>]) -> Vec<String> {
-    tasks.iter().map(|t| t.id.to_string()).collect()
-}
-
-/// How long a lookup refresher gets to stop once asked.
-const REFRESHER_STOP_GRACE: Duration = Duration::from_secs(1);
-
-/// Watches a lookup refresher. It should run until `stop`; ending earlier (or panicking) is a
-/// bug that freezes the table, so it is logged and shown on `/ready` as the source failing.
-/// Once `stop` is cancelled the refresher gets [`REFRESHER_STOP_GRACE`], then is aborted.
-fn supervise_refresher(
-    id: ComponentId,
-    status: vla_pipeline::lookup::SourceStatus,
-    mut task: JoinHandle<()>,
-    stop: CancellationToken,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let ended = tokio::select! {
-            r = &mut task => r,
-            _ = stop.cancelled() => {
-                if tokio::time::timeout(REFRESHER_STOP_GRACE, &mut task).await.is_err() {
-                    task.abort();
-                }
-                return;
-            }
-        };
-        if stop.is_cancelled() {
-            return; // it ended because it was asked to
-        }
-        let why = match ended {
-            Ok(()) => "the refresher stopped".to_owned(),
-            Err(e) => format!("the refresher failed: {e}"),
-        };
-        error!(processor = %id, "{why}; the lookup table is no longer refreshed");
-        status.failure(format!("{why}; the table is no longer refreshed"));
-    })
-}
-
-/// Records a component task's end in the health state, even when it panics: `Stopped` on a
-/// normal end, `Failed` (and the collector-wide `failed` token cancelled) on a failure.
-struct StateGuard {
-    health: Arc<Health>,
-    failed: CancellationToken,
-    kind: &'static str,
-    id: Arc<str>,
-}
-
-impl StateGuard {
-    fn fail(&self) {
-        self.health.set(self.kind, &self.id, ComponentState::Failed);
-        self.failed.cancel();
-    }
-}
-
-impl Drop for StateGuard {
-    fn drop(&mut self) {
-        let failed =
-            self.health.readiness().components.iter().any(|c| {
-                c.kind == self.kind && *c.id == *self.id && c.state == ComponentState::Failed
-            });
-        if std::thread::panicking() {
-            self.fail();
-        } else if !failed {
-            self.health
-                .set(self.kind, &self.id, ComponentState::Stopped);
-        }
-    }
-}
-
-/// Watches a task spawned elsewhere (the exporter driver, a pipeline) for the health state;
-/// aborting the returned task's `abort` handle aborts the watched task itself.
-fn watch(
-    join: JoinHandle<()>,
-    health: &Arc<Health>,
-    failed: &CancellationToken,
-    kind: &'static str,
-    id: Arc<str>,
-) -> Task<Option<String>> {
-    let abort = join.abort_handle();
-    let guard = StateGuard {
-        health: health.clone(),
-        failed: failed.clone(),
-        kind,
-        id: id.clone(),
-    };
-    let watcher = tokio::spawn(async move {
-        match join.await {
-            Ok(()) => None,
-            Err(e) if e.is_cancelled() => None,
-            Err(e) => {
-                error!(kind, id = %guard.id, error = %e, "task ended abnormally");
-                guard.fail();
-                Some(format!("{kind} {}: task ended abnormally: {e}", guard.id))
-            }
-        }
-    });
-    Task {
-        id,
-        join: watcher,
-        abort,
     }
 }

@@ -1,0 +1,383 @@
+//! The validator: walks the parsed document section by section, decodes each component's
+//! settings through the registry, resolves the pipelines and collects every problem with its
+//! YAML path.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use vla_exporters::{DebugExporter, PrometheusRemoteWriteExporter};
+use vla_pipeline::ComponentId;
+use vla_processors::batch::Batch;
+use vla_processors::gpu_stats::GpuStats;
+use vla_receivers::nvml::NvmlReceiver;
+
+use super::components::{
+    self, ComponentConfig, ExporterConfig, Kind, ProcessorConfig, ReceiverConfig,
+};
+use super::diag::{Diagnostic, YamlPath};
+use super::{Config, DEFAULT_SHUTDOWN_TIMEOUT, PipelineConfig, pipelines, suggest, telemetry};
+
+pub(super) static EMPTY: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
+
+/// Top-level fields.
+const TOP_LEVEL: &[&str] = &["receivers", "processors", "exporters", "service"];
+/// `service` fields.
+const SERVICE: &[&str] = &["pipelines", "telemetry", "shutdown_timeout"];
+
+/// A component as defined in its section: its type, and its typed config when valid.
+pub(super) struct Defined {
+    ty: String,
+    config: Option<ComponentConfig>,
+}
+
+/// Walks the document, collecting every problem.
+#[derive(Default)]
+pub(super) struct Validator {
+    pub(super) errors: Vec<Diagnostic>,
+    pub(super) warnings: Vec<Diagnostic>,
+}
+
+impl Validator {
+    pub(super) fn error(&mut self, path: YamlPath, message: impl Into<String>) {
+        self.errors.push(Diagnostic::at(path, message));
+    }
+
+    /// `value` as a mapping with only `allowed` keys (`null` is an empty mapping).
+    pub(super) fn mapping<'v>(
+        &mut self,
+        value: &'v Value,
+        path: &YamlPath,
+        allowed: Option<&[&str]>,
+    ) -> Option<&'v Map<String, Value>> {
+        let map = match value {
+            Value::Null => &*EMPTY,
+            Value::Object(m) => m,
+            other => {
+                self.error(
+                    path.clone(),
+                    format!("expected a mapping, got {}", describe(other)),
+                );
+                return None;
+            }
+        };
+        if let Some(allowed) = allowed {
+            for key in map.keys() {
+                if !allowed.contains(&key.as_str()) {
+                    let message = match (path.is_root(), key.as_str()) {
+                        (true, "extensions" | "connectors") => format!(
+                            "{key} are not supported by vla-collector (health checks and \
+                             self-metrics are built in: see service.telemetry)"
+                        ),
+                        _ => components::unknown("field", key, allowed),
+                    };
+                    self.error(path.key(key.clone()), message);
+                }
+            }
+        }
+        Some(map)
+    }
+
+    pub(super) fn root(&mut self, root: &Value, source: &str) -> Option<Config> {
+        let top = YamlPath::root();
+        if root.is_null() {
+            self.error(
+                top,
+                "the config is empty: it needs receivers, exporters and service.pipelines",
+            );
+            return None;
+        }
+        let map = self.mapping(root, &top, Some(TOP_LEVEL))?;
+        let get = |k: &str| map.get(k).unwrap_or(&Value::Null);
+        let receivers = self.section(get("receivers"), Kind::Receiver);
+        let processors = self.section(get("processors"), Kind::Processor);
+        let exporters = self.section(get("exporters"), Kind::Exporter);
+        let ids = pipelines::Ids {
+            receivers: receivers
+                .iter()
+                .map(|(k, d)| (k.clone(), d.ty.clone()))
+                .collect(),
+            processors: processors
+                .iter()
+                .map(|(k, d)| (k.clone(), d.ty.clone()))
+                .collect(),
+            exporters: exporters
+                .iter()
+                .map(|(k, d)| (k.clone(), d.ty.clone()))
+                .collect(),
+        };
+
+        let service_path = top.key("service");
+        let service = match map.get("service") {
+            Some(s) => self.mapping(s, &service_path, Some(SERVICE)),
+            None => Some(&*EMPTY),
+        };
+        let service = service.unwrap_or(&*EMPTY);
+        let pipelines = self.pipelines(service.get("pipelines"), &service_path, &ids);
+        let telemetry = telemetry::parse(self, service.get("telemetry"), &service_path);
+        let shutdown_timeout = match service.get("shutdown_timeout") {
+            None | Some(Value::Null) => DEFAULT_SHUTDOWN_TIMEOUT,
+            Some(v) => self
+                .duration(v, &service_path.key("shutdown_timeout"))
+                .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+        };
+
+        // Keep what pipelines use; warn about the rest.
+        let used = |kind: Kind| -> BTreeSet<&str> {
+            pipelines
+                .iter()
+                .flat_map(|p| match kind {
+                    Kind::Receiver => &p.receivers,
+                    Kind::Processor => &p.all_processors,
+                    Kind::Exporter => &p.exporters,
+                })
+                .map(|s| s.as_ref())
+                .collect()
+        };
+        let receivers = self.keep_used(Kind::Receiver, receivers, &used(Kind::Receiver));
+        let processors = self.keep_used(Kind::Processor, processors, &used(Kind::Processor));
+        let exporters = self.keep_used(Kind::Exporter, exporters, &used(Kind::Exporter));
+
+        self.check_endpoints(&receivers, &exporters, telemetry.as_ref());
+        self.check_gpu_stats(&receivers, &processors);
+        for p in &pipelines {
+            self.warn_blocking_fan_out(&service_path, &p.name, &p.exporters, &exporters);
+            let batched = p
+                .all_processors
+                .iter()
+                .any(|id| processors.get(id).is_some_and(ComponentConfig::is::<Batch>));
+            let remote_write = p.exporters.iter().any(|id| {
+                exporters
+                    .get(id)
+                    .is_some_and(ComponentConfig::is::<PrometheusRemoteWriteExporter>)
+            });
+            if remote_write && !batched {
+                self.warnings.push(Diagnostic::at(
+                    service_path
+                        .key("pipelines")
+                        .key(p.name.as_ref())
+                        .key("processors"),
+                    "without a `batch` processor, remote write sends at least one request per \
+                     received request; add `batch` (usually last) to group points up to its \
+                     send_batch_size or timeout",
+                ));
+            }
+        }
+
+        let pipelines = pipelines
+            .into_iter()
+            .map(|p| PipelineConfig {
+                name: p.name,
+                receivers: p.receivers,
+                processors: p.all_processors,
+                exporters: p.exporters,
+            })
+            .collect();
+        Some(Config {
+            source: source.to_owned(),
+            receivers,
+            processors,
+            exporters,
+            pipelines,
+            telemetry: telemetry?,
+            shutdown_timeout,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// `gpu_stats` joins the snapshot that an `nvml` receiver polls: without one running it
+    /// would never add anything; and there is one GPU snapshot per collector, so one receiver.
+    fn check_gpu_stats(
+        &mut self,
+        receivers: &BTreeMap<ComponentId, ReceiverConfig>,
+        processors: &BTreeMap<ComponentId, ProcessorConfig>,
+    ) {
+        let nvml: Vec<&ComponentId> = receivers
+            .iter()
+            .filter(|(_, r)| r.is::<NvmlReceiver>())
+            .map(|(id, _)| id)
+            .collect();
+        for extra in nvml.iter().skip(1) {
+            self.error(
+                YamlPath::root().key("receivers").key(extra.as_ref()),
+                format!(
+                    "only one nvml receiver may run ({:?} already reads this host's GPUs): two \
+                     would report every GPU twice and overwrite each other's readings for \
+                     gpu_stats",
+                    nvml[0]
+                ),
+            );
+        }
+        let has_nvml = !nvml.is_empty();
+        for (id, p) in processors {
+            if p.is::<GpuStats>() && !has_nvml {
+                self.error(
+                    YamlPath::root().key("processors").key(id.as_ref()),
+                    "gpu_stats joins the GPU readings of an `nvml` receiver, and no pipeline \
+                     uses one; add an nvml receiver to a pipeline (source: fake without a GPU)",
+                );
+            }
+        }
+    }
+
+    /// A pipeline fanning out to several exporters, one of which retries with a blocking
+    /// queue: while that one's backend is down, the others receive nothing either.
+    fn warn_blocking_fan_out(
+        &mut self,
+        service_path: &YamlPath,
+        pipeline: &str,
+        ids: &[ComponentId],
+        exporters: &BTreeMap<ComponentId, ExporterConfig>,
+    ) {
+        // The debug exporter stalling with it does not matter; a scrape endpoint or a second
+        // backend does.
+        let others_that_matter = |me: &ComponentId| {
+            ids.iter()
+                .any(|o| o != me && exporters.get(o).is_some_and(|e| !e.is::<DebugExporter>()))
+        };
+        for id in ids {
+            if !others_that_matter(id) {
+                continue;
+            }
+            if let Some(e) = exporters.get(id)
+                && e.is::<PrometheusRemoteWriteExporter>()
+                && e.driver_config().when_full == vla_pipeline::driver::WhenFull::Block
+            {
+                self.warnings.push(Diagnostic::at(
+                    service_path.key("pipelines").key(pipeline).key("exporters"),
+                    format!(
+                        "while {id:?}'s backend is down its queue fills and, with \
+                         sending_queue.when_full: block, this pipeline stops feeding its other \
+                         exporters too; set when_full: drop on {id:?} to keep them flowing \
+                         (its drops are counted), or give it a pipeline of its own"
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// Parses one component section.
+    fn section(&mut self, value: &Value, kind: Kind) -> BTreeMap<ComponentId, Defined> {
+        let path = YamlPath::root().key(kind.section());
+        let mut out = BTreeMap::new();
+        let Some(map) = self.mapping(value, &path, None) else {
+            return out;
+        };
+        for (id, v) in map {
+            let at = path.key(id.clone());
+            let (ty, name) = match id.split_once('/') {
+                Some((t, n)) => (t, Some(n)),
+                None => (id.as_str(), None),
+            };
+            if ty.is_empty() || name.is_some_and(|n| n.is_empty() || n.contains('/')) {
+                self.error(
+                    at,
+                    format!(
+                        "invalid {} id {id:?}: expected \"type\" or \"type/name\"",
+                        kind.noun()
+                    ),
+                );
+                continue;
+            }
+            let config = match components::parse(kind, ty, v, &at) {
+                Some(Ok(c)) => Some(c),
+                Some(Err(diags)) => {
+                    self.errors.extend(diags);
+                    None
+                }
+                None => {
+                    self.error(at, unknown_type(kind, ty));
+                    None
+                }
+            };
+            out.insert(
+                ComponentId::from(id.as_str()),
+                Defined {
+                    ty: ty.to_owned(),
+                    config,
+                },
+            );
+        }
+        out
+    }
+
+    /// The used components with a valid config; warnings for the unused ones.
+    fn keep_used(
+        &mut self,
+        kind: Kind,
+        defined: BTreeMap<ComponentId, Defined>,
+        used: &BTreeSet<&str>,
+    ) -> BTreeMap<ComponentId, ComponentConfig> {
+        let mut out = BTreeMap::new();
+        for (id, d) in defined {
+            if !used.contains(id.as_ref()) {
+                if d.config.is_none() {
+                    // Already reported as an error; "unused" would only add noise.
+                    continue;
+                }
+                self.warnings.push(Diagnostic::at(
+                    YamlPath::root().key(kind.section()).key(id.as_ref()),
+                    format!(
+                        "{} {id:?} is defined but not used by any pipeline (it will not be started)",
+                        kind.noun()
+                    ),
+                ));
+                continue;
+            }
+            if let Some(c) = d.config {
+                out.insert(id, c);
+            }
+        }
+        out
+    }
+
+    /// A duration such as `15s`.
+    pub(crate) fn duration(&mut self, value: &Value, path: &YamlPath) -> Option<Duration> {
+        let parsed = match value {
+            Value::String(s) => vla_pipeline::config::parse_duration(s),
+            Value::Number(n) if n.as_u64() == Some(0) => Ok(Duration::ZERO),
+            other => Err(format!(
+                "expected a duration like 200ms, 5s or 1m30s, got {}",
+                describe(other)
+            )),
+        };
+        parsed.map_err(|m| self.error(path.clone(), m)).ok()
+    }
+}
+
+/// `unknown exporter type "prometeus" (did you mean "prometheus"?); valid types: ...`
+fn unknown_type(kind: Kind, ty: &str) -> String {
+    let valid = kind.types();
+    let hint = suggest::hint(ty, valid.iter().copied());
+    let elsewhere = Kind::ALL
+        .into_iter()
+        .find(|k| *k != kind && k.types().contains(&ty))
+        .map(|k| format!(" ({ty:?} is {} {} type)", article(k.noun()), k.noun()))
+        .unwrap_or_default();
+    format!(
+        "unknown {} type {ty:?}{hint}{elsewhere}; valid types: {}",
+        kind.noun(),
+        valid.join(", ")
+    )
+}
+
+pub(super) fn article(noun: &str) -> &'static str {
+    if noun.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+/// A value's kind and, for scalars, the value: `string "x"`, `integer 5`, `a list`.
+pub(crate) fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "nothing (null)".to_owned(),
+        Value::Bool(b) => format!("boolean {b}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) => format!("string {s:?}"),
+        Value::Array(_) => "a list".to_owned(),
+        Value::Object(_) => "a mapping".to_owned(),
+    }
+}
