@@ -1,25 +1,31 @@
 //! [`Telemetry`]: the typed recording API over the catalogue's instruments, and its builder.
 
+mod builder;
+mod instruments;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _};
-use opentelemetry::{KeyValue, Value};
-use opentelemetry_otlp::{MetricExporter, WithExportConfig, WithTonicConfig};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Stream};
 use parking_lot::{Mutex, RwLock};
 
-use crate::catalogue::{self as cat, MetricSpec};
+use crate::catalogue as cat;
 use crate::export::{CountingExporter, ExportStats};
 use crate::labels::{
     Component, CustomerId, ErrorType, GpuId, InstructionCategory, ModelName, Rating, ReviewOutcome,
     RobotType, SafetyStage, Severity, Status, Tier, ValidationReason, ViolationType,
 };
-use crate::settings::{self, Env, Requested, Resolved, Temporality};
+use crate::settings::Resolved;
 use crate::{BuildError, ShutdownError};
+
+pub use builder::TelemetryBuilder;
+use builder::otlp_exporter;
+use instruments::{CustomerGuard, Instruments, ratio, zero_fill};
 
 /// The `customer_id` written once a process has seen `max_customers` distinct customers.
 pub const CUSTOMER_OVERFLOW: &str = "__overflow__";
@@ -124,311 +130,6 @@ pub struct CustomerCounts {
     pub active: u64,
     /// Cancelled in the last 30 days.
     pub churned: u64,
-}
-
-/// Builds a [`Telemetry`]; see the crate docs for the settings and their environment variables.
-#[derive(Debug, Clone)]
-pub struct TelemetryBuilder {
-    requested: Requested,
-    max_customers: usize,
-}
-
-impl Default for TelemetryBuilder {
-    fn default() -> Self {
-        Self {
-            requested: Requested::default(),
-            max_customers: DEFAULT_MAX_CUSTOMERS,
-        }
-    }
-}
-
-impl TelemetryBuilder {
-    /// The collector's OTLP gRPC endpoint, e.g. `http://127.0.0.1:4317`.
-    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
-        self.requested.endpoint = Some(url.into());
-        self
-    }
-
-    /// A header (gRPC metadata) sent with every export, e.g. an API key. Never logged.
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.requested.headers.push((name.into(), value.into()));
-        self
-    }
-
-    /// Compress exports with gzip.
-    pub fn gzip(mut self, on: bool) -> Self {
-        self.requested.gzip = Some(on);
-        self
-    }
-
-    /// How often metrics are exported.
-    pub fn export_interval(mut self, every: Duration) -> Self {
-        self.requested.interval = Some(every);
-        self
-    }
-
-    /// How long one export may take.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.requested.timeout = Some(timeout);
-        self
-    }
-
-    /// Cumulative (default, what Prometheus wants) or delta.
-    pub fn temporality(mut self, temporality: Temporality) -> Self {
-        self.requested.temporality = Some(temporality);
-        self
-    }
-
-    /// `service.name` (default `vla-api`).
-    pub fn service_name(self, name: impl Into<String>) -> Self {
-        self.resource_attribute("service.name", name)
-    }
-
-    /// `service.instance.id` (default `<host>-<pid>`).
-    pub fn service_instance_id(self, id: impl Into<String>) -> Self {
-        self.resource_attribute("service.instance.id", id)
-    }
-
-    /// `deployment.environment`, e.g. `prod`.
-    pub fn deployment_environment(self, env: impl Into<String>) -> Self {
-        self.resource_attribute("deployment.environment", env)
-    }
-
-    /// `host.name` (default: the machine's host name).
-    pub fn host_name(self, host: impl Into<String>) -> Self {
-        self.resource_attribute("host.name", host)
-    }
-
-    /// Any other resource attribute.
-    pub fn resource_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.requested.resource.push((key.into(), value.into()));
-        self
-    }
-
-    /// The PEM file of the CA that signs the collector's certificate, for `https://` endpoints
-    /// (default: `OTEL_EXPORTER_OTLP_CERTIFICATE`, else the system's roots). Needs the `tls`
-    /// feature.
-    pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.requested.tls.ca = Some(path.into());
-        self
-    }
-
-    /// A client certificate and its key (PEM files) for collectors that require mutual TLS
-    /// (default: `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and `_CLIENT_KEY`).
-    pub fn tls_client_identity(
-        mut self,
-        cert: impl Into<std::path::PathBuf>,
-        key: impl Into<std::path::PathBuf>,
-    ) -> Self {
-        self.requested.tls.client_cert = Some(cert.into());
-        self.requested.tls.client_key = Some(key.into());
-        self
-    }
-
-    /// The name the collector's certificate must carry, when it differs from the endpoint's
-    /// host.
-    pub fn tls_domain(mut self, name: impl Into<String>) -> Self {
-        self.requested.tls.domain = Some(name.into());
-        self
-    }
-
-    /// Export on or off; off makes every instrument a no-op (as `OTEL_SDK_DISABLED=true` does).
-    pub fn enabled(mut self, on: bool) -> Self {
-        self.requested.enabled = Some(on);
-        self
-    }
-
-    /// The most distinct customer ids one process writes; later ones are written as
-    /// [`CUSTOMER_OVERFLOW`] (default [`DEFAULT_MAX_CUSTOMERS`]).
-    pub fn max_customers(mut self, max: usize) -> Self {
-        self.max_customers = max.max(1);
-        self
-    }
-
-    /// Resolves the settings against the process environment and starts exporting.
-    ///
-    /// Fails only on settings that cannot work (a malformed endpoint or variable); an absent
-    /// collector is not an error: exports fail, are logged rate-limited, and are retried.
-    pub fn build(self) -> Result<Telemetry, BuildError> {
-        self.build_with_env(&settings::process_env)
-    }
-
-    /// [`Self::build`] with `env` in place of the process environment.
-    #[doc(hidden)]
-    pub fn build_with_env(self, env: Env<'_>) -> Result<Telemetry, BuildError> {
-        let resolved = self.requested.resolve(env)?;
-        Telemetry::start(resolved, self.max_customers)
-    }
-}
-
-/// Customer ids seen so far, bounded.
-#[derive(Debug)]
-struct CustomerGuard {
-    max: usize,
-    seen: RwLock<HashSet<CustomerId>>,
-    warned: AtomicBool,
-}
-
-impl CustomerGuard {
-    fn value(&self, customer: &CustomerId) -> Value {
-        if self.seen.read().contains(customer) {
-            return customer.otel_value();
-        }
-        let mut seen = self.seen.write();
-        // Another thread may have admitted it between the two locks.
-        if seen.contains(customer) || seen.len() < self.max {
-            seen.insert(customer.clone());
-            return customer.otel_value();
-        }
-        if !self.warned.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                max_customers = self.max,
-                "more distinct customer ids than max_customers; new ones are recorded as {CUSTOMER_OVERFLOW}"
-            );
-        }
-        Value::from(CUSTOMER_OVERFLOW)
-    }
-}
-
-/// The instruments, one per catalogue entry that the API records.
-struct Instruments {
-    requests: Counter<u64>,
-    duration: Histogram<f64>,
-    queue_depth: Gauge<u64>,
-    gpu_utilization: Gauge<f64>,
-    gpu_temperature: Gauge<f64>,
-    gpu_memory_used: Gauge<u64>,
-    gpu_memory_total: Gauge<u64>,
-    safety_incidents: Counter<u64>,
-    safety_score: Gauge<f64>,
-    quota_used: Gauge<u64>,
-    quota_limit: Gauge<u64>,
-    revenue: Counter<f64>,
-    customers_total: Gauge<u64>,
-    customers_active: Gauge<u64>,
-    customers_churned: Gauge<u64>,
-    mrr: Gauge<f64>,
-    worker_active: Gauge<u64>,
-    worker_total: Gauge<u64>,
-    db_active: Gauge<u64>,
-    db_max: Gauge<u64>,
-    rate_limited: Counter<u64>,
-    errors: Counter<u64>,
-    validation_failures: Counter<u64>,
-    safety_rejections: Counter<u64>,
-    safety_check: Histogram<f64>,
-    safety_reviews: Counter<u64>,
-    compliance_score: Gauge<f64>,
-    customer_requests: Counter<u64>,
-    customer_duration: Histogram<f64>,
-    customer_incidents: Counter<u64>,
-    feedback: Counter<u64>,
-    service_up: Gauge<u64>,
-}
-
-fn counter_u64(m: &Meter, s: &'static MetricSpec) -> Counter<u64> {
-    m.u64_counter(s.otel_name)
-        .with_unit(s.unit)
-        .with_description(s.description)
-        .build()
-}
-
-fn counter_f64(m: &Meter, s: &'static MetricSpec) -> Counter<f64> {
-    m.f64_counter(s.otel_name)
-        .with_unit(s.unit)
-        .with_description(s.description)
-        .build()
-}
-
-fn gauge_u64(m: &Meter, s: &'static MetricSpec) -> Gauge<u64> {
-    m.u64_gauge(s.otel_name)
-        .with_unit(s.unit)
-        .with_description(s.description)
-        .build()
-}
-
-fn gauge_f64(m: &Meter, s: &'static MetricSpec) -> Gauge<f64> {
-    m.f64_gauge(s.otel_name)
-        .with_unit(s.unit)
-        .with_description(s.description)
-        .build()
-}
-
-fn histogram(m: &Meter, s: &'static MetricSpec) -> Histogram<f64> {
-    m.f64_histogram(s.otel_name)
-        .with_unit(s.unit)
-        .with_description(s.description)
-        .with_boundaries(s.buckets.to_vec())
-        .build()
-}
-
-impl Instruments {
-    fn new(m: &Meter) -> Self {
-        Self {
-            requests: counter_u64(m, &cat::INFERENCE_REQUESTS),
-            duration: histogram(m, &cat::INFERENCE_DURATION),
-            queue_depth: gauge_u64(m, &cat::INFERENCE_QUEUE_DEPTH),
-            gpu_utilization: gauge_f64(m, &cat::GPU_UTILIZATION),
-            gpu_temperature: gauge_f64(m, &cat::GPU_TEMPERATURE),
-            gpu_memory_used: gauge_u64(m, &cat::GPU_MEMORY_USED),
-            gpu_memory_total: gauge_u64(m, &cat::GPU_MEMORY_TOTAL),
-            safety_incidents: counter_u64(m, &cat::SAFETY_INCIDENTS),
-            safety_score: gauge_f64(m, &cat::SAFETY_SCORE),
-            quota_used: gauge_u64(m, &cat::QUOTA_USED),
-            quota_limit: gauge_u64(m, &cat::QUOTA_LIMIT),
-            revenue: counter_f64(m, &cat::REVENUE),
-            customers_total: gauge_u64(m, &cat::CUSTOMERS_TOTAL),
-            customers_active: gauge_u64(m, &cat::CUSTOMERS_ACTIVE),
-            customers_churned: gauge_u64(m, &cat::CUSTOMERS_CHURNED),
-            mrr: gauge_f64(m, &cat::MRR_TOTAL),
-            worker_active: gauge_u64(m, &cat::WORKER_ACTIVE),
-            worker_total: gauge_u64(m, &cat::WORKER_TOTAL),
-            db_active: gauge_u64(m, &cat::DB_CONNECTIONS_ACTIVE),
-            db_max: gauge_u64(m, &cat::DB_CONNECTIONS_MAX),
-            rate_limited: counter_u64(m, &cat::RATE_LIMIT_EXCEEDED),
-            errors: counter_u64(m, &cat::INFERENCE_ERRORS),
-            validation_failures: counter_u64(m, &cat::VALIDATION_FAILURES),
-            safety_rejections: counter_u64(m, &cat::SAFETY_REJECTIONS),
-            safety_check: histogram(m, &cat::SAFETY_CHECK_DURATION),
-            safety_reviews: counter_u64(m, &cat::SAFETY_REVIEWS),
-            compliance_score: gauge_f64(m, &cat::SAFETY_COMPLIANCE_SCORE),
-            customer_requests: counter_u64(m, &cat::CUSTOMER_REQUESTS),
-            customer_duration: histogram(m, &cat::CUSTOMER_INFERENCE_DURATION),
-            customer_incidents: counter_u64(m, &cat::CUSTOMER_SAFETY_INCIDENTS),
-            feedback: counter_u64(m, &cat::FEEDBACK),
-            service_up: gauge_u64(m, &cat::SERVICE_UP),
-        }
-    }
-}
-
-/// Records 0 on every label combination of a counter whose labels are all closed sets, so each
-/// series exists before its first event: Prometheus's `increase()` needs a sample before the
-/// first increment, or an alert on "any critical incident" misses the first one.
-fn zero_fill(counter: &Counter<u64>, spec: &MetricSpec) {
-    let mut combos: Vec<Vec<KeyValue>> = vec![Vec::new()];
-    for label in spec.labels {
-        let cat::LabelValues::Closed(values) = label.values else {
-            return;
-        };
-        combos = combos
-            .into_iter()
-            .flat_map(|combo| {
-                values.iter().map(move |v| {
-                    let mut next = combo.clone();
-                    next.push(KeyValue::new(label.key, *v));
-                    next
-                })
-            })
-            .collect();
-    }
-    for combo in combos {
-        counter.add(0, &combo);
-    }
-}
-
-/// Scores are ratios: NaN is dropped, the rest clamped to 0..=1.
-fn ratio(v: f64) -> Option<f64> {
-    (!v.is_nan()).then(|| v.clamp(0.0, 1.0))
 }
 
 struct Inner {
@@ -795,68 +496,4 @@ impl Telemetry {
             .shutdown()
             .map_err(ShutdownError::Export)
     }
-}
-
-fn otlp_exporter(s: &Resolved) -> Result<MetricExporter, BuildError> {
-    let headers = s
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            let name = tonic::metadata::MetadataKey::from_bytes(k.as_bytes()).map_err(|_| {
-                BuildError::Setting {
-                    field: "headers",
-                    problem: format!("{k:?} is not a valid gRPC metadata key"),
-                }
-            })?;
-            let value = tonic::metadata::MetadataValue::try_from(v.as_str()).map_err(|_| {
-                BuildError::Setting {
-                    field: "headers",
-                    problem: format!("the value of {k:?} is not valid header text"),
-                }
-            })?;
-            Ok((name, value))
-        })
-        .collect::<Result<Vec<_>, BuildError>>()?;
-    // The interceptor runs after the OTLP exporter's own header handling, so values set in
-    // code replace any the exporter read from OTEL_EXPORTER_OTLP_HEADERS itself.
-    let interceptor = move |mut req: tonic::Request<()>| {
-        for (name, value) in &headers {
-            req.metadata_mut().insert(name.clone(), value.clone());
-        }
-        Ok(req)
-    };
-    let mut b = MetricExporter::builder()
-        .with_tonic()
-        .with_endpoint(s.endpoint.clone())
-        .with_timeout(s.timeout)
-        .with_interceptor(interceptor)
-        .with_temporality(match s.temporality {
-            Temporality::Cumulative => opentelemetry_sdk::metrics::Temporality::Cumulative,
-            Temporality::Delta => opentelemetry_sdk::metrics::Temporality::Delta,
-        });
-    if s.gzip {
-        b = b.with_compression(opentelemetry_otlp::Compression::Gzip);
-    }
-    #[cfg(feature = "tls")]
-    if let Some(tls) = &s.tls {
-        b = b.with_tls_config(tls_config(tls));
-    }
-    b.build().map_err(BuildError::Exporter)
-}
-
-#[cfg(feature = "tls")]
-fn tls_config(tls: &crate::settings::TlsPem) -> tonic::transport::ClientTlsConfig {
-    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-    let mut c = ClientTlsConfig::new();
-    c = match &tls.ca {
-        Some(ca) => c.ca_certificate(Certificate::from_pem(ca)),
-        None => c.with_native_roots(),
-    };
-    if let Some((cert, key)) = &tls.identity {
-        c = c.identity(Identity::from_pem(cert, key));
-    }
-    if let Some(domain) = &tls.domain {
-        c = c.domain_name(domain.clone());
-    }
-    c
 }
