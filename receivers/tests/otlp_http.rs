@@ -209,6 +209,46 @@ async fn http_full_pipeline_is_503_with_retry_after() {
     h.stop().await;
 }
 
+/// Sends only the headers of a protobuf POST declaring `len` bytes, and reads the answer
+/// (the server must answer without the body): its status and body.
+async fn post_headers_only(addr: SocketAddr, len: usize) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/metrics HTTP/1.1\r\nhost: {addr}\r\ncontent-type: {PROTOBUF}\r\n\
+         content-length: {len}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(str::to_owned)
+                    })
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .expect("a content-length on the answer");
+                if got.len() >= end + 4 + length {
+                    let code = text[9..12].parse().unwrap();
+                    return (code, got[end + 4..end + 4 + length].to_vec());
+                }
+            }
+            assert!(n > 0, "connection closed before a full answer: {text:?}");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("an answer without the body")
+}
+
 /// POSTs `body` to `/v1/metrics` with `Transfer-Encoding: chunked` (no `Content-Length`) on a
 /// raw connection; the response status, if one could be read.
 async fn post_chunked(addr: SocketAddr, body: &[u8]) -> Option<u16> {
@@ -245,9 +285,11 @@ async fn http_oversize_body_is_413_also_after_decompression() {
     let mut h = start(both(1), 16, Duration::from_millis(50));
     let big = big_request(2 * 1024).encode_to_vec();
     assert!(big.len() > 2 * 1024 * 1024);
-    let resp = post(&h, PROTOBUF, None, big.clone()).await;
-    assert_eq!(resp.status(), 413);
-    let status = RpcStatus::decode(resp.bytes().await.unwrap()).unwrap();
+    // A declared Content-Length past the limit is refused before the body is read: only the
+    // headers are sent, so the answer cannot race a client still writing.
+    let (code, body) = post_headers_only(h.http, big.len()).await;
+    assert_eq!(code, 413);
+    let status = RpcStatus::decode(&body[..]).unwrap();
     assert_eq!(
         status.message,
         "request exceeds the limit of 1048576 bytes (max_request_body_size_mib)"
