@@ -162,29 +162,32 @@ async fn grpc_full_pipeline_answers_unavailable() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_malformed_message_is_refused_not_retryable_and_server_survives() {
-    let mut h = start_default();
-    // A raw gRPC frame whose payload is not an ExportMetricsServiceRequest.
-    let payload = [0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01];
+/// Calls `Export` with `payload` as the one (uncompressed) gRPC message, over plain HTTP/2.
+async fn export_raw(addr: std::net::SocketAddr, payload: &[u8]) -> reqwest::Response {
     let mut frame = vec![0u8];
     frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&payload);
+    frame.extend_from_slice(payload);
     let client = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()
         .unwrap();
-    let resp = client
+    client
         .post(format!(
-            "http://{}/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-            h.grpc
+            "http://{addr}/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
         ))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(frame)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_malformed_message_is_refused_not_retryable_and_server_survives() {
+    let mut h = start_default();
+    // A raw gRPC frame whose payload is not an ExportMetricsServiceRequest.
+    let resp = export_raw(h.grpc, &[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01]).await;
     assert_eq!(resp.status(), 200);
     // grpc-status arrives in the headers (trailers-only) for an immediate error.
     let code = resp
@@ -318,25 +321,7 @@ async fn grpc_without_keepalive_sends_no_ping_and_max_connection_age_sends_goawa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_label_that_is_not_utf8_is_invalid_argument_counted_and_nothing_is_delivered() {
     let mut h = start_default();
-    let payload = request_with_invalid_utf8_label();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&payload);
-    let client = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
-    let resp = client
-        .post(format!(
-            "http://{}/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-            h.grpc
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(frame)
-        .send()
-        .await
-        .unwrap();
+    let resp = export_raw(h.grpc, &request_with_invalid_utf8_label()).await;
     let status = tonic::Status::from_header_map(resp.headers()).expect("a grpc-status");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("UTF-8"), "{}", status.message());

@@ -59,11 +59,10 @@ async fn remote_write(prom: &Prometheus, batch: &MetricBatch) -> ExportReport {
         .unwrap_or_else(|e| panic!("remote write refused the batch: {e}"))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn nan_and_infinities_arrive_as_themselves_not_as_stale_markers() {
-    let prom = Prometheus::start(&[]).await.expect("prometheus");
+/// NaN, +Inf, -Inf and a finite value, one series each (label `v`).
+fn special_values_batch() -> MetricBatch {
     let t = now_nanos();
-    let batch = gauge_batch(
+    gauge_batch(
         "vla.test.special",
         vec![
             point(f64::NAN, t, &[("v", "nan")]),
@@ -71,11 +70,11 @@ async fn nan_and_infinities_arrive_as_themselves_not_as_stale_markers() {
             point(f64::NEG_INFINITY, t, &[("v", "ninf")]),
             point(1.5, t, &[("v", "finite")]),
         ],
-    );
-    let report = remote_write(&prom, &batch).await;
-    assert_eq!(report.sent, 4, "{report:?}");
-    // A stale marker would hide its series from an instant query: all four are there.
-    let got = prom.wait_for("vla_test_special", 4, WAIT).await.unwrap();
+    )
+}
+
+/// Each series of [`special_values_batch`] holds its own value in Prometheus.
+fn assert_special_values(got: &[vla_e2e::Sample]) {
     let value = |v: &str| {
         got.iter()
             .find(|s| s.labels["v"] == v)
@@ -86,6 +85,17 @@ async fn nan_and_infinities_arrive_as_themselves_not_as_stale_markers() {
     assert_eq!(value("pinf"), f64::INFINITY);
     assert_eq!(value("ninf"), f64::NEG_INFINITY);
     assert_eq!(value("finite"), 1.5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nan_and_infinities_arrive_as_themselves_not_as_stale_markers() {
+    let prom = Prometheus::start(&[]).await.expect("prometheus");
+    let batch = special_values_batch();
+    let report = remote_write(&prom, &batch).await;
+    assert_eq!(report.sent, 4, "{report:?}");
+    // A stale marker would hide its series from an instant query: all four are there.
+    let got = prom.wait_for("vla_test_special", 4, WAIT).await.unwrap();
+    assert_special_values(&got);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -172,16 +182,7 @@ async fn scrape_stack() -> (PrometheusExporter, Prometheus) {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_scrape_endpoint_serves_nan_and_infinities_that_prometheus_parses() {
     let (exporter, prom) = scrape_stack().await;
-    let t = now_nanos();
-    let batch = gauge_batch(
-        "vla.test.special",
-        vec![
-            point(f64::NAN, t, &[("v", "nan")]),
-            point(f64::INFINITY, t, &[("v", "pinf")]),
-            point(f64::NEG_INFINITY, t, &[("v", "ninf")]),
-            point(1.5, t, &[("v", "finite")]),
-        ],
-    );
+    let batch = special_values_batch();
     let report = fixtures::export_once(&exporter, &batch).await.unwrap();
     assert_eq!(report.sent, 4, "{report:?}");
     let text = exporter.render();
@@ -194,16 +195,7 @@ async fn the_scrape_endpoint_serves_nan_and_infinities_that_prometheus_parses() 
     }
     // Prometheus' own parser takes the page: every value arrives as itself.
     let got = prom.wait_for("vla_test_special", 4, WAIT).await.unwrap();
-    let value = |v: &str| {
-        got.iter()
-            .find(|s| s.labels["v"] == v)
-            .unwrap_or_else(|| panic!("no v={v}: {got:?}"))
-            .value
-    };
-    assert!(value("nan").is_nan());
-    assert_eq!(value("pinf"), f64::INFINITY);
-    assert_eq!(value("ninf"), f64::NEG_INFINITY);
-    assert_eq!(value("finite"), 1.5);
+    assert_special_values(&got);
 }
 
 #[tokio::test(flavor = "multi_thread")]
