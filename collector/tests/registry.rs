@@ -45,8 +45,12 @@ async fn every_type_parses_validates_and_builds_its_documented_example() {
                     .build_processor(ctx)
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
                 // One stage per pipeline that lists it.
-                let _first = factory.stage();
-                let _second = factory.stage();
+                let _first = factory
+                    .stage("metrics")
+                    .unwrap_or_else(|e| panic!("{what}: stage: {e}"));
+                let _second = factory
+                    .stage("metrics/other")
+                    .unwrap_or_else(|e| panic!("{what}: second stage: {e}"));
             }
             Kind::Exporter => {
                 let exporter = config

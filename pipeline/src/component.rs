@@ -66,6 +66,10 @@ pub trait Processor: Send {
     fn flush(&mut self, _now: SystemTime) -> Option<MetricBatch> {
         None
     }
+
+    /// Called once, after the pipeline's final flush at a clean stop: persists state
+    /// (`deltatocumulative`'s snapshot). Not called when the pipeline is aborted.
+    fn shutdown(&mut self) {}
 }
 
 /// Data points an exporter handled without sending a request: delivered already (a scrape

@@ -88,8 +88,9 @@ pub trait ReceiverType: Component {
 /// A processor built once per component id; it makes one [`Stage`] per pipeline that lists it
 /// and owns what those share (a lookup table and its background refresher).
 pub trait ProcessorFactory: Send + Sync {
-    /// The stage for one more pipeline.
-    fn stage(&self) -> Stage;
+    /// The stage for one more pipeline, named `pipeline` (a stateful processor keys what it
+    /// persists by it). Fails at start-up when that state cannot be opened.
+    fn stage(&self, pipeline: &str) -> Result<Stage, BuildError>;
 
     /// The health of its lookup source, for `/ready`.
     fn status(&self) -> Option<SourceStatus> {
@@ -110,8 +111,8 @@ impl<F> ProcessorFactory for PerPipeline<F>
 where
     F: Fn() -> Box<dyn Processor> + Send + Sync,
 {
-    fn stage(&self) -> Stage {
-        Stage::Process((self.0)())
+    fn stage(&self, _pipeline: &str) -> Result<Stage, BuildError> {
+        Ok(Stage::Process((self.0)()))
     }
 }
 

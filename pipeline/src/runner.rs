@@ -181,6 +181,11 @@ impl Pipeline {
         for i in 0..self.stages.len() {
             self.flush_stage(i, None).await;
         }
+        for stage in &mut self.stages {
+            if let Running::Process { processor, .. } = stage {
+                processor.shutdown();
+            }
+        }
         debug!(pipeline = %self.name, "pipeline drained");
     }
 

@@ -106,8 +106,11 @@ impl vla_pipeline::registry::ProcessorType for Batch {
 struct BatchStage(BatcherConfig);
 
 impl vla_pipeline::registry::ProcessorFactory for BatchStage {
-    fn stage(&self) -> vla_pipeline::runner::Stage {
-        vla_pipeline::runner::Stage::Batch(self.0.clone())
+    fn stage(
+        &self,
+        _pipeline: &str,
+    ) -> Result<vla_pipeline::runner::Stage, vla_pipeline::registry::BuildError> {
+        Ok(vla_pipeline::runner::Stage::Batch(self.0.clone()))
     }
 }
 

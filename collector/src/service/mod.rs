@@ -238,6 +238,26 @@ impl RunningCollector {
                 }
             }
         }
+        // Each pipeline's stages (a persisted state that cannot be opened fails here).
+        let mut stages_of: Vec<Vec<Stage>> = Vec::with_capacity(config.pipelines.len());
+        for p in &config.pipelines {
+            let mut stages = Vec::with_capacity(p.processors.len());
+            for id in &p.processors {
+                let Some(factory) = processors.get(id) else {
+                    continue;
+                };
+                match factory.stage(&p.name) {
+                    Ok(stage) => stages.push(stage),
+                    Err(source) => {
+                        return Err(StartError::Processor {
+                            id: id.clone(),
+                            source,
+                        });
+                    }
+                }
+            }
+            stages_of.push(stages);
+        }
         let mut exporters: Vec<(ComponentId, Arc<dyn Exporter>)> = Vec::new();
         for (id, ec) in &config.exporters {
             let listeners = exporter_listeners.remove(id).unwrap_or_default();
@@ -295,13 +315,8 @@ impl RunningCollector {
         }
         let mut inputs: BTreeMap<ComponentId, Vec<tokio::sync::mpsc::Sender<_>>> = BTreeMap::new();
         let mut pipeline_tasks = Vec::new();
-        for p in &config.pipelines {
+        for (p, stages) in config.pipelines.iter().zip(stages_of) {
             let (tx, rx) = pipeline_channel(&p.name, PIPELINE_QUEUE_SIZE, &telemetry);
-            let stages: Vec<Stage> = p
-                .processors
-                .iter()
-                .filter_map(|id| processors.get(id).map(|f| f.stage()))
-                .collect();
             let outputs: Vec<ExporterHandle> = p
                 .exporters
                 .iter()

@@ -447,8 +447,11 @@ impl vla_pipeline::registry::ProcessorType for CustomerTier {
 }
 
 impl vla_pipeline::registry::ProcessorFactory for CustomerTier {
-    fn stage(&self) -> vla_pipeline::runner::Stage {
-        vla_pipeline::runner::Stage::Process(self.processor())
+    fn stage(
+        &self,
+        _pipeline: &str,
+    ) -> Result<vla_pipeline::runner::Stage, vla_pipeline::registry::BuildError> {
+        Ok(vla_pipeline::runner::Stage::Process(self.processor()))
     }
 
     fn status(&self) -> Option<vla_pipeline::lookup::SourceStatus> {
