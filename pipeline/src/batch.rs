@@ -74,6 +74,12 @@ impl MetricBatch {
         }
     }
 
+    /// The same batch, as if accepted at `at` (replays, tests of time-based state).
+    pub fn with_received_at(mut self, at: SystemTime) -> Self {
+        self.meta.received_at = at;
+        self
+    }
+
     /// The OTLP data, read-only.
     pub fn resource_metrics(&self) -> &[ResourceMetrics] {
         &self.resource_metrics

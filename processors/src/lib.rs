@@ -8,6 +8,8 @@
 //!   resources that carry a customer id, from an inline map, a YAML/CSV file reloaded on change
 //!   or a PostgreSQL query refreshed on an interval; the table is a snapshot swapped by a
 //!   background refresher, and a failing source keeps the last good one.
+//! - [`deltatocumulative`]: turns delta sums and histograms into cumulative ones (a running
+//!   total per stream, bounded, optionally persisted across restarts).
 //! - [`safety_labels`]: rules on metric name and attributes (equality, sets, regexes) that add
 //!   labels such as `safety_category` and `requires_review`; first match or all matches.
 //! - [`gpu_stats`]: joins the `nvml` receiver's latest GPU readings onto points that carry a
@@ -27,6 +29,7 @@
 pub mod attributes;
 pub mod batch;
 pub mod customer_tier;
+pub mod deltatocumulative;
 pub mod gpu_stats;
 mod on_existing;
 mod pattern;
@@ -39,6 +42,7 @@ pub fn register(r: &mut impl vla_pipeline::registry::Registry) {
     r.processor::<attributes::Attributes>();
     r.processor::<batch::Batch>();
     r.processor::<customer_tier::CustomerTier>();
+    r.processor::<deltatocumulative::DeltaToCumulative>();
     r.processor::<gpu_stats::GpuStats>();
     r.processor::<safety_labels::SafetyLabels>();
 }
