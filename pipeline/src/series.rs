@@ -1,8 +1,8 @@
 //! `SeriesKey`: a compact key for state kept per series: a metric name and its sorted labels,
 //! hashed once with a fixed seed. Today its one user is the `prometheus` scrape exporter's
-//! registry of latest values; the planned stateful processors (delta→cumulative, aggregation)
-//! are meant to key their state with it. Remote write does not: it shards on a hash of the
-//! encoded label bytes instead.
+//! registry of latest values. `deltatocumulative` does not use it (it keys streams by a
+//! stable 128-bit hash of their OTLP identity, which it persists), nor does remote write (it
+//! shards on a hash of the encoded label bytes).
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;

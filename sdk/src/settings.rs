@@ -21,8 +21,9 @@ pub enum Temporality {
     /// Totals since start (what Prometheus expects), the default.
     #[default]
     Cumulative,
-    /// Changes since the last export (for backends that want deltas; the collector's
-    /// Prometheus exporters drop delta sums until its delta-to-cumulative processor exists).
+    /// Changes since the last export (for backends that want deltas, and less memory in the
+    /// API process; the collector's `deltatocumulative` processor turns them back into
+    /// cumulative series for Prometheus, as the shipped configs do).
     Delta,
 }
 

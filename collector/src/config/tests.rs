@@ -18,6 +18,19 @@ fn check(yaml: &str) -> Result<Config, Diagnostics> {
     validate(&Source::text("c.yaml", yaml), &env)
 }
 
+/// The words of the hint to add `deltatocumulative` (tested on its own below).
+const DELTA_HINT: &str = "add the `deltatocumulative` processor";
+
+/// The warnings other than the `deltatocumulative` hint, which every OTLP → Prometheus
+/// pipeline of these tests gets.
+fn other_warnings(c: &Config) -> Vec<String> {
+    c.warnings
+        .iter()
+        .filter(|w| !w.contains(DELTA_HINT))
+        .cloned()
+        .collect()
+}
+
 /// The rendered errors of an invalid config.
 fn errors(yaml: &str) -> Vec<String> {
     match check(yaml) {
@@ -50,7 +63,7 @@ fn base_is_valid() {
         c.summary(),
         "1 pipeline, 1 receiver, 0 processors, 1 exporter"
     );
-    assert!(c.warnings.is_empty());
+    assert!(other_warnings(&c).is_empty(), "{:?}", c.warnings);
 }
 
 #[test]
@@ -133,7 +146,7 @@ service:
     assert_eq!(c.telemetry.logs.level, LogLevel::Debug);
     assert_eq!(c.telemetry.logs.format, LogFormat::Json);
     assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
-    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(other_warnings(&c).is_empty(), "{:?}", c.warnings);
 }
 
 #[test]
@@ -152,7 +165,7 @@ fn the_embedded_config_is_valid() {
     assert_eq!(c.source, EMBEDDED_NAME);
     assert_eq!(
         c.summary(),
-        "1 pipeline, 2 receivers, 5 processors, 1 exporter"
+        "1 pipeline, 2 receivers, 6 processors, 1 exporter"
     );
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
@@ -252,7 +265,7 @@ fn unknown_component_type_suggests_and_lists() {
         errors(&yaml),
         vec![
             "c.yaml:15: processors.prometheus: unknown processor type \"prometheus\" \
-             (\"prometheus\" is an exporter type); valid types: attributes, batch, customer_tier, gpu_stats, safety_labels"
+             (\"prometheus\" is an exporter type); valid types: attributes, batch, customer_tier, deltatocumulative, gpu_stats, safety_labels"
         ]
     );
 }
@@ -564,7 +577,7 @@ fn unused_components_are_warnings() {
         .replace("  prometheus:\n", "  debug:\n  prometheus:\n");
     let c = check(&yaml).unwrap();
     assert_eq!(
-        c.warnings,
+        other_warnings(&c),
         vec![
             "c.yaml:7: exporters.debug: exporter \"debug\" is defined but not used by any \
              pipeline (it will not be started)",
@@ -753,6 +766,32 @@ fn load_reads_files_and_reports_problems_as_config_error() {
 }
 
 #[test]
+fn an_otlp_to_prometheus_pipeline_without_deltatocumulative_is_told_to_add_it() {
+    assert_eq!(
+        check(BASE).unwrap().warnings,
+        vec![
+            "c.yaml:11: service.pipelines.metrics.processors: OTLP clients may send delta sums \
+             and histograms, which Prometheus cannot store and the exporters drop (counted as \
+             delta_temporality); add the `deltatocumulative` processor (before `batch`) to turn \
+             them into cumulative series"
+        ]
+    );
+    let converted = format!("{BASE}processors:\n  deltatocumulative:\n").replace(
+        "      exporters: [prometheus]",
+        "      processors: [deltatocumulative]\n      exporters: [prometheus]",
+    );
+    assert!(check(&converted).unwrap().warnings.is_empty());
+    // A pipeline that cannot receive deltas, or writes nothing to Prometheus, needs none.
+    let debug_only = BASE
+        .replace(
+            "  prometheus:\n    endpoint: 127.0.0.1:9464\n",
+            "  debug:\n",
+        )
+        .replace("[prometheus]", "[debug]");
+    assert!(check(&debug_only).unwrap().warnings.is_empty());
+}
+
+#[test]
 fn blocking_remote_write_beside_other_exporters_is_a_warning() {
     let with_rw = |when_full: &str, processors: &str| {
         format!("{BASE}processors:\n  batch:\n")
@@ -768,7 +807,7 @@ fn blocking_remote_write_beside_other_exporters_is_a_warning() {
             )
     };
     assert_eq!(
-        check(&with_rw("block", "batch")).unwrap().warnings,
+        other_warnings(&check(&with_rw("block", "batch")).unwrap()),
         vec![
             "c.yaml:17: service.pipelines.metrics.exporters: while \"prometheusremotewrite\"'s \
              backend is down its queue fills and, with sending_queue.when_full: block, this \
@@ -777,15 +816,10 @@ fn blocking_remote_write_beside_other_exporters_is_a_warning() {
              a pipeline of its own"
         ]
     );
-    assert!(
-        check(&with_rw("drop", "batch"))
-            .unwrap()
-            .warnings
-            .is_empty()
-    );
+    assert!(other_warnings(&check(&with_rw("drop", "batch")).unwrap()).is_empty());
     let unbatched = with_rw("drop", "").replace("processors:\n  batch:\n", "");
     assert_eq!(
-        check(&unbatched).unwrap().warnings,
+        other_warnings(&check(&unbatched).unwrap()),
         vec![
             "c.yaml:16: service.pipelines.metrics.processors: without a `batch` processor, \
              remote write sends at least one request per received request; add `batch` (usually last) \

@@ -7,10 +7,12 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use vla_exporters::{DebugExporter, PrometheusRemoteWriteExporter};
+use vla_exporters::{DebugExporter, PrometheusExporter, PrometheusRemoteWriteExporter};
 use vla_pipeline::ComponentId;
 use vla_processors::batch::Batch;
+use vla_processors::deltatocumulative::DeltaToCumulative;
 use vla_processors::gpu_stats::GpuStats;
+use vla_receivers::OtlpReceiver;
 use vla_receivers::nvml::NvmlReceiver;
 
 use super::components::{
@@ -143,6 +145,7 @@ impl Validator {
         self.check_gpu_stats(&receivers, &processors);
         for p in &pipelines {
             self.warn_blocking_fan_out(&service_path, &p.name, &p.exporters, &exporters);
+            self.warn_deltas_dropped(&service_path, p, &receivers, &processors, &exporters);
             let batched = p
                 .all_processors
                 .iter()
@@ -218,6 +221,47 @@ impl Validator {
                      uses one; add an nvml receiver to a pipeline (source: fake without a GPU)",
                 );
             }
+        }
+    }
+
+    /// OTLP clients may send delta temporality (the OpenTelemetry SDKs do when asked to); the
+    /// Prometheus exporters can only write cumulative series and drop deltas (counted), so a
+    /// pipeline from an OTLP receiver to one of them without `deltatocumulative` is told which
+    /// processor to add.
+    fn warn_deltas_dropped(
+        &mut self,
+        service_path: &YamlPath,
+        p: &pipelines::RawPipeline,
+        receivers: &BTreeMap<ComponentId, ReceiverConfig>,
+        processors: &BTreeMap<ComponentId, ProcessorConfig>,
+        exporters: &BTreeMap<ComponentId, ExporterConfig>,
+    ) {
+        let otlp = p.receivers.iter().any(|id| {
+            receivers
+                .get(id)
+                .is_some_and(ComponentConfig::is::<OtlpReceiver>)
+        });
+        let prometheus = p.exporters.iter().any(|id| {
+            exporters.get(id).is_some_and(|e| {
+                e.is::<PrometheusExporter>() || e.is::<PrometheusRemoteWriteExporter>()
+            })
+        });
+        let converted = p.all_processors.iter().any(|id| {
+            processors
+                .get(id)
+                .is_some_and(ComponentConfig::is::<DeltaToCumulative>)
+        });
+        if otlp && prometheus && !converted {
+            self.warnings.push(Diagnostic::at(
+                service_path
+                    .key("pipelines")
+                    .key(p.name.as_ref())
+                    .key("processors"),
+                "OTLP clients may send delta sums and histograms, which Prometheus cannot store \
+                 and the exporters drop (counted as delta_temporality); add the \
+                 `deltatocumulative` processor (before `batch`) to turn them into cumulative \
+                 series",
+            ));
         }
     }
 

@@ -5,7 +5,8 @@
 //! deterministic output, a histogram's `_bucket`/`_sum`/`_count` lines together per label set,
 //! label values escaped. Names and labels follow the OpenTelemetry compatibility spec, exactly
 //! as the remote-write exporter does ([`crate::translate`]); cumulative data only (delta sums and
-//! histograms and exponential histograms are reported dropped, as in remote write). No
+//! histograms, which `deltatocumulative` converts, and exponential histograms are reported
+//! dropped, as in remote write). No
 //! timestamps are written: Prometheus stamps samples with the scrape time.
 //!
 //! A series not updated for `metric_expiration` disappears (checked at every scrape and

@@ -38,7 +38,7 @@
 //! status and the response excerpt is logged.
 //!
 //! Delta sums and histograms are not sent (they are reported dropped with reason
-//! `delta_temporality` until a `delta_to_cumulative` processor exists); neither are
+//! `delta_temporality`: put the `deltatocumulative` processor in the pipeline); neither are
 //! exponential histograms (`unsupported_exponential_histogram`).
 //!
 //! Durability: retries and the queue live in memory (the pipeline's driver). The planned

@@ -15,7 +15,7 @@
 //!   trailing `_total` already in the name is stripped first); a non-monotonic cumulative sum is
 //!   a gauge; histograms become `_bucket{le}` (cumulative, `+Inf` = count), `_sum`, `_count`;
 //!   summaries `{quantile}`, `_sum`, `_count`. Delta sums and histograms are dropped with reason
-//!   `delta_temporality` (until a `delta_to_cumulative` processor runs before the exporter);
+//!   `delta_temporality` (the `deltatocumulative` processor before the exporter converts them);
 //!   exponential histograms with `unsupported_exponential_histogram`.
 //! - **Labels**: attribute keys have characters outside `[a-zA-Z0-9_]` replaced by `_` and runs
 //!   of `_` collapsed (so attributes can never produce the reserved `__` prefix); a leading
@@ -133,8 +133,8 @@ pub(crate) fn warn_delta_dropped(
             exporter,
             points = delta,
             suppressed,
-            "delta temporality is not supported until delta_to_cumulative exists; \
-             {delta} points dropped"
+            "delta temporality cannot be written to Prometheus: add the \
+             deltatocumulative processor to the pipeline; {delta} points dropped"
         );
     }
 }

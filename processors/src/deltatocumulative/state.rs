@@ -31,10 +31,10 @@ pub(super) enum Acc {
     Int(i64),
     /// A double sum.
     Double(f64),
-    /// An explicit-bucket histogram.
-    Hist(Hist),
+    /// An explicit-bucket histogram (boxed: a sum stream stays small).
+    Hist(Box<Hist>),
     /// An exponential histogram.
-    Exp(Exp),
+    Exp(Box<Exp>),
 }
 
 /// An explicit-bucket histogram's running total.
@@ -144,14 +144,14 @@ impl Acc {
 
     /// The total of a first histogram point.
     pub fn hist(p: &HistogramDataPoint) -> Self {
-        Acc::Hist(Hist {
+        Acc::Hist(Box::new(Hist {
             count: p.count,
             sum: p.sum,
             min: p.min,
             max: p.max,
             buckets: p.bucket_counts.clone(),
             bounds: bounds_hash(&p.explicit_bounds),
-        })
+        }))
     }
 
     /// Adds a histogram point; other bounds (or another kind) start the stream over.
@@ -190,7 +190,7 @@ impl Acc {
 
     /// The total of a first exponential histogram point.
     pub fn exp(p: &ExponentialHistogramDataPoint) -> Self {
-        Acc::Exp(Exp {
+        Acc::Exp(Box::new(Exp {
             count: p.count,
             sum: p.sum,
             min: p.min,
@@ -200,7 +200,7 @@ impl Acc {
             zero_threshold: p.zero_threshold,
             positive: Buckets::from_otlp(p.positive.as_ref()),
             negative: Buckets::from_otlp(p.negative.as_ref()),
-        })
+        }))
     }
 
     /// Adds an exponential histogram point at the coarser of the two scales (coarser still

@@ -343,14 +343,14 @@ pub(super) fn decode(r: &mut Reader<'_>) -> Option<(Key, Stream)> {
         HIST => {
             let (count, sum, min, max) = r.summary()?;
             let bounds = r.u64()?;
-            Acc::Hist(Hist {
+            Acc::Hist(Box::new(Hist {
                 count,
                 sum,
                 min,
                 max,
                 buckets: r.counts()?,
                 bounds,
-            })
+            }))
         }
         EXP => {
             let (count, sum, min, max) = r.summary()?;
@@ -363,7 +363,7 @@ pub(super) fn decode(r: &mut Reader<'_>) -> Option<(Key, Stream)> {
                 side.counts = r.counts()?;
             }
             let [positive, negative] = sides;
-            Acc::Exp(Exp {
+            Acc::Exp(Box::new(Exp {
                 count,
                 sum,
                 min,
@@ -373,7 +373,7 @@ pub(super) fn decode(r: &mut Reader<'_>) -> Option<(Key, Stream)> {
                 zero_threshold,
                 positive,
                 negative,
-            })
+            }))
         }
         _ => return None,
     };

@@ -511,6 +511,16 @@ fn exponential_histograms_too_wide_for_max_buckets_are_downscaled() {
 }
 
 #[test]
+fn a_sum_stream_is_small() {
+    // Key, three timestamps and a 16-byte total: what a hash-table slot holds.
+    assert!(
+        std::mem::size_of::<(Key, Stream)>() <= 64,
+        "{}",
+        std::mem::size_of::<(Key, Stream)>()
+    );
+}
+
+#[test]
 fn config_defaults_and_validation_name_each_field() {
     let c: Config = serde_json::from_value(serde_json::json!({})).expect("defaults");
     assert_eq!(c, Config::default());
@@ -730,7 +740,7 @@ mod persistence {
             start: 1,
             last: 2,
             seen: 3,
-            acc: Acc::Exp(state::Exp {
+            acc: Acc::Exp(Box::new(state::Exp {
                 count: 4,
                 sum: Some(1.5),
                 min: None,
@@ -743,7 +753,7 @@ mod persistence {
                     counts: vec![1, 2],
                 },
                 negative: state::Buckets::default(),
-            }),
+            })),
         };
         let mut buf = Vec::new();
         storage::encode(&mut buf, 42, &s);

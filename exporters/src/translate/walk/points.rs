@@ -15,7 +15,7 @@ use super::super::{
 use super::{TranslateStats, Translator};
 
 /// Whether points of this temporality can be sent; delta and unspecified ones are counted
-/// as dropped (until a delta→cumulative processor runs before the exporter).
+/// as dropped (a pipeline needs the `deltatocumulative` processor before the exporter).
 fn cumulative(temporality: i32, points: usize, stats: &mut TranslateStats) -> bool {
     if temporality == AggregationTemporality::Cumulative as i32 {
         return true;
