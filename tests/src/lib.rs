@@ -208,6 +208,17 @@ impl ProcessGuard {
     }
 }
 
+impl ProcessGuard {
+    /// Sends SIGKILL (no clean stop: what a crash or an OOM kill does) and reaps the process.
+    pub fn kill(&mut self) -> Result<(), HarnessError> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for ProcessGuard {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
