@@ -31,6 +31,7 @@ pub mod batch;
 pub mod customer_tier;
 pub mod deltatocumulative;
 pub mod gpu_stats;
+mod matching;
 mod on_existing;
 mod pattern;
 pub mod safety_labels;

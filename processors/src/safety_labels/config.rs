@@ -1,15 +1,14 @@
 //! The `safety_labels` config: its types, how YAML scalars become label text, and `validate`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
-use serde::de::{self, MapAccess, Visitor, value::MapAccessDeserializer};
 use serde::{Deserialize, Deserializer};
 use vla_pipeline::config::ConfigProblem;
 
-use super::matcher;
 pub use crate::OnExisting;
-use crate::pattern::{MetricGlob, ScalarText, ScalarTextVisitor};
+pub use crate::matching::{AttrConditions, AttrMatcher, MetricPattern};
+use crate::matching::{Entry, NameMatcher, check_attr_matcher, check_metric_pattern};
+use crate::pattern::ScalarText;
 
 /// The `safety_labels` processor's settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -66,42 +65,6 @@ pub struct Match {
     /// Point attribute key → the condition its value must meet.
     #[serde(default)]
     pub attributes: BTreeMap<String, AttrMatcher>,
-}
-
-/// A pattern on a metric's (OpenTelemetry) name.
-#[derive(Debug, Clone, PartialEq)]
-pub enum MetricPattern {
-    /// A plain string: the exact name, where `*` matches any run of characters.
-    Glob(String),
-    /// `{ regex: "..." }`: a regular expression the whole name must match.
-    Regex(String),
-}
-
-/// A condition on one point attribute.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AttrMatcher {
-    /// A plain value: the attribute is present and equals it.
-    Equals(String),
-    /// An object of conditions, all of which must hold.
-    Conditions(AttrConditions),
-}
-
-/// The object form of an attribute condition; every condition given must hold.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AttrConditions {
-    /// `in`: the attribute is present and its value is one of these.
-    #[serde(default, rename = "in", deserialize_with = "optional_texts")]
-    pub one_of: Option<Vec<String>>,
-    /// The attribute's value is none of these (an absent attribute qualifies).
-    #[serde(default, deserialize_with = "optional_texts")]
-    pub not_in: Option<Vec<String>>,
-    /// The attribute is present and its whole value matches this regular expression.
-    #[serde(default)]
-    pub regex: Option<String>,
-    /// `true`: the attribute is present; `false`: it is absent.
-    #[serde(default)]
-    pub exists: Option<bool>,
 }
 
 impl Config {
@@ -220,7 +183,7 @@ impl Config {
         self.metrics.as_ref().is_none_or(|patterns| {
             patterns
                 .iter()
-                .any(|p| super::matcher::NameMatcher::new(p).is_ok_and(|m| m.matches(metric)))
+                .any(|p| NameMatcher::new(p).is_ok_and(|m| m.matches(metric)))
         })
     }
 }
@@ -232,108 +195,10 @@ impl Match {
     }
 }
 
-fn check_metric_pattern(m: &MetricPattern, at: &str, problems: &mut Vec<ConfigProblem>) {
-    match m {
-        MetricPattern::Glob(g) => {
-            if let Err(why) = MetricGlob::check(g) {
-                // A blank pattern's message already says what to write.
-                let regex = if g.trim().is_empty() {
-                    ""
-                } else {
-                    " (write { regex: \"...\" } for more)"
-                };
-                problems.push(ConfigProblem::new(at, format!("{why}{regex}")));
-            }
-        }
-        MetricPattern::Regex(r) => check_regex(r, &format!("{at}.regex"), problems),
-    }
-}
-
-/// Where problems about the entry `key` of the mapping at `map` are reported.
-///
-/// The collector reads a problem path back by splitting it at every `.` and taking `[..]` as
-/// an index (`YamlPath::join_dotted` in `collector/src/config/diag.rs`), so a key holding `.`,
-/// `[` or `]` (attribute keys such as `vla.severity`) cannot be a path segment: it would be
-/// located under `vla`, then `severity`. Such a problem goes on the mapping, whose line the
-/// collector finds, and its message starts with the key: `["vla.severity"].regex: ...`.
-struct Entry<'a> {
-    map: &'a str,
-    key: &'a str,
-}
-
-impl Entry<'_> {
-    /// A problem with the entry itself (`field` `None`) or with one of its fields.
-    fn problem(&self, field: Option<&str>, message: impl fmt::Display) -> ConfigProblem {
-        let field = field.map(|f| format!(".{f}")).unwrap_or_default();
-        if self.key.is_empty() || self.key.contains(['.', '[', ']']) {
-            ConfigProblem::new(self.map, format!("[{:?}]{field}: {message}", self.key))
-        } else {
-            ConfigProblem::new(
-                format!("{}.{}{field}", self.map, self.key),
-                message.to_string(),
-            )
-        }
-    }
-}
-
-fn check_attr_matcher(
-    key: &str,
-    m: &AttrMatcher,
-    at_attributes: &str,
-    problems: &mut Vec<ConfigProblem>,
-) {
-    if key.is_empty() {
-        problems.push(ConfigProblem::new(
-            at_attributes,
-            "an attribute key must not be empty",
-        ));
-        return;
-    }
-    let at = Entry {
-        map: at_attributes,
-        key,
-    };
-    let c = match m {
-        AttrMatcher::Equals(_) => return,
-        AttrMatcher::Conditions(c) => c,
-    };
-    if c.one_of.is_none() && c.not_in.is_none() && c.regex.is_none() && c.exists.is_none() {
-        problems.push(at.problem(
-            None,
-            "needs at least one of in, not_in, regex, exists (or a plain value for equality)",
-        ));
-    }
-    for (field, list) in [("in", &c.one_of), ("not_in", &c.not_in)] {
-        if list.as_ref().is_some_and(Vec::is_empty) {
-            problems.push(at.problem(Some(field), "must list at least one value"));
-        }
-    }
-    if let Some(r) = &c.regex
-        && let Err(why) = matcher::full_match_regex(r)
-    {
-        problems.push(at.problem(Some("regex"), format!("invalid regex {r:?}: {why}")));
-    }
-    if c.exists == Some(false) && (c.one_of.is_some() || c.regex.is_some()) {
-        problems.push(at.problem(
-            Some("exists"),
-            "exists: false never holds together with in or regex, which need the attribute",
-        ));
-    }
-}
-
-fn check_regex(pattern: &str, at: &str, problems: &mut Vec<ConfigProblem>) {
-    if let Err(why) = matcher::full_match_regex(pattern) {
-        problems.push(ConfigProblem::new(
-            at,
-            format!("invalid regex {pattern:?}: {why}"),
-        ));
-    }
-}
-
 fn check_labels(labels: &BTreeMap<String, String>, at: &str, problems: &mut Vec<ConfigProblem>) {
     for (key, value) in labels {
         let entry = Entry { map: at, key };
-        if let Err(why) = matcher::check_label_name(key) {
+        if let Err(why) = check_label_name(key) {
             problems.push(entry.problem(None, format!("invalid label name {key:?}: {why}")));
         }
         if value.is_empty() {
@@ -356,66 +221,40 @@ fn optional_labels<'de, D: Deserializer<'de>>(
     labels(d).map(Some)
 }
 
-fn optional_texts<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    let list = Vec::<ScalarText>::deserialize(d)?;
-    Ok(Some(list.into_iter().map(|t| t.0).collect()))
-}
-
-/// The object form of a metric pattern.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RegexOnly {
-    regex: String,
-}
-
-impl<'de> Deserialize<'de> for MetricPattern {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = MetricPattern;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a metric name or * pattern, or { regex: \"...\" }")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<MetricPattern, E> {
-                Ok(MetricPattern::Glob(v.to_owned()))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<MetricPattern, A::Error> {
-                RegexOnly::deserialize(MapAccessDeserializer::new(map))
-                    .map(|r| MetricPattern::Regex(r.regex))
-            }
+/// Why `key` is not a Prometheus label name a rule may set.
+///
+/// Beyond Prometheus' syntax, a name must reach the exporters' output unchanged and alone:
+/// their sanitiser collapses runs of `_` (`a__b` is exported as `a_b`, which could also merge
+/// it with another key), and they set some names themselves, which would replace or clash
+/// with the rule's value.
+fn check_label_name(key: &str) -> Result<(), &'static str> {
+    let mut chars = key.chars();
+    match chars.next() {
+        None => return Err("must not be empty"),
+        Some(c) if !(c.is_ascii_alphabetic() || c == '_') => {
+            return Err("must start with a letter or _ ([a-zA-Z_][a-zA-Z0-9_]*)");
         }
-        d.deserialize_any(V)
+        _ => {}
     }
-}
-
-impl<'de> Deserialize<'de> for AttrMatcher {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = AttrMatcher;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a value to equal, or an object of in, not_in, regex, exists")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<AttrMatcher, E> {
-                Ok(AttrMatcher::Equals(v.to_owned()))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<AttrMatcher, E> {
-                ScalarTextVisitor.visit_bool(v).map(AttrMatcher::Equals)
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<AttrMatcher, E> {
-                ScalarTextVisitor.visit_i64(v).map(AttrMatcher::Equals)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<AttrMatcher, E> {
-                ScalarTextVisitor.visit_u64(v).map(AttrMatcher::Equals)
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<AttrMatcher, E> {
-                ScalarTextVisitor.visit_f64(v).map(AttrMatcher::Equals)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AttrMatcher, A::Error> {
-                AttrConditions::deserialize(MapAccessDeserializer::new(map))
-                    .map(AttrMatcher::Conditions)
-            }
-        }
-        d.deserialize_any(V)
+    if !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err("may hold only letters, digits and _ ([a-zA-Z_][a-zA-Z0-9_]*)");
+    }
+    if key.starts_with("__") {
+        return Err("names starting with __ are reserved by Prometheus");
+    }
+    if key.contains("__") {
+        return Err(
+            "the exporters collapse a run of _ into one (a__b is exported as a_b); \
+                    write the name with single underscores",
+        );
+    }
+    match key {
+        "job" | "instance" => Err("set by the exporters from the resource (service.name, \
+                                   service.instance.id), which would replace this value"),
+        "otel_scope_name" | "otel_scope_version" => Err("set by the exporters from the \
+                                                         instrumentation scope, which would \
+                                                         replace this value"),
+        "le" | "quantile" => Err("reserved for histogram buckets and summary quantiles"),
+        _ => Ok(()),
     }
 }

@@ -107,7 +107,6 @@
 //! it inserts.
 
 mod config;
-mod matcher;
 
 impl vla_pipeline::registry::Component for SafetyLabels {
     const TYPE: &'static str = TYPE;
@@ -160,7 +159,7 @@ pub use config::{
     AttrConditions, AttrMatcher, Config, Match, MetricPattern, Mode, OnExisting, Rule,
 };
 
-use matcher::{AttrTest, NameMatcher};
+use crate::matching::{AttrTest, NameMatcher};
 
 /// The config `type` of this processor.
 pub const TYPE: &str = "safety_labels";
