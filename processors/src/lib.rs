@@ -10,6 +10,7 @@
 //!   background refresher, and a failing source keeps the last good one.
 //! - [`deltatocumulative`]: turns delta sums and histograms into cumulative ones (a running
 //!   total per stream, bounded, optionally persisted across restarts).
+//! - [`filter`]: drops metrics or data points by name, resource and point attributes.
 //! - [`safety_labels`]: rules on metric name and attributes (equality, sets, regexes) that add
 //!   labels such as `safety_category` and `requires_review`; first match or all matches.
 //! - [`gpu_stats`]: joins the `nvml` receiver's latest GPU readings onto points that carry a
@@ -30,6 +31,7 @@ pub mod attributes;
 pub mod batch;
 pub mod customer_tier;
 pub mod deltatocumulative;
+pub mod filter;
 pub mod gpu_stats;
 mod matching;
 mod on_existing;
@@ -44,6 +46,7 @@ pub fn register(r: &mut impl vla_pipeline::registry::Registry) {
     r.processor::<batch::Batch>();
     r.processor::<customer_tier::CustomerTier>();
     r.processor::<deltatocumulative::DeltaToCumulative>();
+    r.processor::<filter::Filter>();
     r.processor::<gpu_stats::GpuStats>();
     r.processor::<safety_labels::SafetyLabels>();
 }
