@@ -2,7 +2,7 @@
 //!
 //! It follows the OpenTelemetry Collector's `attributes` processor for metrics, with the
 //! actions `insert` (only when the key is absent), `update` (only when present), `upsert`
-//! (always) and `delete`. The new value is a literal `value` (string, integer, double or
+//! (always), `delete` and `hash` (the value replaced by its hex SHA-256). The new value is a literal `value` (string, integer, double or
 //! boolean) or copied `from_attribute` another attribute of the same point (nothing happens
 //! when that attribute is absent). Actions run in order on every data point.
 //!
@@ -62,6 +62,9 @@ pub enum ActionKind {
     Upsert,
     /// Remove the attribute.
     Delete,
+    /// Replace a present value with the hex SHA-256 of its text (pseudonymises an id while
+    /// keeping series apart).
+    Hash,
 }
 
 /// A literal attribute value written in the config.
@@ -122,40 +125,42 @@ impl AttrValue {
 impl Config {
     /// Checks the actions; problems are reported under `path` (e.g. `processors.attributes`).
     pub fn validate(&self, path: &str) -> Vec<ConfigProblem> {
-        let mut problems = Vec::new();
-        if self.actions.is_empty() {
-            problems.push(ConfigProblem::new(
-                format!("{path}.actions"),
-                "must list at least one action",
-            ));
-        }
-        for (i, a) in self.actions.iter().enumerate() {
-            let at = format!("{path}.actions[{i}]");
-            if a.key.is_empty() {
-                problems.push(ConfigProblem::new(format!("{at}.key"), "must not be empty"));
-            }
-            match (a.action, &a.value, &a.from_attribute) {
-                (ActionKind::Delete, None, None) => {}
-                (ActionKind::Delete, _, _) => problems.push(ConfigProblem::new(
-                    at,
-                    "a delete action takes no value or from_attribute",
-                )),
-                (_, Some(_), Some(_)) => problems.push(ConfigProblem::new(
-                    at,
-                    "set either value or from_attribute, not both",
-                )),
-                (_, None, None) => {
-                    problems.push(ConfigProblem::new(at, "needs a value or a from_attribute"))
-                }
-                (_, None, Some(from)) if from.is_empty() => problems.push(ConfigProblem::new(
-                    format!("{at}.from_attribute"),
-                    "must not be empty",
-                )),
-                _ => {}
-            }
-        }
-        problems
+        validate_actions(&self.actions, &format!("{path}.actions"))
     }
+}
+
+/// Checks a list of actions at `list` (the `resource` processor's `attributes` too).
+pub(crate) fn validate_actions(actions: &[Action], list: &str) -> Vec<ConfigProblem> {
+    let mut problems = Vec::new();
+    if actions.is_empty() {
+        problems.push(ConfigProblem::new(list, "must list at least one action"));
+    }
+    for (i, a) in actions.iter().enumerate() {
+        let at = format!("{list}[{i}]");
+        if a.key.is_empty() {
+            problems.push(ConfigProblem::new(format!("{at}.key"), "must not be empty"));
+        }
+        match (a.action, &a.value, &a.from_attribute) {
+            (ActionKind::Delete | ActionKind::Hash, None, None) => {}
+            (ActionKind::Delete | ActionKind::Hash, _, _) => problems.push(ConfigProblem::new(
+                at,
+                "a delete or hash action takes no value or from_attribute",
+            )),
+            (_, Some(_), Some(_)) => problems.push(ConfigProblem::new(
+                at,
+                "set either value or from_attribute, not both",
+            )),
+            (_, None, None) => {
+                problems.push(ConfigProblem::new(at, "needs a value or a from_attribute"))
+            }
+            (_, None, Some(from)) if from.is_empty() => problems.push(ConfigProblem::new(
+                format!("{at}.from_attribute"),
+                "must not be empty",
+            )),
+            _ => {}
+        }
+    }
+    problems
 }
 
 /// Where an action's new value comes from.
@@ -176,14 +181,26 @@ struct CompiledAction {
 /// The `attributes` processor.
 #[derive(Debug)]
 pub struct Attributes {
-    actions: Vec<CompiledAction>,
+    actions: Actions,
 }
 
 impl Attributes {
     /// A processor running the (validated) `config`'s actions.
     pub fn new(config: &Config) -> Self {
-        let actions = config
-            .actions
+        Self {
+            actions: Actions::new(&config.actions),
+        }
+    }
+}
+
+/// Compiled actions, applied in order to one attribute list.
+#[derive(Debug)]
+pub(crate) struct Actions(Vec<CompiledAction>);
+
+impl Actions {
+    /// Compiles validated actions.
+    pub(crate) fn new(actions: &[Action]) -> Self {
+        let actions = actions
             .iter()
             .map(|a| CompiledAction {
                 key: a.key.clone(),
@@ -195,14 +212,21 @@ impl Attributes {
                 },
             })
             .collect();
-        Self { actions }
+        Self(actions)
     }
 
-    fn apply(&self, attrs: &mut Vec<KeyValue>) {
-        for a in &self.actions {
+    /// Runs the actions on `attrs`.
+    pub(crate) fn apply(&self, attrs: &mut Vec<KeyValue>) {
+        for a in &self.0 {
             let pos = attrs.iter().position(|kv| kv.key == a.key);
             if a.kind == ActionKind::Delete {
                 attrs.retain(|kv| kv.key != a.key);
+                continue;
+            }
+            if a.kind == ActionKind::Hash {
+                if let Some(v) = pos.and_then(|i| attrs[i].value.as_mut()) {
+                    hash_value(v);
+                }
                 continue;
             }
             let allowed = match a.kind {
@@ -239,9 +263,33 @@ impl Attributes {
     }
 }
 
+/// Replaces a value with the lowercase hex SHA-256 of its text (strings as they are, other
+/// scalars as printed, bytes as they are; arrays and maps by their protobuf encoding).
+fn hash_value(v: &mut AnyValue) {
+    use sha2::Digest as _;
+    use std::fmt::Write as _;
+    let mut h = sha2::Sha256::new();
+    match &v.value {
+        Some(any_value::Value::StringValue(s)) => h.update(s.as_bytes()),
+        Some(any_value::Value::BoolValue(b)) => h.update(if *b { "true" } else { "false" }),
+        Some(any_value::Value::IntValue(i)) => h.update(i.to_string()),
+        Some(any_value::Value::DoubleValue(d)) => h.update(d.to_string()),
+        Some(any_value::Value::BytesValue(b)) => h.update(b),
+        Some(other) => h.update(prost::Message::encode_to_vec(&AnyValue {
+            value: Some(other.clone()),
+        })),
+        None => return,
+    }
+    let mut hex = String::with_capacity(64);
+    for byte in h.finalize() {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    v.value = Some(any_value::Value::StringValue(hex));
+}
+
 impl Processor for Attributes {
     fn process(&mut self, batch: &mut MetricBatch) {
-        batch.for_each_point_mut(|_, attrs| self.apply(attrs));
+        batch.for_each_point_mut(|_, attrs| self.actions.apply(attrs));
     }
 }
 
@@ -407,7 +455,7 @@ mod tests {
             got,
             vec![
                 "processors.attributes.actions[0].key: must not be empty",
-                "processors.attributes.actions[1]: a delete action takes no value or from_attribute",
+                "processors.attributes.actions[1]: a delete or hash action takes no value or from_attribute",
                 "processors.attributes.actions[2]: needs a value or a from_attribute",
                 "processors.attributes.actions[3]: set either value or from_attribute, not both",
             ]
@@ -418,10 +466,10 @@ mod tests {
             "p.actions: must list at least one action"
         );
         let err = serde_json::from_value::<Config>(serde_json::json!({"actions": [
-            {"key": "a", "action": "hash"}
+            {"key": "a", "action": "extract"}
         ]}))
         .unwrap_err()
         .to_string();
-        assert!(err.starts_with("unknown variant `hash`"), "{err}");
+        assert!(err.starts_with("unknown variant `extract`"), "{err}");
     }
 }

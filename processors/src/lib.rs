@@ -11,6 +11,7 @@
 //! - [`deltatocumulative`]: turns delta sums and histograms into cumulative ones (a running
 //!   total per stream, bounded, optionally persisted across restarts).
 //! - [`filter`]: drops metrics or data points by name, resource and point attributes.
+//! - [`resource`]: the `attributes` actions on resource attributes.
 //! - [`safety_labels`]: rules on metric name and attributes (equality, sets, regexes) that add
 //!   labels such as `safety_category` and `requires_review`; first match or all matches.
 //! - [`gpu_stats`]: joins the `nvml` receiver's latest GPU readings onto points that carry a
@@ -36,6 +37,7 @@ pub mod gpu_stats;
 mod matching;
 mod on_existing;
 mod pattern;
+pub mod resource;
 pub mod safety_labels;
 
 pub use on_existing::OnExisting;
@@ -48,5 +50,6 @@ pub fn register(r: &mut impl vla_pipeline::registry::Registry) {
     r.processor::<deltatocumulative::DeltaToCumulative>();
     r.processor::<filter::Filter>();
     r.processor::<gpu_stats::GpuStats>();
+    r.processor::<resource::ResourceProcessor>();
     r.processor::<safety_labels::SafetyLabels>();
 }
