@@ -34,6 +34,7 @@ pub mod customer_tier;
 pub mod deltatocumulative;
 pub mod filter;
 pub mod gpu_stats;
+mod identity;
 mod matching;
 mod on_existing;
 mod pattern;

@@ -25,7 +25,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, ExponentialHistogramDataPoint, HistogramDataPoint, Metric,
@@ -40,7 +40,9 @@ mod state;
 mod storage;
 
 use state::{Acc, Outcome, Stream, first_start, in_order};
-use storage::{Key, Storage, Streams};
+use storage::{Storage, Streams};
+
+use crate::identity::{Identity, Key};
 
 /// The config `type` of this processor.
 pub const TYPE: &str = "deltatocumulative";
@@ -174,9 +176,8 @@ pub struct DeltaToCumulative {
     streams: Streams,
     /// Streams changed by the current batch, journalled after it.
     touched: Vec<Key>,
-    /// Reused buffers: identity bytes and attribute order.
-    ident: Vec<u8>,
-    order: Vec<usize>,
+    /// Reused buffers for stream keys.
+    ident: Identity,
     persisted: Option<Persisted>,
     tick: Duration,
     counters: Counters,
@@ -191,8 +192,7 @@ impl DeltaToCumulative {
             max_streams: config.max_streams,
             streams: Streams::new(),
             touched: Vec::new(),
-            ident: Vec::new(),
-            order: Vec::new(),
+            ident: Identity::default(),
             persisted: None,
             tick,
             counters: Counters::default(),
@@ -313,10 +313,7 @@ impl DeltaToCumulative {
 
     /// The identity hash of a point under `prefix` (its resource, scope and metric).
     fn key(&mut self, prefix: Key, attrs: &[KeyValue]) -> Key {
-        self.ident.clear();
-        self.ident.extend_from_slice(&prefix.to_le_bytes());
-        push_attrs(&mut self.ident, attrs, &mut self.order);
-        twox_hash::XxHash3_128::oneshot(&self.ident)
+        self.ident.point(prefix, attrs)
     }
 
     /// Finds or creates the stream of a delta point and applies `add` (or `first` for a new
@@ -481,12 +478,7 @@ impl DeltaToCumulative {
             }
             _ => return true,
         };
-        self.ident.clear();
-        self.ident.extend_from_slice(&scope.to_le_bytes());
-        push_str(&mut self.ident, &m.name);
-        push_str(&mut self.ident, &m.unit);
-        self.ident.extend_from_slice(&[kind, u8::from(monotonic)]);
-        let prefix = twox_hash::XxHash3_128::oneshot(&self.ident);
+        let prefix = self.ident.metric(scope, &m.name, &m.unit, kind, monotonic);
         match &mut m.data {
             Some(metric::Data::Sum(s)) => {
                 s.data_points.retain_mut(|p| self.number(prefix, p, now, t));
@@ -508,24 +500,12 @@ impl DeltaToCumulative {
     }
 
     fn resource(&mut self, rm: &mut ResourceMetrics, now: u64, t: &mut Tally) {
-        self.ident.clear();
-        self.ident.push(b'R');
-        if let Some(r) = &rm.resource {
-            push_attrs(&mut self.ident, &r.attributes, &mut self.order);
-        }
-        let resource = twox_hash::XxHash3_128::oneshot(&self.ident);
+        let resource = self.ident.resource(rm.resource.as_ref());
         for sm in &mut rm.scope_metrics {
             if !sm.metrics.iter().any(is_delta) {
                 continue;
             }
-            self.ident.clear();
-            self.ident.extend_from_slice(&resource.to_le_bytes());
-            if let Some(s) = &sm.scope {
-                push_str(&mut self.ident, &s.name);
-                push_str(&mut self.ident, &s.version);
-                push_attrs(&mut self.ident, &s.attributes, &mut self.order);
-            }
-            let scope = twox_hash::XxHash3_128::oneshot(&self.ident);
+            let scope = self.ident.scope(resource, sm.scope.as_ref());
             sm.metrics.retain_mut(|m| self.metric(scope, m, now, t));
         }
         rm.scope_metrics.retain(|sm| !sm.metrics.is_empty());
@@ -635,67 +615,6 @@ impl Processor for DeltaToCumulative {
 
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-fn push_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-/// Appends attributes in key order (stable for repeated keys), whatever order they came in.
-fn push_attrs(out: &mut Vec<u8>, attrs: &[KeyValue], order: &mut Vec<usize>) {
-    order.clear();
-    order.extend(0..attrs.len());
-    order.sort_by(|a, b| attrs[*a].key.cmp(&attrs[*b].key));
-    out.extend_from_slice(&(attrs.len() as u32).to_le_bytes());
-    for &i in order.iter() {
-        push_str(out, &attrs[i].key);
-        push_value(out, attrs[i].value.as_ref());
-    }
-}
-
-fn push_value(out: &mut Vec<u8>, v: Option<&AnyValue>) {
-    use any_value::Value as V;
-    match v.and_then(|v| v.value.as_ref()) {
-        None => out.push(0),
-        Some(V::StringValue(s)) => {
-            out.push(1);
-            push_str(out, s);
-        }
-        Some(V::BoolValue(b)) => out.extend_from_slice(&[2, u8::from(*b)]),
-        Some(V::IntValue(i)) => {
-            out.push(3);
-            out.extend_from_slice(&i.to_le_bytes());
-        }
-        Some(V::DoubleValue(d)) => {
-            out.push(4);
-            out.extend_from_slice(&d.to_bits().to_le_bytes());
-        }
-        Some(V::BytesValue(b)) => {
-            out.push(5);
-            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-            out.extend_from_slice(b);
-        }
-        Some(V::ArrayValue(a)) => {
-            out.push(6);
-            out.extend_from_slice(&(a.values.len() as u32).to_le_bytes());
-            for v in &a.values {
-                push_value(out, Some(v));
-            }
-        }
-        Some(V::StringValueStrindex(i)) => {
-            out.push(8);
-            out.extend_from_slice(&i.to_le_bytes());
-        }
-        Some(V::KvlistValue(kv)) => {
-            out.push(7);
-            out.extend_from_slice(&(kv.values.len() as u32).to_le_bytes());
-            for kv in &kv.values {
-                push_str(out, &kv.key);
-                push_value(out, kv.value.as_ref());
-            }
-        }
-    }
 }
 
 /// Builds one instance per pipeline.

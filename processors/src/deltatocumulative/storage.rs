@@ -20,12 +20,10 @@ use std::path::{Path, PathBuf};
 use hashbrown::HashMap;
 
 use super::state::{Acc, Buckets, Exp, Hist, Stream};
+use crate::identity::Key;
 
 /// The first bytes of both files; the last byte is the format version.
 pub(super) const MAGIC: &[u8; 8] = b"VLAD2C\0\x01";
-
-/// A stream's identity hash.
-pub(super) type Key = u128;
 
 /// The streams, by identity.
 pub(super) type Streams = HashMap<Key, Stream>;
