@@ -4,6 +4,8 @@
 //! - [`batch`]: groups data points before they fan out to the exporters (a pipeline stage).
 //! - [`attributes`]: inserts, updates, upserts or deletes data-point attributes (the OpenTelemetry
 //!   Collector's `attributes` processor, for metrics).
+//! - [`cardinality_limit`]: caps the series of chosen metrics, folding the rest into one
+//!   `otel_metric_overflow="true"` series per resource.
 //! - [`customer_tier`]: adds the customer's tier (and other fields of its row) to points and
 //!   resources that carry a customer id, from an inline map, a YAML/CSV file reloaded on change
 //!   or a PostgreSQL query refreshed on an interval; the table is a snapshot swapped by a
@@ -30,6 +32,7 @@
 
 pub mod attributes;
 pub mod batch;
+pub mod cardinality_limit;
 pub mod customer_tier;
 pub mod deltatocumulative;
 pub mod filter;
@@ -47,6 +50,7 @@ pub use on_existing::OnExisting;
 pub fn register(r: &mut impl vla_pipeline::registry::Registry) {
     r.processor::<attributes::Attributes>();
     r.processor::<batch::Batch>();
+    r.processor::<cardinality_limit::CardinalityLimit>();
     r.processor::<customer_tier::CustomerTier>();
     r.processor::<deltatocumulative::DeltaToCumulative>();
     r.processor::<filter::Filter>();

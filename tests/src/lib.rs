@@ -525,13 +525,22 @@ pub struct Ports {
 }
 
 impl Ports {
-    /// Four free ports.
+    /// Four free ports, distinct: all four are held bound until each is picked (separate
+    /// [`free_port`] calls can return the same port twice).
     pub fn new() -> Self {
+        let held: Vec<TcpListener> = (0..4)
+            .filter_map(|_| TcpListener::bind("127.0.0.1:0").ok())
+            .collect();
+        let port = |i: usize| {
+            held.get(i)
+                .and_then(|l| l.local_addr().ok())
+                .map_or_else(free_port, |a| a.port())
+        };
         Self {
-            grpc: free_port(),
-            http: free_port(),
-            scrape: free_port(),
-            telemetry: free_port(),
+            grpc: port(0),
+            http: port(1),
+            scrape: port(2),
+            telemetry: port(3),
         }
     }
 }
