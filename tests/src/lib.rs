@@ -317,6 +317,17 @@ impl Prometheus {
         config: &str,
         files: &[(&str, &str)],
     ) -> Result<Self, HarnessError> {
+        Self::start_with_args(port, config, files, &[]).await
+    }
+
+    /// [`Prometheus::start_with`] with extra command-line flags
+    /// (`--enable-feature=native-histograms`).
+    pub async fn start_with_args(
+        port: u16,
+        config: &str,
+        files: &[(&str, &str)],
+        args: &[&str],
+    ) -> Result<Self, HarnessError> {
         let bin =
             find_binary("prometheus", &["/usr/bin/prometheus"]).ok_or(HarnessError::Missing {
                 what: "prometheus",
@@ -337,7 +348,8 @@ impl Prometheus {
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--web.enable-remote-write-receiver")
-            .arg("--log.level=warn");
+            .arg("--log.level=warn")
+            .args(args);
         let url = format!("http://127.0.0.1:{port}");
         let process = ProcessGuard::start_ready(
             "prometheus",

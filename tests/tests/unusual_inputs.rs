@@ -13,7 +13,9 @@ use opentelemetry_proto::tonic::metrics::v1::{Gauge, Metric, NumberDataPoint, me
 use vla_e2e::Prometheus;
 use vla_exporters::prometheus::Config as ScrapeConfig;
 use vla_exporters::prometheus_remote_write::Config;
-use vla_exporters::translate::{DROP_EXPONENTIAL, DROP_NO_VALUE, DROP_UNSPECIFIED_TEMPORALITY};
+use vla_exporters::translate::{
+    DROP_NO_VALUE, DROP_UNSPECIFIED_TEMPORALITY, DROP_UNSUPPORTED_SCHEMA,
+};
 use vla_exporters::{PrometheusExporter, PrometheusRemoteWriteExporter};
 use vla_pipeline::{ExportReport, MetricBatch, SelfMetrics, fixtures};
 
@@ -261,7 +263,8 @@ fn undeliverable_batch(t: u64) -> MetricBatch {
                 time_unix_nano: t,
                 count: 1,
                 sum: Some(1.0),
-                scale: 0,
+                // Below native histograms' coarsest schema (-4).
+                scale: -5,
                 ..Default::default()
             }],
             aggregation_temporality: AggregationTemporality::Cumulative as i32,
@@ -311,7 +314,7 @@ fn drops(report: &ExportReport) -> Vec<(&'static str, u64)> {
 
 const EXPECTED_DROPS: [(&str, u64); 3] = [
     (DROP_NO_VALUE, 1),
-    (DROP_EXPONENTIAL, 1),
+    (DROP_UNSUPPORTED_SCHEMA, 1),
     (DROP_UNSPECIFIED_TEMPORALITY, 2),
 ];
 
@@ -336,12 +339,16 @@ async fn the_scrape_endpoint_counts_each_translator_drop_by_reason_and_serves_th
     let report = fixtures::export_once(&exporter, &undeliverable_batch(now_nanos()))
         .await
         .unwrap();
-    let mut want = EXPECTED_DROPS.to_vec();
+    // Classic buckets need no native schema: the scale -5 histogram is served.
+    let mut want: Vec<_> = EXPECTED_DROPS
+        .into_iter()
+        .filter(|(r, _)| *r != DROP_UNSUPPORTED_SCHEMA)
+        .collect();
     want.sort();
-    assert_eq!((report.sent, drops(&report)), (1, want), "{report:?}");
+    assert_eq!((report.sent, drops(&report)), (2, want), "{report:?}");
     let text = exporter.render();
     assert!(text.contains("\nvla_test_good{"), "{text}");
-    assert!(!text.contains("vla_test_exp"), "{text}");
+    assert!(text.contains("\nvla_test_exp_bucket{"), "{text}");
     assert!(!text.contains("vla_test_unspecified"), "{text}");
     assert!(!text.contains("vla_test_missing"), "{text}");
 }

@@ -5,8 +5,10 @@
 //! deterministic output, a histogram's `_bucket`/`_sum`/`_count` lines together per label set,
 //! label values escaped. Names and labels follow the OpenTelemetry compatibility spec, exactly
 //! as the remote-write exporter does ([`crate::translate`]); cumulative data only (delta sums and
-//! histograms, which `deltatocumulative` converts, and exponential histograms are reported
-//! dropped, as in remote write). No
+//! histograms, which `deltatocumulative` converts, are reported dropped, as in remote write).
+//! Exponential histograms are served as classic buckets at `exponential_histogram_bounds`
+//! (default: the OpenTelemetry SDKs' explicit-bucket bounds; the text format has no native
+//! histograms; see `translate/exponential.rs` for the rounding). No
 //! timestamps are written: Prometheus stamps samples with the scrape time.
 //!
 //! A series not updated for `metric_expiration` disappears (checked at every scrape and
@@ -74,6 +76,9 @@ pub struct Config {
     pub target_info: TargetInfo,
     /// When true, `otel_scope_name` / `otel_scope_version` are left out (default false).
     pub disable_scope_info: bool,
+    /// The classic bounds exponential histograms are served at (the text format has no
+    /// native histograms; default: the OpenTelemetry SDKs' explicit-bucket defaults).
+    pub exponential_histogram_bounds: Option<Vec<f64>>,
 }
 
 impl Default for Config {
@@ -85,6 +90,7 @@ impl Default for Config {
             const_labels: BTreeMap::new(),
             target_info: TargetInfo::default(),
             disable_scope_info: false,
+            exponential_histogram_bounds: None,
         }
     }
 }
@@ -108,6 +114,12 @@ impl Config {
             "const_labels",
             &self.const_labels,
         ));
+        if let Some(b) = &self.exponential_histogram_bounds {
+            problems.extend(crate::translate::check_classic_bounds(
+                &format!("{path}.exponential_histogram_bounds"),
+                b,
+            ));
+        }
         problems
     }
 
@@ -197,6 +209,12 @@ impl PrometheusExporter {
                 .collect(),
             target_info: config.target_info.enabled,
             scope_info: !config.disable_scope_info,
+            exponential: crate::translate::ExponentialHistograms::Classic(
+                config
+                    .exponential_histogram_bounds
+                    .clone()
+                    .unwrap_or_else(|| crate::translate::DEFAULT_CLASSIC_BOUNDS.to_vec()),
+            ),
         };
         Ok(Self {
             id,

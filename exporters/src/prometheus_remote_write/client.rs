@@ -202,6 +202,22 @@ pub(crate) fn classify(
             }),
         );
     }
+    // Prometheus without `--enable-feature=native-histograms` answers 500 to a request with
+    // histograms: retrying cannot help and would hold up the shard's other samples.
+    if status == StatusCode::INTERNAL_SERVER_ERROR
+        && message.contains("native histograms are disabled")
+    {
+        return (
+            StatusClass::ServerError,
+            Err(ExportError::Permanent {
+                reason: "native_histograms_disabled",
+                message: format!(
+                    "{message} (start Prometheus with --enable-feature=native-histograms, or set \
+                     send_native_histograms: false to send classic buckets)"
+                ),
+            }),
+        );
+    }
     if status.is_server_error() {
         return (
             StatusClass::ServerError,
@@ -340,6 +356,17 @@ mod tests {
             (404, StatusClass::ClientError, None, Some("http_404")),
             (422, StatusClass::ClientError, None, Some("http_4xx")),
         ];
+        let (c, r) = classify(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None,
+            "remote write endpoint answered 500 Internal Server Error: native histograms are disabled"
+                .into(),
+        );
+        assert_eq!(c, StatusClass::ServerError);
+        assert!(
+            matches!(r, Err(ExportError::Permanent { reason: "native_histograms_disabled", ref message }) if message.contains("--enable-feature=native-histograms")),
+            "{r:?}"
+        );
         for (code, class, retry, perm) in cases {
             let (c, r) = classify(StatusCode::from_u16(code).unwrap(), None, "m".into());
             assert_eq!(c, class, "{code}");

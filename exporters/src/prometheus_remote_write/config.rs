@@ -50,6 +50,16 @@ pub struct Config {
     /// (default false: they are added, as the OpenTelemetry spec recommends).
     #[serde(default)]
     pub disable_scope_info: bool,
+    /// Exponential histograms as native histograms (the receiver must accept them:
+    /// Prometheus with `--enable-feature=native-histograms`, which otherwise answers 500 and
+    /// loses the whole request); default false: classic buckets at
+    /// `exponential_histogram_bounds`, which every receiver takes.
+    #[serde(default)]
+    pub send_native_histograms: bool,
+    /// The classic bounds of exponential histograms when `send_native_histograms` is false
+    /// (default: the OpenTelemetry SDKs' explicit-bucket defaults).
+    #[serde(default)]
+    pub exponential_histogram_bounds: Option<Vec<f64>>,
     /// The driver's queue.
     #[serde(default)]
     pub sending_queue: SendingQueueConfig,
@@ -97,6 +107,8 @@ impl Config {
             shards: default_shards(),
             target_info: TargetInfo::default(),
             disable_scope_info: false,
+            send_native_histograms: false,
+            exponential_histogram_bounds: None,
             sending_queue: SendingQueueConfig::default(),
             retry_on_failure: RetryConfig::default(),
         }
@@ -139,6 +151,12 @@ impl Config {
             problems.push(ConfigProblem::new(
                 format!("{path}.timeout"),
                 "must be greater than 0",
+            ));
+        }
+        if let Some(b) = &self.exponential_histogram_bounds {
+            problems.extend(crate::translate::check_classic_bounds(
+                &format!("{path}.exponential_histogram_bounds"),
+                b,
             ));
         }
         problems.extend(crate::translate::check_naming_settings(
@@ -197,4 +215,18 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+impl Config {
+    /// How the translator writes exponential histograms.
+    pub fn exponential(&self) -> crate::translate::ExponentialHistograms {
+        match (
+            &self.exponential_histogram_bounds,
+            self.send_native_histograms,
+        ) {
+            (_, true) => crate::translate::ExponentialHistograms::Native,
+            (Some(b), false) => crate::translate::ExponentialHistograms::Classic(b.clone()),
+            (None, false) => crate::translate::ExponentialHistograms::default(),
+        }
+    }
 }

@@ -17,9 +17,9 @@ use std::time::Instant;
 use hashbrown::HashTable;
 
 use super::proto::{
-    EncodedTimestamp, TAG_1_LEN, label_len, put_label, put_sample, put_varint, varint_len,
+    EncodedTimestamp, TAG_1_LEN, label_len, put_histogram, put_label, put_sample, put_varint,
 };
-use crate::translate::{Sample, SampleSink};
+use crate::translate::{NativeHistogram, Sample, SampleSink};
 
 /// Seed of the shard hash; fixed so a series maps to the same shard in every process (the
 /// planned durable queue replays per shard).
@@ -100,6 +100,10 @@ pub(crate) struct ShardedEncoder {
     use_cache: bool,
     /// The last timestamp, encoded (a point's samples, and mostly a batch's, share it).
     timestamp: EncodedTimestamp,
+    /// The encoded sample or histogram of the series being written, and the histogram's
+    /// message body (reused).
+    trailer: Vec<u8>,
+    histogram: Vec<u8>,
 }
 
 /// Series not seen for this long are evicted from the cache.
@@ -200,6 +204,8 @@ impl ShardedEncoder {
             pending_key: Vec::new(),
             use_cache: true,
             timestamp: EncodedTimestamp::new(0),
+            trailer: Vec::new(),
+            histogram: Vec::new(),
         }
     }
 
@@ -374,6 +380,9 @@ fn entry_timestamp(mut payload: &[u8]) -> i64 {
         let len = take_varint(&mut payload) as usize;
         let field = payload.get(..len).unwrap_or_default();
         payload = payload.get(len..).unwrap_or_default();
+        if tag == super::proto::TAG_4_LEN {
+            return histogram_timestamp(field);
+        }
         if tag != super::proto::TAG_2_LEN {
             continue;
         }
@@ -388,6 +397,29 @@ fn entry_timestamp(mut payload: &[u8]) -> i64 {
             }
         }
         return 0;
+    }
+    0
+}
+
+/// The timestamp of an encoded `Histogram` (as `put_histogram` writes it: varint, fixed64
+/// and length-delimited fields only).
+fn histogram_timestamp(mut m: &[u8]) -> i64 {
+    while let Some((&tag, rest)) = m.split_first() {
+        m = rest;
+        match tag & 7 {
+            0 => {
+                let v = take_varint(&mut m);
+                if tag == super::proto::TAG_15_VARINT {
+                    return v as i64;
+                }
+            }
+            1 => m = m.get(8..).unwrap_or_default(),
+            2 => {
+                let len = take_varint(&mut m) as usize;
+                m = m.get(len..).unwrap_or_default();
+            }
+            _ => return 0,
+        }
     }
     0
 }
@@ -450,6 +482,29 @@ impl SampleSink for ShardedEncoder {
     }
 
     fn sample(&mut self, sample: &Sample<'_>) {
+        if self.timestamp.timestamp() != sample.timestamp_ms {
+            self.timestamp = EncodedTimestamp::new(sample.timestamp_ms);
+        }
+        let mut trailer = std::mem::take(&mut self.trailer);
+        trailer.clear();
+        put_sample(&mut trailer, sample.value, &self.timestamp);
+        self.write_series(sample, &trailer);
+        self.trailer = trailer;
+    }
+
+    fn native_histogram(&mut self, sample: &Sample<'_>, histogram: &NativeHistogram) {
+        let mut trailer = std::mem::take(&mut self.trailer);
+        trailer.clear();
+        put_histogram(&mut trailer, histogram, &mut self.histogram);
+        self.write_series(sample, &trailer);
+        self.trailer = trailer;
+    }
+}
+
+impl ShardedEncoder {
+    /// Appends one `TimeSeries` entry: the sample's labels, then `trailer` (its encoded
+    /// `samples` or `histograms` field).
+    fn write_series(&mut self, sample: &Sample<'_>, trailer: &[u8]) {
         if sample.label_set_id != self.label_set_id {
             self.encode_base(sample);
         }
@@ -482,11 +537,7 @@ impl SampleSink for ShardedEncoder {
             }
             labels_len += label_len(name, value);
         }
-        if self.timestamp.timestamp() != sample.timestamp_ms {
-            self.timestamp = EncodedTimestamp::new(sample.timestamp_ms);
-        }
-        let slen = self.timestamp.sample_len();
-        let ts_len = labels_len + 1 + varint_len(slen as u64) + slen;
+        let ts_len = labels_len + trailer.len();
 
         let max = self.max_samples;
         let Some(shard) = self.shards.get_mut(shard_idx) else {
@@ -535,7 +586,7 @@ impl SampleSink for ShardedEncoder {
         let start = self.offsets.get(from).copied().unwrap_or(0);
         let end = self.offsets.get(n).copied().unwrap_or(start);
         body.extend_from_slice(self.base.get(start..end).unwrap_or_default());
-        put_sample(body, sample.value, &self.timestamp);
+        body.extend_from_slice(trailer);
         req.samples += 1;
     }
 }

@@ -20,6 +20,8 @@
 //!     shards: 4
 //!     target_info: { enabled: true }
 //!     disable_scope_info: false
+//!     send_native_histograms: false   # exponential histograms as native histograms
+//!     exponential_histogram_bounds: [0, 5, 10, 25, 50, 75, 100, 250, 500, 1000]  # else classic
 //!     sending_queue: { queue_size: 32, when_full: block }
 //!     retry_on_failure: { initial_interval: 100ms, max_interval: 30s, max_elapsed_time: 5m }
 //! ```
@@ -38,8 +40,12 @@
 //! status and the response excerpt is logged.
 //!
 //! Delta sums and histograms are not sent (they are reported dropped with reason
-//! `delta_temporality`: put the `deltatocumulative` processor in the pipeline); neither are
-//! exponential histograms (`unsupported_exponential_histogram`).
+//! `delta_temporality`: put the `deltatocumulative` processor in the pipeline). Exponential
+//! histograms are sent as classic buckets at `exponential_histogram_bounds`, or, with
+//! `send_native_histograms: true`, as native histograms (the `histograms` field; Prometheus
+//! needs `--enable-feature=native-histograms`, and without it answers 500, which is counted
+//! as the permanent `native_histograms_disabled`, never retried). Scales below -4 cannot be
+//! native histograms (`unsupported_schema`).
 //!
 //! Durability: retries and the queue live in memory (the pipeline's driver). The planned
 //! write-ahead queue (byte-capped, CRC per record, replay on start) slots in between
@@ -124,6 +130,7 @@ impl BatchEncoder {
                 .collect(),
             target_info: config.target_info.enabled,
             scope_info: !config.disable_scope_info,
+            exponential: config.exponential(),
         };
         Self {
             translator: Translator::new(options),

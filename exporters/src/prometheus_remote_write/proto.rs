@@ -24,6 +24,119 @@ pub struct TimeSeries {
     /// Samples in timestamp order.
     #[prost(message, repeated, tag = "2")]
     pub samples: Vec<Sample>,
+    /// Native histogram samples.
+    #[prost(message, repeated, tag = "4")]
+    pub histograms: Vec<Histogram>,
+}
+
+/// `prometheus.Histogram` (a native histogram sample), with the integer-count members of
+/// its oneofs, which are what this exporter writes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Histogram {
+    /// Observations (`count_int`).
+    #[prost(uint64, optional, tag = "1")]
+    pub count_int: Option<u64>,
+    /// Their sum.
+    #[prost(double, tag = "3")]
+    pub sum: f64,
+    /// The schema: bucket boundaries are powers of 2^(2^-schema).
+    #[prost(sint32, tag = "4")]
+    pub schema: i32,
+    /// The zero bucket's width.
+    #[prost(double, tag = "5")]
+    pub zero_threshold: f64,
+    /// Observations in the zero bucket (`zero_count_int`).
+    #[prost(uint64, optional, tag = "6")]
+    pub zero_count_int: Option<u64>,
+    /// Runs of negative buckets.
+    #[prost(message, repeated, tag = "8")]
+    pub negative_spans: Vec<BucketSpan>,
+    /// Negative bucket counts, each the difference to the previous one.
+    #[prost(sint64, repeated, tag = "9")]
+    pub negative_deltas: Vec<i64>,
+    /// Runs of positive buckets.
+    #[prost(message, repeated, tag = "11")]
+    pub positive_spans: Vec<BucketSpan>,
+    /// Positive bucket counts, each the difference to the previous one.
+    #[prost(sint64, repeated, tag = "12")]
+    pub positive_deltas: Vec<i64>,
+    /// Milliseconds since the Unix epoch.
+    #[prost(int64, tag = "15")]
+    pub timestamp: i64,
+}
+
+/// `prometheus.BucketSpan`: `length` consecutive buckets, starting `offset` after the end of
+/// the previous span (the first span: at index `offset`).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct BucketSpan {
+    /// Gap to the previous span, or the first index.
+    #[prost(sint32, tag = "1")]
+    pub offset: i32,
+    /// Buckets in the span.
+    #[prost(uint32, tag = "2")]
+    pub length: u32,
+}
+
+/// `TimeSeries.histograms` (field 4, length-delimited).
+pub(crate) const TAG_4_LEN: u8 = 0x22;
+/// `Histogram.timestamp` (field 15, varint).
+pub(crate) const TAG_15_VARINT: u8 = 0x78;
+
+fn zigzag32(v: i32) -> u64 {
+    u64::from(((v << 1) ^ (v >> 31)) as u32)
+}
+
+fn zigzag64(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// Appends one native histogram as a `TimeSeries.histograms` entry (each side one span, gaps
+/// of empty buckets included), using `scratch` for the message body.
+pub(crate) fn put_histogram(
+    buf: &mut Vec<u8>,
+    h: &crate::translate::NativeHistogram,
+    scratch: &mut Vec<u8>,
+) {
+    let m = scratch;
+    m.clear();
+    m.push(0x08);
+    put_varint(m, h.count);
+    m.push(0x19);
+    m.extend_from_slice(&h.sum.to_le_bytes());
+    m.push(0x20);
+    put_varint(m, zigzag32(h.schema));
+    m.push(0x29);
+    m.extend_from_slice(&h.zero_threshold.to_le_bytes());
+    m.push(0x30);
+    put_varint(m, h.zero_count);
+    for (span_tag, deltas_tag, side) in [(0x42u8, 0x4au8, &h.negative), (0x5a, 0x62, &h.positive)] {
+        if side.counts.is_empty() {
+            continue;
+        }
+        let mut span = Vec::with_capacity(12);
+        span.push(0x08);
+        put_varint(&mut span, zigzag32(side.first));
+        span.push(0x10);
+        put_varint(&mut span, side.counts.len() as u64);
+        m.push(span_tag);
+        put_varint(m, span.len() as u64);
+        m.extend_from_slice(&span);
+        let mut packed = Vec::with_capacity(side.counts.len() * 2);
+        let mut prev = 0i64;
+        for c in &side.counts {
+            let c = i64::try_from(*c).unwrap_or(i64::MAX);
+            put_varint(&mut packed, zigzag64(c.wrapping_sub(prev)));
+            prev = c;
+        }
+        m.push(deltas_tag);
+        put_varint(m, packed.len() as u64);
+        m.extend_from_slice(&packed);
+    }
+    m.push(TAG_15_VARINT);
+    put_varint(m, h.timestamp_ms as u64);
+    buf.push(TAG_4_LEN);
+    put_varint(buf, m.len() as u64);
+    buf.extend_from_slice(m);
 }
 
 /// `prometheus.Label`.
@@ -225,6 +338,7 @@ mod tests {
                     value: 2.5,
                     timestamp: ts,
                 }],
+                histograms: Vec::new(),
             };
             assert_eq!(
                 TimeSeries::decode(ours.as_slice()).ok().as_ref(),
@@ -235,5 +349,45 @@ mod tests {
                 assert_eq!(ours, series.encode_to_vec(), "{ts}");
             }
         }
+    }
+
+    #[test]
+    fn histograms_match_prost() {
+        use crate::translate::{NativeBuckets, NativeHistogram};
+        use prost::Message;
+        let h = NativeHistogram {
+            count: 9,
+            sum: 12.5,
+            schema: -3,
+            zero_count: 1,
+            zero_threshold: 1e-9,
+            positive: NativeBuckets {
+                first: -2,
+                counts: vec![3, 0, 5],
+            },
+            negative: NativeBuckets::default(),
+            timestamp_ms: 1_764_000_000_000,
+        };
+        let mut ours = Vec::new();
+        put_histogram(&mut ours, &h, &mut Vec::new());
+        let decoded = TimeSeries::decode(ours.as_slice()).expect("decodes");
+        assert_eq!(
+            decoded.histograms,
+            vec![Histogram {
+                count_int: Some(9),
+                sum: 12.5,
+                schema: -3,
+                zero_threshold: 1e-9,
+                zero_count_int: Some(1),
+                negative_spans: Vec::new(),
+                negative_deltas: Vec::new(),
+                positive_spans: vec![BucketSpan {
+                    offset: -2,
+                    length: 3
+                }],
+                positive_deltas: vec![3, -3, 5],
+                timestamp: 1_764_000_000_000,
+            }]
+        );
     }
 }

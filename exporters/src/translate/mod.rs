@@ -16,7 +16,8 @@
 //!   a gauge; histograms become `_bucket{le}` (cumulative, `+Inf` = count), `_sum`, `_count`;
 //!   summaries `{quantile}`, `_sum`, `_count`. Delta sums and histograms are dropped with reason
 //!   `delta_temporality` (the `deltatocumulative` processor before the exporter converts them);
-//!   exponential histograms with `unsupported_exponential_histogram`.
+//!   exponential histograms become native histograms or classic buckets at fixed bounds, as
+//!   the exporter is configured (see `exponential.rs`).
 //! - **Labels**: attribute keys have characters outside `[a-zA-Z0-9_]` replaced by `_` and runs
 //!   of `_` collapsed (so attributes can never produce the reserved `__` prefix); a leading
 //!   digit gets a `key_` prefix. Two attributes that sanitise to the same name keep one label
@@ -54,6 +55,7 @@
 //! non-string attribute values and bucket bounds that differ from the previous point's.
 
 mod claims;
+mod exponential;
 mod families;
 mod float_labels;
 mod labels;
@@ -63,6 +65,10 @@ mod sink;
 mod walk;
 
 pub use claims::{Claimant, MetricIdentity, NameCollision};
+pub use exponential::{
+    DEFAULT_CLASSIC_BOUNDS, ExponentialHistograms, MAX_SCHEMA, MIN_SCHEMA, NativeBuckets,
+    NativeHistogram,
+};
 pub use labels::LabelSet;
 pub use names::{
     PromType, is_valid_label_name, is_valid_metric_name, metric_name, sanitize_label_name,
@@ -78,8 +84,9 @@ pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 pub const DROP_DELTA: &str = "delta_temporality";
 /// Drop reason: a metric whose Prometheus names belong to another metric (dropped whole).
 pub const DROP_NAME_COLLISION: &str = "name_collision";
-/// Drop reason: exponential histograms.
-pub const DROP_EXPONENTIAL: &str = "unsupported_exponential_histogram";
+/// Drop reason: an exponential histogram whose scale is below what Prometheus can express
+/// (native histogram schemas start at -4).
+pub const DROP_UNSUPPORTED_SCHEMA: &str = "unsupported_schema";
 /// Drop reason: temporality unspecified.
 pub const DROP_UNSPECIFIED_TEMPORALITY: &str = "unspecified_temporality";
 /// Drop reason: a number point without a value.
@@ -116,6 +123,37 @@ pub fn check_naming_settings(
         } else if value.is_empty() {
             problems.push(ConfigProblem::new(at, "the label value must not be empty"));
         }
+    }
+    problems
+}
+
+/// Checks `exponential_histogram_bounds` (at `path`): finite, strictly increasing, at least one.
+pub fn check_classic_bounds(
+    path: &str,
+    bounds: &[f64],
+) -> Vec<vla_pipeline::config::ConfigProblem> {
+    use vla_pipeline::config::ConfigProblem;
+    let mut problems = Vec::new();
+    if bounds.is_empty() {
+        problems.push(ConfigProblem::new(
+            path,
+            "must list at least one bound (leave it out for the OpenTelemetry SDKs' defaults)",
+        ));
+    }
+    if let Some(i) = bounds.iter().position(|b| !b.is_finite()) {
+        problems.push(ConfigProblem::new(
+            format!("{path}[{i}]"),
+            "must be a finite number (+Inf is always added)",
+        ));
+    } else if let Some(i) = bounds.windows(2).position(|w| w[0] >= w[1]) {
+        problems.push(ConfigProblem::new(
+            format!("{path}[{}]", i + 1),
+            format!(
+                "bounds must increase strictly: {} follows {}",
+                bounds[i + 1],
+                bounds[i]
+            ),
+        ));
     }
     problems
 }

@@ -69,6 +69,13 @@ pub trait SampleSink {
     /// One sample; called in batch order.
     fn sample(&mut self, sample: &Sample<'_>);
 
+    /// One native histogram sample of the series `sample` names (its `value` is unused); only
+    /// called when the translator's `exponential` option is `Native`. The default drops it:
+    /// a sink without native histograms is given classic buckets instead.
+    fn native_histogram(&mut self, sample: &Sample<'_>, histogram: &super::NativeHistogram) {
+        let _ = (sample, histogram);
+    }
+
     /// Whether the sink keeps a series cache ([`SampleSink::cached_point`]); when `false`
     /// (the default) the translator computes no point keys.
     fn uses_point_cache(&self) -> bool {

@@ -20,7 +20,7 @@ use super::point_key::PointKeys;
 use super::sink::{Family, Sample, SampleSink};
 
 /// What the translation adds beyond the data itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TranslateOptions {
     /// Prefix of every metric name.
     pub namespace: Option<String>,
@@ -30,6 +30,8 @@ pub struct TranslateOptions {
     pub target_info: bool,
     /// Add `otel_scope_name` / `otel_scope_version`.
     pub scope_info: bool,
+    /// How exponential histograms are written.
+    pub exponential: super::ExponentialHistograms,
 }
 
 impl Default for TranslateOptions {
@@ -39,6 +41,7 @@ impl Default for TranslateOptions {
             extra_labels: Vec::new(),
             target_info: true,
             scope_info: true,
+            exponential: super::ExponentialHistograms::default(),
         }
     }
 }

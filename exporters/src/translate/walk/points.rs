@@ -1,6 +1,6 @@
-//! The samples each kind of point yields (gauge, sum, histogram, summary), and the drops of
-//! what Prometheus cannot take (deltas, unspecified temporality, exponential histograms,
-//! points without a value).
+//! The samples each kind of point yields (gauge, sum, histogram, exponential histogram,
+//! summary), and the drops of what Prometheus cannot take (deltas, unspecified temporality,
+//! exponential scales below -4, points without a value).
 
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, Metric, NumberDataPoint, metric, number_data_point,
@@ -10,7 +10,8 @@ use super::super::labels::Mark;
 use super::super::names::PromType;
 use super::super::sink::{Family, Sample, SampleSink};
 use super::super::{
-    DROP_DELTA, DROP_EXPONENTIAL, DROP_NO_VALUE, DROP_UNSPECIFIED_TEMPORALITY, STALE_NAN_BITS,
+    DROP_DELTA, DROP_NO_VALUE, DROP_UNSPECIFIED_TEMPORALITY, DROP_UNSUPPORTED_SCHEMA,
+    ExponentialHistograms, STALE_NAN_BITS, exponential,
 };
 use super::{TranslateStats, Translator};
 
@@ -197,7 +198,79 @@ impl Translator {
                 }
             }
             metric::Data::ExponentialHistogram(h) => {
-                stats.drop(DROP_EXPONENTIAL, h.data_points.len() as u64);
+                if !cumulative(h.aggregation_temporality, h.data_points.len(), stats) {
+                    return;
+                }
+                let points = h.data_points.len();
+                let Some(names) =
+                    self.family_names(&m.name, &m.unit, PromType::Histogram, points, stats)
+                else {
+                    return;
+                };
+                let (base, bucket, sum_name, count_name) = (
+                    names.base.clone(),
+                    names.bucket.clone(),
+                    names.sum.clone(),
+                    names.count.clone(),
+                );
+                let family = Family {
+                    name: &base,
+                    ty: PromType::Histogram,
+                    help: &m.description,
+                };
+                let classic = match &self.options.exponential {
+                    ExponentialHistograms::Native => None,
+                    ExponentialHistograms::Classic(bounds) => Some(bounds.clone()),
+                };
+                if let Some(bounds) = &classic {
+                    self.les.update(bounds.iter().copied());
+                }
+                for p in &h.data_points {
+                    let ts = ms(p.time_unix_nano);
+                    let no_value = p.flags & 1 != 0;
+                    let Some(bounds) = &classic else {
+                        let Some(native) = exponential::to_native(p, ts, no_value) else {
+                            stats.drop(DROP_UNSUPPORTED_SCHEMA, 1);
+                            continue;
+                        };
+                        self.point_labels_cached(scope_mark, &p.attributes, sink);
+                        note_ts(ts);
+                        sink.native_histogram(
+                            &Sample {
+                                family,
+                                name: &base,
+                                labels: &self.labels,
+                                extra: None,
+                                label_set_id: self.label_set_id,
+                                value: 0.0,
+                                timestamp_ms: ts,
+                            },
+                            &native,
+                        );
+                        stats.samples += 1;
+                        stats.points += 1;
+                        continue;
+                    };
+                    self.point_labels_cached(scope_mark, &p.attributes, sink);
+                    note_ts(ts);
+                    let v = |x: f64| if no_value { stale } else { x };
+                    let counts = exponential::to_classic(p, bounds);
+                    let mut emit = |name: &str, extra: Option<(&'static str, &str)>, value: f64| {
+                        self.emit(sink, family, ts, name, extra, value);
+                    };
+                    for (i, c) in counts.iter().enumerate() {
+                        emit(&bucket, Some(("le", self.les.get(i))), v(*c as f64));
+                    }
+                    emit(&bucket, Some(("le", "+Inf")), v(p.count as f64));
+                    let mut n = counts.len() as u64 + 2;
+                    if let Some(sum) = p.sum {
+                        emit(&sum_name, None, v(sum));
+                        n += 1;
+                    }
+                    emit(&count_name, None, v(p.count as f64));
+                    stats.samples += n;
+                    stats.points += 1;
+                }
             }
         }
     }
