@@ -16,6 +16,7 @@
 //! - [`resource`]: the `attributes` actions on resource attributes.
 //! - [`safety_labels`]: rules on metric name and attributes (equality, sets, regexes) that add
 //!   labels such as `safety_category` and `requires_review`; first match or all matches.
+//! - [`usage_revenue`]: `vla.revenue{tier}` from request counts × a price table.
 //! - [`gpu_stats`]: joins the `nvml` receiver's latest GPU readings onto points that carry a
 //!   `gpu_id` (the GPU model, optionally utilization and temperature bands).
 //!
@@ -43,6 +44,7 @@ mod on_existing;
 mod pattern;
 pub mod resource;
 pub mod safety_labels;
+pub mod usage_revenue;
 
 pub use on_existing::OnExisting;
 
@@ -57,4 +59,5 @@ pub fn register(r: &mut impl vla_pipeline::registry::Registry) {
     r.processor::<gpu_stats::GpuStats>();
     r.processor::<resource::ResourceProcessor>();
     r.processor::<safety_labels::SafetyLabels>();
+    r.processor::<usage_revenue::UsageRevenue>();
 }
