@@ -734,6 +734,67 @@ mod persistence {
         assert!(err.to_string().contains("not-a-dir"), "{err}");
     }
 
+    /// What happens between two deltas of the property test below.
+    #[derive(Debug, Clone, Copy)]
+    enum Between {
+        Nothing,
+        CleanRestart,
+        Kill,
+    }
+
+    fn between() -> impl Strategy<Value = Between> {
+        prop_oneof![
+            6 => Just(Between::Nothing),
+            1 => Just(Between::CleanRestart),
+            1 => Just(Between::Kill),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Random interleavings of in-order deltas, gaps, out-of-order points, two streams and
+        /// restarts (clean, or a kill: no shutdown, only the journal) give what a naive model
+        /// without restarts computes.
+        #[test]
+        fn restarts_anywhere_change_nothing(
+            steps in proptest::collection::vec(
+                (0u64..40, 1u64..10, -50i64..50, proptest::bool::ANY, between()), 1..30)
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let config = stored(dir.path(), Duration::from_secs(3600));
+            let mut p = Some(open(&config, &SelfMetrics::new()));
+            // Per stream: total, last end, first start.
+            let mut model: [(i64, Option<u64>, Option<u64>); 2] = [(0, None, None); 2];
+            for (start, len, v, second, then) in steps {
+                let (label, m) = if second { ("b", &mut model[1]) } else { ("a", &mut model[0]) };
+                let time = start + len;
+                let out = run(p.as_mut().expect("open"), delta(start, time, v, &[("s", label)]));
+                if m.1.is_none_or(|l| start >= l) {
+                    m.0 += v;
+                    m.1 = Some(time);
+                    let first = *m.2.get_or_insert(start);
+                    prop_assert_eq!(out, vec![(first, time, m.0 as f64)]);
+                } else {
+                    prop_assert!(out.is_empty());
+                }
+                match then {
+                    Between::Nothing => {}
+                    Between::CleanRestart => {
+                        let mut old = p.take().expect("open");
+                        old.shutdown();
+                        drop(old);
+                        p = Some(open(&config, &SelfMetrics::new()));
+                    }
+                    Between::Kill => {
+                        drop(p.take());
+                        p = Some(open(&config, &SelfMetrics::new()));
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn records_round_trip_through_the_codec() {
         let s = Stream {
