@@ -367,3 +367,128 @@ async fn the_running_total_survives_a_clean_restart_and_a_kill_9() {
     let code = collector.process.terminate(WAIT).expect("clean stop");
     assert_eq!(code, Some(0), "{}", collector.process.log());
 }
+
+/// Every cumulative series (`_total`, `_count`, `_sum`, `_bucket`) of `instance`, keyed by its
+/// labels without `instance`.
+async fn cumulative_series(prom: &Prometheus, instance: &str) -> Vec<(String, f64)> {
+    let q = format!(r#"{{instance="{instance}",__name__=~"vla_.*(_total|_count|_sum|_bucket)"}}"#);
+    let mut out: Vec<(String, f64)> = prom
+        .query(&q)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| {
+            let labels: Vec<String> = s
+                .labels
+                .iter()
+                .filter(|(k, _)| k.as_str() != "instance")
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            (labels.join(","), s.value)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_in_delta_gives_the_totals_of_its_cumulative_run() {
+    let prom = Prometheus::start(&[]).await.expect("prometheus");
+    let ports = Ports::new();
+    let _collector = Collector::start(&config(&ports, &prom, "{}"), ports.telemetry)
+        .await
+        .expect("collector");
+    let sim = vla_e2e::simulator_binary().expect("vla-api-sim");
+    let endpoint = format!("http://127.0.0.1:{}", ports.grpc);
+    // The same seeded run twice: cumulative, then delta, exporting several times each (3 s
+    // at one simulated second per second, every 300 ms).
+    for (instance, temporality) in [("sim-cumulative", "cumulative"), ("sim-delta", "delta")] {
+        let (sim, endpoint) = (sim.clone(), endpoint.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(&sim)
+                .args([
+                    "--endpoint",
+                    &endpoint,
+                    "--scenario",
+                    "steady",
+                    "--rate",
+                    "40",
+                ])
+                .args(["--duration", "3s", "--seed", "7"])
+                .args(["--export-interval", "300ms"])
+                .env(
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    format!("service.instance.id={instance}"),
+                )
+                .env(
+                    "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+                    temporality,
+                )
+                .env("RUST_LOG", "warn")
+                .output()
+                .expect("run vla-api-sim")
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "vla-api-sim ({temporality}) failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // "exports: N succeeded, ...": several deltas per series, not one final export.
+        let exports: u32 = stdout
+            .split("exports: ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(exports >= 3, "{temporality}: {exports} exports: {stdout}");
+    }
+    let prom = &prom;
+    let reference = eventually(WAIT, move || async move {
+        let got = cumulative_series(prom, "sim-cumulative").await;
+        if got.len() > 10 {
+            Ok(got)
+        } else {
+            Err(format!("{} series", got.len()))
+        }
+    })
+    .await
+    .expect("the cumulative run");
+    let reference = &reference;
+    eventually(WAIT, move || async move {
+        let got = cumulative_series(prom, "sim-delta").await;
+        if same(&got, reference) {
+            Ok(())
+        } else {
+            let missing: Vec<_> = reference
+                .iter()
+                .filter(|(k, _)| !got.iter().any(|(g, _)| g == k))
+                .take(3)
+                .collect();
+            let differ: Vec<_> = reference
+                .iter()
+                .filter_map(|(k, v)| {
+                    got.iter()
+                        .find(|(g, _)| g == k)
+                        .filter(|(_, w)| (w - v).abs() > 1e-9 * v.abs().max(1.0))
+                        .map(|(_, w)| (k, v, w))
+                })
+                .take(3)
+                .collect();
+            Err(format!(
+                "{} vs {} series; missing {missing:?}; differ {differ:?}",
+                got.len(),
+                reference.len()
+            ))
+        }
+    })
+    .await
+    .expect("the delta run's totals equal the cumulative run's");
+    let resets = prom
+        .query(r#"sum(resets(vla_inference_requests_total{instance="sim-delta"}[10m]))"#)
+        .await
+        .unwrap();
+    assert_eq!(resets.first().map(|s| s.value), Some(0.0), "{resets:?}");
+}
