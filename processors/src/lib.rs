@@ -1,6 +1,8 @@
 //! `vla-processors`: the processors of the VLA telemetry pipeline.
 //!
 //! Each processor lives in a module named after its config `type`:
+//! - [`aggregate`]: stream aggregation by `group_by` / `without`: counter totals kept
+//!   monotonic, gauge statistics, merged histograms, every `interval`.
 //! - [`batch`]: groups data points before they fan out to the exporters (a pipeline stage).
 //! - [`attributes`]: inserts, updates, upserts or deletes data-point attributes (the OpenTelemetry
 //!   Collector's `attributes` processor, for metrics).
@@ -31,6 +33,7 @@
 //!     metrics: { receivers: [otlp], processors: [attributes/env, batch], exporters: [prometheus] }
 //! ```
 
+pub mod aggregate;
 pub mod attributes;
 pub mod batch;
 pub mod cardinality_limit;
@@ -43,6 +46,7 @@ mod matching;
 mod on_existing;
 mod pattern;
 pub mod resource;
+mod rollup;
 pub mod safety_labels;
 pub mod usage_revenue;
 
@@ -50,6 +54,7 @@ pub use on_existing::OnExisting;
 
 /// The registry table of this crate's processor types.
 pub fn register(r: &mut impl vla_pipeline::registry::Registry) {
+    r.processor::<aggregate::Aggregate>();
     r.processor::<attributes::Attributes>();
     r.processor::<batch::Batch>();
     r.processor::<cardinality_limit::CardinalityLimit>();

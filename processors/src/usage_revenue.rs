@@ -5,10 +5,10 @@
 //! For each billable point of the `source` counter (cumulative or delta; `match` selects
 //! which, by default `status="success"`), the increase since that series' previous point is
 //! priced by its `tier` (and `model`) and added to a running total per resource and tier.
-//! Increases follow Prometheus' `increase()`: a value below the previous one is a counter
-//! reset (the new value is the increase); a series first seen after the processor started
-//! counts from zero; one already running when the collector started (its start time is
-//! earlier) is taken as a baseline, so a collector restart never counts old requests again.
+//! Increases follow Prometheus' `increase()` (see `rollup.rs`): a reset's new value is the
+//! increase; a series first seen after the processor started counts from zero; one already
+//! running when the collector started is a baseline, so a restart never counts old requests
+//! again.
 //! The totals are emitted after each batch that touched them, as a cumulative sum in a scope
 //! `vla-collector/usage_revenue` of the same resource.
 //!
@@ -45,6 +45,7 @@ use vla_pipeline::{ComponentId, MetricBatch, Processor, SelfMetrics, attr_str};
 
 use crate::identity::{Identity, Key};
 use crate::matching::{AttrMatcher, AttrTest, check_attr_matcher};
+use crate::rollup::{Last, increase};
 
 /// The config `type` of this processor.
 pub const TYPE: &str = "usage_revenue";
@@ -151,14 +152,6 @@ impl Config {
     }
 }
 
-/// An input series' last value.
-#[derive(Debug, Clone, Copy)]
-struct Last {
-    value: f64,
-    start: u64,
-    seen: u64,
-}
-
 /// A revenue total.
 #[derive(Debug, Clone)]
 struct Total {
@@ -249,12 +242,7 @@ impl UsageRevenue {
                 seen: now,
             },
         );
-        match prev {
-            None if p.start_time_unix_nano >= self.started => v,
-            None => 0.0,
-            Some(l) if v < l.value || p.start_time_unix_nano > l.start => v,
-            Some(l) => v - l.value,
-        }
+        increase(prev, v, p.start_time_unix_nano, self.started)
     }
 }
 

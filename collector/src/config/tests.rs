@@ -799,6 +799,28 @@ fn an_otlp_to_prometheus_pipeline_without_deltatocumulative_is_told_to_add_it() 
 }
 
 #[test]
+fn aggregating_by_a_label_an_earlier_processor_deletes_is_refused() {
+    let yaml = format!(
+        "{BASE}processors:\n  attributes/strip:\n    actions:\n      - {{ key: tier, action: delete }}\n  aggregate:\n    rules:\n      - {{ metrics: [x], group_by: [tier] }}\n"
+    );
+    let wrong_order = yaml.replace(
+        "      exporters: [prometheus]",
+        "      processors: [attributes/strip, aggregate]\n      exporters: [prometheus]",
+    );
+    let errs = errors(&wrong_order);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("processors.aggregate.rules[0].group_by: groups by \"tier\", which \"attributes/strip\" deletes earlier in pipeline \"metrics\""),
+        "{errs:?}"
+    );
+    let right_order = yaml.replace(
+        "      exporters: [prometheus]",
+        "      processors: [aggregate, attributes/strip]\n      exporters: [prometheus]",
+    );
+    assert!(check(&right_order).is_ok());
+}
+
+#[test]
 fn blocking_remote_write_beside_other_exporters_is_a_warning() {
     let with_rw = |when_full: &str, processors: &str| {
         format!("{BASE}processors:\n  batch:\n")

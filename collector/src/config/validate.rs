@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use vla_exporters::{DebugExporter, PrometheusExporter, PrometheusRemoteWriteExporter};
 use vla_pipeline::ComponentId;
+use vla_processors::aggregate::Aggregate;
+use vla_processors::attributes::{ActionKind, Attributes};
 use vla_processors::batch::Batch;
 use vla_processors::deltatocumulative::DeltaToCumulative;
 use vla_processors::gpu_stats::GpuStats;
@@ -146,6 +148,7 @@ impl Validator {
         for p in &pipelines {
             self.warn_blocking_fan_out(&service_path, &p.name, &p.exporters, &exporters);
             self.warn_deltas_dropped(&service_path, p, &receivers, &processors, &exporters);
+            self.check_aggregate_labels(p, &processors);
             let batched = p
                 .all_processors
                 .iter()
@@ -220,6 +223,54 @@ impl Validator {
                     "gpu_stats joins the GPU readings of an `nvml` receiver, and no pipeline \
                      uses one; add an nvml receiver to a pipeline (source: fake without a GPU)",
                 );
+            }
+        }
+    }
+
+    /// An `aggregate` that groups by a label an `attributes` processor before it in the
+    /// pipeline deletes would put every point in one group: refused.
+    fn check_aggregate_labels(
+        &mut self,
+        p: &pipelines::RawPipeline,
+        processors: &BTreeMap<ComponentId, ProcessorConfig>,
+    ) {
+        let mut deleted: Vec<(String, &ComponentId)> = Vec::new();
+        for id in &p.all_processors {
+            let Some(pc) = processors.get(id) else {
+                continue;
+            };
+            if pc.is::<Attributes>()
+                && let Some(c) = pc.get::<vla_processors::attributes::Config>()
+            {
+                for a in &c.actions {
+                    if a.action == ActionKind::Delete {
+                        deleted.push((a.key.clone(), id));
+                    }
+                }
+            }
+            if pc.is::<Aggregate>()
+                && let Some(c) = pc.get::<vla_processors::aggregate::Config>()
+            {
+                for (i, rule) in c.rules.iter().enumerate() {
+                    for key in rule.group_by_keys().unwrap_or_default() {
+                        if let Some((_, by)) = deleted.iter().find(|(k, _)| k == key) {
+                            self.error(
+                                YamlPath::root()
+                                    .key("processors")
+                                    .key(id.as_ref())
+                                    .key("rules")
+                                    .index(i)
+                                    .key("group_by"),
+                                format!(
+                                    "groups by {key:?}, which {by:?} deletes earlier in pipeline \
+                                     {:?}: every point would fall in one group; move {id:?} \
+                                     before {by:?} or stop deleting {key:?}",
+                                    p.name
+                                ),
+                            );
+                        }
+                    }
+                }
             }
         }
     }
