@@ -1,6 +1,7 @@
 //! State cost of the stateful processors: 1 M distinct delta sum series (and, separately,
 //! 200 k 12-bucket delta histogram series) through `deltatocumulative`, and 1 M cumulative
-//! series through `cardinality_limit` with a limit of 1 M. Reports the resident memory the
+//! series through `cardinality_limit` with a limit of 1 M, and 1 M cumulative series through
+//! `aggregate` (grouped into one series). Reports the resident memory the
 //! state adds per series (RSS from `/proc/self/statm` before and after, input batches freed),
 //! and the time per point of the first pass (inserting) and a second pass (updating). The
 //! allocator is mimalloc, as in `vla-collector`. Not a criterion bench: one pass each.
@@ -17,7 +18,7 @@ use vla_pipeline::opentelemetry_proto::tonic::metrics::v1::{
     number_data_point::Value,
 };
 use vla_pipeline::{MetricBatch, Processor};
-use vla_processors::{cardinality_limit, deltatocumulative};
+use vla_processors::{aggregate, cardinality_limit, deltatocumulative};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -135,7 +136,7 @@ fn main() {
     // allocator keeps it) and would hide the next one's growth.
     let Ok(case) = std::env::var("VLA_STATE_CASE") else {
         let exe = std::env::current_exe().expect("own path");
-        for case in ["sums", "histograms", "cardinality"] {
+        for case in ["sums", "histograms", "cardinality", "aggregate"] {
             let status = std::process::Command::new(&exe)
                 .args(std::env::args().skip(1))
                 .env("VLA_STATE_CASE", case)
@@ -163,6 +164,19 @@ fn main() {
                 &mut d2c,
                 n / 5,
                 &hists,
+            );
+        }
+        "aggregate" => {
+            let c: aggregate::Config = serde_saphyr::from_str(
+                "rules:\n  - { metrics: [\"vla.customer.*\"], group_by: [model, status] }\n",
+            )
+            .expect("config");
+            let mut agg = aggregate::Aggregate::new(&c).started_at(0);
+            measure(
+                "aggregate, cumulative sums by model and status",
+                &mut agg,
+                n,
+                &|b, pass| sums(b, pass, AggregationTemporality::Cumulative),
             );
         }
         _ => {
