@@ -120,10 +120,10 @@ impl Api {
     }
 }
 
-/// Every series of the run, by job: `(name{labels without job}, value)`, sorted.
-async fn series_of(prom: &Prometheus, job: &str) -> Vec<(String, f64)> {
+/// The series `selector` returns, as `(labels without `drop`, value)`, sorted by labels.
+async fn series_without(prom: &Prometheus, selector: &str, drop: &str) -> Vec<(String, f64)> {
     let mut out: Vec<(String, f64)> = prom
-        .query(&format!(r#"{{job="{job}",__name__=~"vla_.*"}}"#))
+        .query(selector)
         .await
         .unwrap()
         .into_iter()
@@ -131,7 +131,7 @@ async fn series_of(prom: &Prometheus, job: &str) -> Vec<(String, f64)> {
             let labels: Vec<String> = s
                 .labels
                 .iter()
-                .filter(|(k, _)| k.as_str() != "job")
+                .filter(|(k, _)| k.as_str() != drop)
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             (labels.join(","), s.value)
@@ -139,6 +139,16 @@ async fn series_of(prom: &Prometheus, job: &str) -> Vec<(String, f64)> {
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// Every series of the run, by job: `(name{labels without job}, value)`, sorted.
+async fn series_of(prom: &Prometheus, job: &str) -> Vec<(String, f64)> {
+    series_without(
+        prom,
+        &format!(r#"{{job="{job}",__name__=~"vla_.*"}}"#),
+        "job",
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,23 +382,7 @@ async fn the_running_total_survives_a_clean_restart_and_a_kill_9() {
 /// labels without `instance`.
 async fn cumulative_series(prom: &Prometheus, instance: &str) -> Vec<(String, f64)> {
     let q = format!(r#"{{instance="{instance}",__name__=~"vla_.*(_total|_count|_sum|_bucket)"}}"#);
-    let mut out: Vec<(String, f64)> = prom
-        .query(&q)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| {
-            let labels: Vec<String> = s
-                .labels
-                .iter()
-                .filter(|(k, _)| k.as_str() != "instance")
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            (labels.join(","), s.value)
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+    series_without(prom, &q, "instance").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,6 +53,8 @@ async fn remote_write(prom: &Prometheus, batch: &MetricBatch) -> ExportReport {
     let mut c = Config::with_endpoint(prom.write_url());
     c.shards = 1;
     c.target_info.enabled = false;
+    // Native histograms on, so the scale below -4 is dropped (classic buckets take any scale).
+    c.send_native_histograms = true;
     let exporter =
         PrometheusRemoteWriteExporter::new("prometheusremotewrite".into(), &c, &SelfMetrics::new())
             .unwrap();

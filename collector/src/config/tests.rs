@@ -667,7 +667,7 @@ fn unknown_pipeline_field() {
 #[test]
 fn unknown_value_in_a_component_enum() {
     let yaml = format!(
-        "{BASE}processors:\n  attributes:\n    actions:\n      - key: a\n        action: hash\n"
+        "{BASE}processors:\n  attributes:\n    actions:\n      - key: a\n        action: extract\n"
     )
     .replace(
         "      exporters:",
@@ -676,8 +676,8 @@ fn unknown_value_in_a_component_enum() {
     assert_eq!(
         errors(&yaml),
         vec![
-            "c.yaml:19: processors.attributes.actions[0].action: unknown value \"hash\"; valid \
-             values: insert, update, upsert, delete"
+            "c.yaml:19: processors.attributes.actions[0].action: unknown value \"extract\"; valid \
+             values: insert, update, upsert, delete, hash"
         ]
     );
 }

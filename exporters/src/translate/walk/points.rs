@@ -136,31 +136,21 @@ impl Translator {
                     ty: PromType::Histogram,
                     help: &m.description,
                 };
+                let names = [&*bucket, &*sum_name, &*count_name];
                 for p in &h.data_points {
                     self.point_labels_cached(scope_mark, &p.attributes, sink);
                     self.les.update(p.explicit_bounds.iter().copied());
                     let ts = ms(p.time_unix_nano);
                     note_ts(ts);
-                    let no_value = p.flags & 1 != 0;
-                    let v = |x: f64| if no_value { stale } else { x };
-                    let mut emit = |name: &str, extra: Option<(&'static str, &str)>, value: f64| {
-                        self.emit(sink, family, ts, name, extra, value);
-                    };
-                    let mut cumulative = 0u64;
                     let buckets = p.explicit_bounds.len().min(p.bucket_counts.len());
-                    for (i, c) in p.bucket_counts.iter().take(buckets).enumerate() {
-                        cumulative = cumulative.saturating_add(*c);
-                        emit(&bucket, Some(("le", self.les.get(i))), v(cumulative as f64));
-                    }
-                    emit(&bucket, Some(("le", "+Inf")), v(p.count as f64));
-                    let mut n = buckets as u64 + 2;
-                    if let Some(sum) = p.sum {
-                        emit(&sum_name, None, v(sum));
-                        n += 1;
-                    }
-                    emit(&count_name, None, v(p.count as f64));
-                    stats.samples += n;
-                    stats.points += 1;
+                    let cumulative = p.bucket_counts.iter().take(buckets).scan(0u64, |acc, c| {
+                        *acc = acc.saturating_add(*c);
+                        Some(*acc)
+                    });
+                    let (count, sum, no_value) = (p.count, p.sum, p.flags & 1 != 0);
+                    self.classic(
+                        sink, family, names, ts, cumulative, count, sum, no_value, stats,
+                    );
                 }
             }
             metric::Data::Summary(s) => {
@@ -253,26 +243,70 @@ impl Translator {
                     };
                     self.point_labels_cached(scope_mark, &p.attributes, sink);
                     note_ts(ts);
-                    let v = |x: f64| if no_value { stale } else { x };
                     let counts = exponential::to_classic(p, bounds);
-                    let mut emit = |name: &str, extra: Option<(&'static str, &str)>, value: f64| {
-                        self.emit(sink, family, ts, name, extra, value);
-                    };
-                    for (i, c) in counts.iter().enumerate() {
-                        emit(&bucket, Some(("le", self.les.get(i))), v(*c as f64));
-                    }
-                    emit(&bucket, Some(("le", "+Inf")), v(p.count as f64));
-                    let mut n = counts.len() as u64 + 2;
-                    if let Some(sum) = p.sum {
-                        emit(&sum_name, None, v(sum));
-                        n += 1;
-                    }
-                    emit(&count_name, None, v(p.count as f64));
-                    stats.samples += n;
-                    stats.points += 1;
+                    let names = [&*bucket, &*sum_name, &*count_name];
+                    let (count, sum) = (p.count, p.sum);
+                    self.classic(
+                        sink,
+                        family,
+                        names,
+                        ts,
+                        counts.into_iter(),
+                        count,
+                        sum,
+                        no_value,
+                        stats,
+                    );
                 }
             }
         }
+    }
+
+    /// The classic series of one histogram point (whose labels are `self.labels`): a
+    /// `_bucket` per bound with the `cumulative` counts, `+Inf`, `_sum` when known and
+    /// `_count`; `names` are the bucket, sum and count names.
+    #[allow(clippy::too_many_arguments)]
+    fn classic(
+        &self,
+        sink: &mut impl SampleSink,
+        family: Family<'_>,
+        [bucket, sum_name, count_name]: [&str; 3],
+        ts: i64,
+        cumulative: impl Iterator<Item = u64>,
+        count: u64,
+        sum: Option<f64>,
+        no_value: bool,
+        stats: &mut TranslateStats,
+    ) {
+        let stale = f64::from_bits(STALE_NAN_BITS);
+        let v = |x: f64| if no_value { stale } else { x };
+        let mut n = 2u64;
+        for (i, c) in cumulative.enumerate() {
+            self.emit(
+                sink,
+                family,
+                ts,
+                bucket,
+                Some(("le", self.les.get(i))),
+                v(c as f64),
+            );
+            n += 1;
+        }
+        self.emit(
+            sink,
+            family,
+            ts,
+            bucket,
+            Some(("le", "+Inf")),
+            v(count as f64),
+        );
+        if let Some(sum) = sum {
+            self.emit(sink, family, ts, sum_name, None, v(sum));
+            n += 1;
+        }
+        self.emit(sink, family, ts, count_name, None, v(count as f64));
+        stats.samples += n;
+        stats.points += 1;
     }
 
     /// Hands one sample of the current point (whose labels are `self.labels`) to the sink.
