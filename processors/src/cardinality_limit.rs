@@ -29,7 +29,7 @@
 use std::time::{Duration, SystemTime};
 
 use hashbrown::HashMap;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, HistogramDataPoint, Metric, NumberDataPoint, metric,
@@ -455,13 +455,9 @@ fn take<P: Default>(points: &mut Vec<P>, over: &[bool]) -> Vec<P> {
 }
 
 fn overflow_attrs() -> Vec<KeyValue> {
-    vec![KeyValue {
-        key: OVERFLOW_KEY.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue("true".to_owned())),
-        }),
-        ..Default::default()
-    }]
+    let mut attrs = Vec::with_capacity(1);
+    vla_pipeline::upsert_str(&mut attrs, OVERFLOW_KEY, "true");
+    attrs
 }
 
 fn number(p: &NumberDataPoint) -> Option<f64> {

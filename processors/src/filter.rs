@@ -124,7 +124,7 @@ impl Config {
 }
 
 /// A compiled condition.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Compiled {
     name: Option<NameMatcher>,
     attributes: Vec<AttrTest>,
@@ -157,7 +157,7 @@ impl Compiled {
 }
 
 /// Compiled include and exclude lists.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct CompiledLists {
     include: Option<Vec<Compiled>>,
     exclude: Vec<Compiled>,
@@ -177,8 +177,8 @@ impl CompiledLists {
     }
 }
 
-/// The `filter` processor.
-#[derive(Debug)]
+/// The `filter` processor (cheap to clone: one per pipeline shares the counters).
+#[derive(Debug, Clone)]
 pub struct Filter {
     metrics: CompiledLists,
     datapoints: CompiledLists,
@@ -339,23 +339,11 @@ impl vla_pipeline::registry::ProcessorType for Filter {
         ctx: vla_pipeline::registry::BuildContext<'_>,
     ) -> Result<Box<dyn vla_pipeline::registry::ProcessorFactory>, vla_pipeline::registry::BuildError>
     {
-        Filter::new(config)?;
-        let (config, id, metrics) = (config.clone(), ctx.id.clone(), ctx.self_metrics.clone());
+        let compiled = Filter::new(config)?.with_telemetry(ctx.id, ctx.self_metrics);
         Ok(Box::new(vla_pipeline::registry::PerPipeline(move || {
-            match Filter::new(&config) {
-                Ok(f) => Box::new(f.with_telemetry(&id, &metrics)) as Box<dyn Processor>,
-                // Compiled once above: this cannot fail here.
-                Err(_) => Box::new(PassThrough),
-            }
+            Box::new(compiled.clone()) as Box<dyn Processor>
         })))
     }
-}
-
-/// Never used: `build` compiled the config before any pipeline asks for a stage.
-struct PassThrough;
-
-impl Processor for PassThrough {
-    fn process(&mut self, _batch: &mut MetricBatch) {}
 }
 
 #[cfg(test)]

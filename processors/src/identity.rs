@@ -24,7 +24,7 @@ impl Identity {
         self.bytes.clear();
         self.bytes.push(b'R');
         if let Some(r) = r {
-            push_attrs(&mut self.bytes, &r.attributes, &mut self.order);
+            push_attrs(&mut self.bytes, &r.attributes, &mut self.order, |_| true);
         }
         twox_hash::XxHash3_128::oneshot(&self.bytes)
     }
@@ -36,7 +36,7 @@ impl Identity {
         if let Some(s) = s {
             push_str(&mut self.bytes, &s.name);
             push_str(&mut self.bytes, &s.version);
-            push_attrs(&mut self.bytes, &s.attributes, &mut self.order);
+            push_attrs(&mut self.bytes, &s.attributes, &mut self.order, |_| true);
         }
         twox_hash::XxHash3_128::oneshot(&self.bytes)
     }
@@ -60,9 +60,20 @@ impl Identity {
 
     /// The key of a point of `metric` with `attrs` (in any order).
     pub(crate) fn point(&mut self, metric: Key, attrs: &[KeyValue]) -> Key {
+        self.point_where(metric, attrs, |_| true)
+    }
+
+    /// The key of a point of `metric` with only the attributes `keep` accepts: the same key
+    /// [`Identity::point`] gives for a point holding just those, without copying them.
+    pub(crate) fn point_where(
+        &mut self,
+        metric: Key,
+        attrs: &[KeyValue],
+        keep: impl Fn(&KeyValue) -> bool,
+    ) -> Key {
         self.bytes.clear();
         self.bytes.extend_from_slice(&metric.to_le_bytes());
-        push_attrs(&mut self.bytes, attrs, &mut self.order);
+        push_attrs(&mut self.bytes, attrs, &mut self.order, keep);
         twox_hash::XxHash3_128::oneshot(&self.bytes)
     }
 }
@@ -73,11 +84,16 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Appends attributes in key order (stable for repeated keys), whatever order they came in.
-fn push_attrs(out: &mut Vec<u8>, attrs: &[KeyValue], order: &mut Vec<usize>) {
+fn push_attrs(
+    out: &mut Vec<u8>,
+    attrs: &[KeyValue],
+    order: &mut Vec<usize>,
+    keep: impl Fn(&KeyValue) -> bool,
+) {
     order.clear();
-    order.extend(0..attrs.len());
+    order.extend((0..attrs.len()).filter(|i| keep(&attrs[*i])));
     order.sort_by(|a, b| attrs[*a].key.cmp(&attrs[*b].key));
-    out.extend_from_slice(&(attrs.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(order.len() as u32).to_le_bytes());
     for &i in order.iter() {
         push_str(out, &attrs[i].key);
         push_value(out, attrs[i].value.as_ref());

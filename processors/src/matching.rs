@@ -240,7 +240,7 @@ fn short_regex_error(e: &regex::Error) -> String {
 }
 
 /// A compiled metric pattern.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum NameMatcher {
     Glob(MetricGlob),
     Regex(Regex),
@@ -267,7 +267,7 @@ impl NameMatcher {
 }
 
 /// A compiled condition on one attribute; every part given must hold.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct AttrTest {
     key: Box<str>,
     exists: Option<bool>,

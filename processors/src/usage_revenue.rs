@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hashbrown::HashMap;
-use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, Metric, NumberDataPoint, ScopeMetrics, Sum, metric,
@@ -324,9 +324,10 @@ impl Processor for UsageRevenue {
                 .iter()
                 .filter_map(|g| groups.get(g).map(|t| (g, t)))
                 .map(|((tier, model), t)| {
-                    let mut attributes = vec![kv(&self.config.tier_key, tier)];
+                    let mut attributes = Vec::with_capacity(2);
+                    vla_pipeline::upsert_str(&mut attributes, &self.config.tier_key, tier);
                     if self.config.by_model {
-                        attributes.push(kv(&self.config.model_key, model));
+                        vla_pipeline::upsert_str(&mut attributes, &self.config.model_key, model);
                     }
                     NumberDataPoint {
                         attributes,
@@ -375,20 +376,6 @@ impl Processor for UsageRevenue {
         }
         self.totals.retain(|_, g| !g.is_empty());
         None
-    }
-}
-
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
-            value: Some(
-                opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
-                    value.to_owned(),
-                ),
-            ),
-        }),
-        ..Default::default()
     }
 }
 

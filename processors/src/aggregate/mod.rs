@@ -30,6 +30,7 @@
 //!       - { metrics: ["vla.inference.queue.depth"], without: [worker], outputs: [max, avg] }
 //! ```
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hashbrown::HashMap;
@@ -189,7 +190,7 @@ struct CompiledRule {
     metrics: Vec<MetricGlob>,
     group_by: Option<Vec<String>>,
     without: Vec<String>,
-    outputs: Vec<GaugeOutput>,
+    outputs: Arc<[GaugeOutput]>,
 }
 
 /// What a group holds.
@@ -199,7 +200,7 @@ enum Agg {
         total: f64,
     },
     Gauge {
-        outputs: Vec<GaugeOutput>,
+        outputs: Arc<[GaugeOutput]>,
         last: Option<(u64, f64)>,
         min: f64,
         max: f64,
@@ -282,7 +283,11 @@ impl Aggregate {
                     metrics: r.metrics.iter().map(|m| MetricGlob::new(m)).collect(),
                     group_by: r.group_by.clone(),
                     without: r.without.clone().unwrap_or_default(),
-                    outputs: r.outputs.clone().unwrap_or_else(|| vec![GaugeOutput::Last]),
+                    outputs: r
+                        .outputs
+                        .clone()
+                        .unwrap_or_else(|| vec![GaugeOutput::Last])
+                        .into(),
                 })
                 .collect(),
             interval: config.interval,
@@ -335,37 +340,41 @@ impl Aggregate {
             .position(|r| r.metrics.iter().any(|g| g.matches(name)))
     }
 
-    /// The group's attributes: the kept ones, in their order.
-    fn group_attrs(rule: &CompiledRule, attrs: &[KeyValue]) -> Vec<KeyValue> {
-        attrs
-            .iter()
-            .filter(|kv| match &rule.group_by {
-                Some(keys) => keys.contains(&kv.key),
-                None => !rule.without.contains(&kv.key),
-            })
-            .cloned()
-            .collect()
+    /// Whether `rule` keeps attribute `kv` in its groups.
+    fn keeps(rule: &CompiledRule, kv: &KeyValue) -> bool {
+        match &rule.group_by {
+            Some(keys) => keys.contains(&kv.key),
+            None => !rule.without.contains(&kv.key),
+        }
     }
 
-    /// Finds or creates the group of a point; `agg` makes a new group's aggregate.
+    /// Finds or creates the group of a point with `attrs` under `prefix` (the resource and
+    /// metric); only a new group copies the kept attributes. `agg` makes its aggregate.
     #[allow(clippy::too_many_arguments)]
     fn group(
         &mut self,
         resource: Key,
+        prefix: Key,
         m: &Metric,
-        kind: u8,
-        attrs: Vec<KeyValue>,
+        rule: usize,
+        attrs: &[KeyValue],
         now: u64,
         agg: impl FnOnce() -> Agg,
     ) -> &mut Group {
-        let prefix = self.ident.metric(resource, &m.name, &m.unit, kind, false);
-        let key = self.ident.point(prefix, &attrs);
+        let r = &self.rules[rule];
+        let key = self
+            .ident
+            .point_where(prefix, attrs, |kv| Self::keeps(r, kv));
         let g = self.groups.entry(key).or_insert_with(|| Group {
             resource,
             name: m.name.clone(),
             unit: m.unit.clone(),
             description: m.description.clone(),
-            attrs,
+            attrs: attrs
+                .iter()
+                .filter(|kv| Self::keeps(r, kv))
+                .cloned()
+                .collect(),
             start: now,
             seen: now,
             agg: agg(),
@@ -382,6 +391,7 @@ impl Aggregate {
             Some(metric::Data::Sum(s)) if s.is_monotonic => {
                 let delta = s.aggregation_temporality == DELTA;
                 let prefix = self.ident.metric(scope, &m.name, &m.unit, 1, true);
+                let groups = self.ident.metric(resource, &m.name, &m.unit, 1, false);
                 for p in &s.data_points {
                     let Some(v) = number(p) else { continue };
                     let inc = if delta {
@@ -400,9 +410,9 @@ impl Aggregate {
                             self.started,
                         )
                     };
-                    let attrs = Self::group_attrs(&self.rules[rule], &p.attributes);
+                    let agg = || Agg::Counter { total: 0.0 };
                     if let Agg::Counter { total } = &mut self
-                        .group(resource, m, 1, attrs, now, || Agg::Counter { total: 0.0 })
+                        .group(resource, groups, m, rule, &p.attributes, now, agg)
                         .agg
                     {
                         *total += inc;
@@ -417,18 +427,20 @@ impl Aggregate {
                 data_points: points,
                 ..
             })) => {
-                let outputs = self.rules[rule].outputs.clone();
+                let outputs = Arc::clone(&self.rules[rule].outputs);
+                let groups = self.ident.metric(resource, &m.name, &m.unit, 0, false);
                 for p in points {
                     let Some(v) = number(p) else { continue };
-                    let attrs = Self::group_attrs(&self.rules[rule], &p.attributes);
-                    let outputs = outputs.clone();
-                    let g = self.group(resource, m, 0, attrs, now, || Agg::Gauge {
-                        outputs,
-                        last: None,
-                        min: f64::INFINITY,
-                        max: f64::NEG_INFINITY,
-                        sum: 0.0,
-                        count: 0,
+                    let outputs = Arc::clone(&outputs);
+                    let g = self.group(resource, groups, m, rule, &p.attributes, now, || {
+                        Agg::Gauge {
+                            outputs,
+                            last: None,
+                            min: f64::INFINITY,
+                            max: f64::NEG_INFINITY,
+                            sum: 0.0,
+                            count: 0,
+                        }
                     });
                     if let Agg::Gauge {
                         last,
@@ -453,6 +465,7 @@ impl Aggregate {
             Some(metric::Data::Histogram(h)) => {
                 let delta = h.aggregation_temporality == DELTA;
                 let prefix = self.ident.metric(scope, &m.name, &m.unit, 2, false);
+                let groups = self.ident.metric(resource, &m.name, &m.unit, 2, false);
                 let mut mismatched = 0u64;
                 for p in &h.data_points {
                     if p.flags & 1 != 0 || p.bucket_counts.len() != p.explicit_bounds.len() + 1 {
@@ -463,14 +476,14 @@ impl Aggregate {
                     } else {
                         self.hist_increase(prefix, p, now)
                     };
-                    let attrs = Self::group_attrs(&self.rules[rule], &p.attributes);
-                    let bounds = p.explicit_bounds.clone();
                     let n = p.bucket_counts.len();
-                    let g = self.group(resource, m, 2, attrs, now, || Agg::Hist {
-                        bounds,
-                        count: 0,
-                        sum: 0.0,
-                        buckets: vec![0; n],
+                    let g = self.group(resource, groups, m, rule, &p.attributes, now, || {
+                        Agg::Hist {
+                            bounds: p.explicit_bounds.clone(),
+                            count: 0,
+                            sum: 0.0,
+                            buckets: vec![0; n],
+                        }
                     });
                     if let Agg::Hist {
                         bounds,
