@@ -84,10 +84,11 @@ fn validate_ok_prints_a_summary() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let shipped = vla_collector::config::load(Some(std::path::Path::new(remote_write))).unwrap();
     assert!(
         String::from_utf8(out.stdout)
             .unwrap()
-            .starts_with("config OK: 1 pipeline, 1 receiver, 2 processors, 2 exporters")
+            .starts_with(&format!("config OK: {} (", shipped.summary()))
     );
 }
 

@@ -12,6 +12,7 @@ use opentelemetry_proto::tonic::metrics::v1::{Metric, ResourceMetrics, metric};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::ComponentId;
+use crate::memory::{MemoryLimiter, Reservation};
 
 /// Where a batch came from and what it holds.
 #[derive(Debug, Clone)]
@@ -28,6 +29,9 @@ pub struct MetricBatch {
     resource_metrics: Vec<ResourceMetrics>,
     data_points: usize,
     meta: BatchMeta,
+    /// The bytes memory limiters hold for it (one per limiter), given back when it is
+    /// dropped.
+    reservations: Vec<Reservation>,
 }
 
 /// The OTLP shape of a metric, as far as processors and exporters need to know it.
@@ -71,6 +75,7 @@ impl MetricBatch {
                 source,
                 received_at: SystemTime::now(),
             },
+            reservations: Vec::new(),
         }
     }
 
@@ -111,10 +116,42 @@ impl MetricBatch {
         &self.meta
     }
 
-    /// Moves all of `other`'s data into this batch (used by the batcher).
+    /// Moves all of `other`'s data, and the memory it holds, into this batch (used by the
+    /// batcher).
     pub fn append(&mut self, other: MetricBatch) {
         self.data_points += other.data_points;
         self.resource_metrics.extend(other.resource_metrics);
+        for r in other.reservations {
+            self.hold(r);
+        }
+    }
+
+    /// Makes the batch hold `reservation` until it is dropped (merged with one it already
+    /// holds on the same limiter).
+    pub fn hold(&mut self, reservation: Reservation) {
+        match self
+            .reservations
+            .iter_mut()
+            .find(|r| r.same_limiter(&reservation))
+        {
+            Some(held) => held.absorb(reservation),
+            None => self.reservations.push(reservation),
+        }
+    }
+
+    /// The bytes `limiter` holds for this batch.
+    pub fn held_bytes(&self, limiter: &std::sync::Arc<MemoryLimiter>) -> u64 {
+        self.reservations
+            .iter()
+            .filter(|r| r.is_on(limiter))
+            .map(Reservation::bytes)
+            .sum()
+    }
+
+    /// What the batch holds in memory, estimated from its decoded data (every vector's and
+    /// string's capacity plus an allocator overhead each; [`crate::memory::heap_bytes`]).
+    pub fn memory_bytes(&self) -> u64 {
+        (crate::memory::heap_bytes(&self.resource_metrics) + size_of::<MetricBatch>()) as u64
     }
 
     /// The protobuf-encoded size, an estimate of the memory the batch holds.

@@ -160,6 +160,68 @@ pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     d.deserialize_any(V)
 }
 
+/// Parses a size in bytes: a bare number (`1048576`) or a number with a unit, binary (`KiB`,
+/// `MiB`, `GiB`) or decimal (`kB`, `MB`, `GB`), e.g. `512MiB`, `1.5GiB`, `64 MB`.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let s = text.trim();
+    let bad = || {
+        format!(
+            "invalid size {text:?}: expected bytes, or a number with a unit such as 512MiB, \
+             1GiB or 64MB"
+        )
+    };
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    if split == 0 {
+        return Err(bad());
+    }
+    let value: f64 = s[..split].parse().map_err(|_| bad())?;
+    let scale: f64 = match s[split..].trim() {
+        "" | "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "TiB" => 1024.0f64.powi(4),
+        "kB" | "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        _ => return Err(bad()),
+    };
+    let bytes = value * scale;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// `#[serde(deserialize_with = "vla_pipeline::config::bytes")]` for size fields: a number of
+/// bytes, or a string with a unit (`512MiB`; see [`parse_bytes`]).
+pub fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a size such as 512MiB, 1GiB or a number of bytes")
+        }
+
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<u64, E> {
+            parse_bytes(s).map_err(E::custom)
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
+    }
+    d.deserialize_any(V)
+}
+
 /// The `retry_on_failure` section of an exporter.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -307,6 +369,25 @@ mod tests {
                 e.starts_with(&format!("invalid endpoint {bad:?}: expected an IP address")),
                 "{e}"
             );
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        for (text, want) in [
+            ("1048576", 1 << 20),
+            ("512MiB", 512 << 20),
+            ("1.5GiB", 3 << 29),
+            ("64 MB", 64_000_000),
+            ("100kB", 100_000),
+            ("8KiB", 8192),
+            ("0", 0),
+        ] {
+            assert_eq!(parse_bytes(text), Ok(want), "{text}");
+        }
+        for bad in ["", "MiB", "12 furlongs", "1e3", "-5MiB"] {
+            let e = parse_bytes(bad).expect_err(bad);
+            assert!(e.starts_with(&format!("invalid size {bad:?}")), "{e}");
         }
     }
 

@@ -7,6 +7,7 @@
 //! - the component traits [`Receiver`], [`Processor`] and [`Exporter`];
 //! - [`PipelineSender`] (receivers → pipelines, all-or-nothing, counted), the pipeline task
 //!   ([`runner::Pipeline`]) and the exporter driver ([`driver`]: queue, retries, counters);
+//! - [`memory::MemoryLimiter`], the byte-accounted admission of the `memory_limiter`;
 //! - [`SeriesKey`], the compact key of series state;
 //! - [`SelfMetrics`], the collector's own metrics;
 //! - [`gpu::GpuSnapshots`], the latest GPU readings shared by the `nvml` receiver and the
@@ -20,6 +21,7 @@ pub mod config;
 pub mod driver;
 pub mod gpu;
 pub mod lookup;
+pub mod memory;
 pub mod ratelimit;
 pub mod registry;
 pub mod runner;

@@ -97,6 +97,12 @@ pub trait ProcessorFactory: Send + Sync {
         None
     }
 
+    /// The byte-accounting admission it stands for (`memory_limiter`): the collector has the
+    /// receivers feeding a pipeline that lists it admit through it.
+    fn memory_limiter(&self) -> Option<Arc<crate::memory::MemoryLimiter>> {
+        None
+    }
+
     /// The background task refreshing its lookup source, run until `stop`.
     fn refresher(&self, _stop: CancellationToken) -> Option<BoxFuture<'static, ()>> {
         None

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::driver::ExporterHandle;
+use crate::memory::MemoryLimiter;
 use crate::self_metrics::{Counter, SelfMetrics};
 use crate::{MetricBatch, Processor};
 
@@ -114,6 +115,8 @@ pub struct Pipeline {
     /// The input, held here so that an aborted or panicking pipeline can count what it held.
     input: Option<mpsc::Receiver<MetricBatch>>,
     dropped: Counter,
+    /// The pipeline's `memory_limiter`: what processors emit at a flush is accounted on it.
+    limiter: Option<Arc<MemoryLimiter>>,
 }
 
 impl Pipeline {
@@ -150,7 +153,15 @@ impl Pipeline {
             exporters,
             input: None,
             dropped,
+            limiter: None,
         }
+    }
+
+    /// The same pipeline with `limiter` accounting what its processors emit at a flush
+    /// (its receivers' senders admit what enters).
+    pub fn with_memory_limiter(mut self, limiter: Option<Arc<MemoryLimiter>>) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     /// Runs until `input` is closed and drained, then flushes everything it holds, stage by
@@ -198,7 +209,12 @@ impl Pipeline {
                 next_flush,
             } => {
                 *next_flush = now.and_then(|n| processor.flush_interval().map(|d| n + d));
-                processor.flush(SystemTime::now())
+                let mut out = processor.flush(SystemTime::now());
+                // Emitted state is held whether or not it fits: accounted, never refused.
+                if let (Some(out), Some(limiter)) = (out.as_mut(), &self.limiter) {
+                    out.hold(limiter.force(out.memory_bytes()));
+                }
+                out
             }
             Running::Batch {
                 pending, deadline, ..
@@ -460,6 +476,84 @@ mod tests {
         jb.await.expect("b");
         assert_eq!(a.0.lock().len(), 1);
         assert_eq!(b.0.lock().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn what_a_processor_emits_at_a_flush_is_accounted_until_the_exporter_is_done() {
+        use crate::memory::{LimitMode, Limits, MemoryLimiter};
+        /// Emits one point at every flush.
+        struct Emitter;
+        impl Processor for Emitter {
+            fn process(&mut self, batch: &mut MetricBatch) {
+                *batch = MetricBatch::new("x".into(), Vec::new());
+            }
+            fn flush_interval(&self) -> Option<Duration> {
+                Some(Duration::from_secs(3600))
+            }
+            fn flush(&mut self, _: SystemTime) -> Option<MetricBatch> {
+                Some(one_point())
+            }
+        }
+        /// Sends once the test allows it.
+        struct Gate(tokio::sync::Semaphore);
+        impl Exporter for Gate {
+            fn prepare(&self, b: &MetricBatch) -> Result<Prepared, PrepareError> {
+                Ok(Prepared {
+                    requests: vec![Request {
+                        payload: bytes::Bytes::new(),
+                        samples: 1,
+                        points: b.data_points() as u64,
+                        lane: 0,
+                    }],
+                    done: ExportReport::default(),
+                })
+            }
+            fn send<'a>(&'a self, _: &'a Request) -> BoxFuture<'a, Result<(), ExportError>> {
+                Box::pin(async {
+                    let _ = self.0.acquire().await.map(|p| p.forget());
+                    Ok(())
+                })
+            }
+        }
+        let t = SelfMetrics::new();
+        let limiter = MemoryLimiter::new(
+            "memory_limiter".into(),
+            Limits {
+                limit_bytes: 1 << 20,
+                spike_limit_bytes: 0,
+                mode: LimitMode::Refuse,
+            },
+            &t,
+        );
+        let gate = Arc::new(Gate(tokio::sync::Semaphore::new(0)));
+        let (h, join) = spawn_exporter(
+            "gate".into(),
+            gate.clone(),
+            DriverConfig::default(),
+            &t,
+            CancellationToken::new(),
+        );
+        let (tx, rx) = pipeline_channel("metrics", 8, &t);
+        let task = tokio::spawn(
+            Pipeline::new(
+                "metrics".into(),
+                vec![Stage::Process(Box::new(Emitter))],
+                vec![h],
+                &t,
+            )
+            .with_memory_limiter(Some(limiter.clone()))
+            .run(rx),
+        );
+        drop(tx); // the final drain flushes the emitter
+        task.await.expect("pipeline");
+        assert_eq!(
+            limiter.used(),
+            one_point().memory_bytes(),
+            "the emitted batch is held while the exporter has it"
+        );
+        gate.0.add_permits(1);
+        join.await.expect("exporter");
+        assert_eq!(limiter.used(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,16 +4,23 @@
 //! room for it (capacity is reserved on all of them first), so a client retrying a refused
 //! request never duplicates data in the pipelines that had room. Accepted and refused points
 //! are counted here, once, for every receiver.
+//!
+//! A pipeline that lists a `memory_limiter` has its batches admitted by it first
+//! ([`crate::memory`]): each copy of a batch gets a reservation of its bytes, held until the
+//! last exporter is done with it. In refuse mode a batch that does not fit is refused for
+//! every pipeline (retryable, like a full pipeline); in drop mode it is dropped for that
+//! pipeline only, counted, and the client is told it was accepted.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::memory::{LimitMode, MemoryLimiter, Reservation};
 use crate::self_metrics::{Counter, Gauge, SelfMetrics};
 use crate::{ComponentId, MetricBatch};
 
-/// Why a batch was refused; both are retryable for the client.
+/// Why a batch was refused; every reason is retryable for the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
     /// A pipeline stayed full for the whole wait.
@@ -22,13 +29,16 @@ pub enum SendError {
     /// The collector is shutting down.
     #[error("collector is shutting down")]
     Closed,
+    /// A `memory_limiter` holds as many bytes in flight as it admits.
+    #[error("collector is at its memory limit, retry later")]
+    MemoryLimit,
 }
 
 impl SendError {
     /// How long the client should wait before retrying.
     pub fn retry_after(self) -> Duration {
         match self {
-            SendError::Full => Duration::from_secs(1),
+            SendError::Full | SendError::MemoryLimit => Duration::from_secs(1),
             SendError::Closed => Duration::from_secs(5),
         }
     }
@@ -38,10 +48,13 @@ impl SendError {
 #[derive(Clone)]
 pub struct PipelineSender {
     targets: Arc<[mpsc::Sender<MetricBatch>]>,
+    /// The memory limiter of each target, in the same order.
+    limiters: Arc<[Option<Arc<MemoryLimiter>>]>,
     max_wait: Duration,
     accepted: Counter,
     refused_full: Counter,
     refused_closed: Counter,
+    refused_memory: Counter,
     waiting: Gauge,
 }
 
@@ -90,6 +103,7 @@ impl PipelineSender {
             telemetry.counter(name, help, &l)
         };
         Self {
+            limiters: targets.iter().map(|_| None).collect(),
             targets: targets.into(),
             max_wait,
             accepted: reg(
@@ -107,6 +121,11 @@ impl PipelineSender {
                 "Data points refused by a receiver with a retryable status, by reason.",
                 Some("shutting_down"),
             ),
+            refused_memory: reg(
+                "vla_collector_receiver_refused_data_points_total",
+                "Data points refused by a receiver with a retryable status, by reason.",
+                Some("memory_limit"),
+            ),
             waiting: {
                 let l = labels(None);
                 let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -119,11 +138,70 @@ impl PipelineSender {
         }
     }
 
+    /// The same sender, its batches admitted by the memory limiter of each target (in the
+    /// order of the targets; `None` where a pipeline has none).
+    pub fn with_memory_limiters(mut self, limiters: Vec<Option<Arc<MemoryLimiter>>>) -> Self {
+        assert_eq!(
+            limiters.len(),
+            self.targets.len(),
+            "one limiter slot per target"
+        );
+        self.limiters = limiters.into();
+        self
+    }
+
+    /// Whether a memory limiter in refuse mode refuses everything now: receivers ask before
+    /// they read or decode a request, and answer [`SendError::MemoryLimit`].
+    pub fn refusing(&self) -> Option<SendError> {
+        self.limiters
+            .iter()
+            .flatten()
+            .any(|l| l.refusing())
+            .then_some(SendError::MemoryLimit)
+    }
+
+    /// Reserves the batch's bytes on each target's limiter: `Ok` holds one slot per target,
+    /// `None` where it has no limiter or its drop-mode limiter dropped the batch (`dropped`
+    /// says which). A refuse-mode limiter that says no refuses the batch whole (what was
+    /// reserved is given back as the reservations drop).
+    fn reserve(
+        &self,
+        batch: &MetricBatch,
+        points: u64,
+    ) -> Result<(Vec<Option<Reservation>>, Vec<bool>), SendError> {
+        let n = self.targets.len();
+        let mut reserved: Vec<Option<Reservation>> = (0..n).map(|_| None).collect();
+        let mut dropped = vec![false; n];
+        if self.limiters.iter().all(Option::is_none) {
+            return Ok((reserved, dropped));
+        }
+        let bytes = batch.memory_bytes();
+        for (i, limiter) in self.limiters.iter().enumerate() {
+            let Some(limiter) = limiter else { continue };
+            match limiter.try_reserve(bytes) {
+                Some(r) => reserved[i] = Some(r),
+                None => {
+                    limiter.count_not_admitted(points);
+                    match limiter.limits().mode {
+                        LimitMode::Refuse => {
+                            self.refused_memory.add(points);
+                            return Err(SendError::MemoryLimit);
+                        }
+                        LimitMode::Drop => dropped[i] = true,
+                    }
+                }
+            }
+        }
+        Ok((reserved, dropped))
+    }
+
     /// Hands `batch` to every pipeline, or refuses it whole.
     pub async fn send(&self, batch: MetricBatch) -> Result<(), SendError> {
         let points = batch.data_points() as u64;
+        // Memory first: a refusal then holds no channel slot.
+        let (mut reserved, dropped) = self.reserve(&batch, points)?;
         let mut permits = Vec::with_capacity(self.targets.len());
-        for target in self.targets.iter() {
+        for (target, _) in self.targets.iter().zip(&dropped).filter(|(_, d)| !**d) {
             let permit = match target.try_reserve() {
                 Ok(p) => Ok(p),
                 Err(mpsc::error::TrySendError::Closed(())) => Err(SendError::Closed),
@@ -142,6 +220,7 @@ impl PipelineSender {
                     match e {
                         SendError::Full => self.refused_full.add(points),
                         SendError::Closed => self.refused_closed.add(points),
+                        SendError::MemoryLimit => self.refused_memory.add(points),
                     }
                     return Err(e);
                 }
@@ -149,13 +228,21 @@ impl PipelineSender {
         }
         let mut batch = Some(batch);
         let n = permits.len();
-        for (i, permit) in permits.into_iter().enumerate() {
+        let slots = reserved
+            .iter_mut()
+            .zip(&dropped)
+            .filter(|(_, d)| !**d)
+            .map(|(r, _)| r.take());
+        for (i, (permit, reservation)) in permits.into_iter().zip(slots).enumerate() {
             let b = if i + 1 == n {
                 batch.take()
             } else {
                 batch.clone()
             };
-            if let Some(b) = b {
+            if let Some(mut b) = b {
+                if let Some(r) = reservation {
+                    b.hold(r);
+                }
                 permit.send(b);
             }
         }

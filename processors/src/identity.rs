@@ -21,10 +21,21 @@ pub(crate) struct Identity {
 impl Identity {
     /// The key of a resource.
     pub(crate) fn resource(&mut self, r: Option<&Resource>) -> Key {
+        self.resource_where(r, |_| true)
+    }
+
+    /// The key of a resource with only the attributes `keep` accepts: the same key
+    /// [`Identity::resource`] gives for a resource holding just those.
+    pub(crate) fn resource_where(
+        &mut self,
+        r: Option<&Resource>,
+        keep: impl Fn(&KeyValue) -> bool,
+    ) -> Key {
         self.bytes.clear();
         self.bytes.push(b'R');
+        // No resource hashes as nothing (not as an empty list): keys are persisted.
         if let Some(r) = r {
-            push_attrs(&mut self.bytes, &r.attributes, &mut self.order, |_| true);
+            push_attrs(&mut self.bytes, &r.attributes, &mut self.order, keep);
         }
         twox_hash::XxHash3_128::oneshot(&self.bytes)
     }

@@ -15,6 +15,8 @@
 //! - [`deltatocumulative`]: turns delta sums and histograms into cumulative ones (a running
 //!   total per stream, bounded, optionally persisted across restarts).
 //! - [`filter`]: drops metrics or data points by name, resource and point attributes.
+//! - [`memory_limiter`]: byte-accounted admission of data in flight (receiver to exporter
+//!   acknowledgement); over its limit, receivers refuse with retryable statuses or drop, counted.
 //! - [`resource`]: the `attributes` actions on resource attributes.
 //! - [`safety_labels`]: rules on metric name and attributes (equality, sets, regexes) that add
 //!   labels such as `safety_category` and `requires_review`; first match or all matches.
@@ -43,6 +45,7 @@ pub mod filter;
 pub mod gpu_stats;
 mod identity;
 mod matching;
+pub mod memory_limiter;
 mod on_existing;
 mod pattern;
 pub mod resource;
@@ -62,6 +65,7 @@ pub fn register(r: &mut impl vla_pipeline::registry::Registry) {
     r.processor::<deltatocumulative::DeltaToCumulative>();
     r.processor::<filter::Filter>();
     r.processor::<gpu_stats::GpuStats>();
+    r.processor::<memory_limiter::MemoryLimiter>();
     r.processor::<resource::ResourceProcessor>();
     r.processor::<safety_labels::SafetyLabels>();
     r.processor::<usage_revenue::UsageRevenue>();

@@ -7,7 +7,8 @@
 //!   `configs/secrets/`, each mounted secret read by its server (a `*_FILE` variable or
 //!   `alertmanager.yml`), the Postgres exporter's target configurable, the collector built from
 //!   the Dockerfile;
-//! - `configs/collector-docker.yaml`: listens on every interface, forgets a series after 1m;
+//! - `configs/collector-docker.yaml`: listens on every interface, forgets a series after 1m,
+//!   enriches as the default config does with at least its memory budget;
 //! - `configs/prometheus/prometheus.yml`: `promtool check config` (which also checks the rule
 //!   files it names), the seed's 15 s intervals, and every scrape target a compose service
 //!   that listens on that port;
@@ -796,14 +797,36 @@ fn the_docker_collector_config_listens_on_every_interface() {
 }
 
 /// The container enriches as the default config does: the same receivers, processors and
-/// pipeline, with the customer table where compose mounts it.
+/// pipeline, with the customer table where compose mounts it. Only its memory budget differs:
+/// a server has more to give than a developer's laptop, in the same mode.
 #[test]
 fn the_docker_collector_config_enriches_as_the_default_does() {
     let docker = yaml("configs/collector-docker.yaml");
     let default = yaml("configs/collector.yaml");
     let mut processors = default["processors"].clone();
     processors["customer_tier"]["source"]["file"] = "/etc/vla/customers.yaml".into();
-    assert_eq!(docker["processors"], processors);
+    let mut docker_processors = docker["processors"].clone();
+    let (ours, theirs) = (
+        &docker_processors["memory_limiter"],
+        &processors["memory_limiter"],
+    );
+    assert_eq!(ours["mode"], theirs["mode"]);
+    for key in ["limit_bytes", "spike_limit_bytes"] {
+        let size = |v: &Value| {
+            // `${env:NAME:-default}`: the default is what an unset environment gives.
+            let text = v[key].as_str().unwrap_or_else(|| panic!("{key}: {v:?}"));
+            let default = text
+                .rsplit_once(":-")
+                .map_or(text, |(_, d)| d.trim_end_matches('}'));
+            vla_pipeline::config::parse_bytes(default).unwrap()
+        };
+        assert!(
+            size(ours) >= size(theirs),
+            "{key}: the container gets less memory than a laptop"
+        );
+    }
+    docker_processors["memory_limiter"] = processors["memory_limiter"].clone();
+    assert_eq!(docker_processors, processors);
     assert_eq!(docker["receivers"]["nvml"], default["receivers"]["nvml"]);
     assert_eq!(
         docker["service"]["pipelines"],

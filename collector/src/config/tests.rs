@@ -163,9 +163,28 @@ fn defaults() {
 fn the_embedded_config_is_valid() {
     let c = validate(&Source::embedded(), &|_| None).unwrap();
     assert_eq!(c.source, EMBEDDED_NAME);
+    // The counts of the shipped file, read from its text (it has no env variable without a
+    // default in its pipelines).
+    let raw: serde_json::Value = serde_saphyr::from_str(EMBEDDED_CONFIG).unwrap();
+    let pipelines = raw["service"]["pipelines"].as_object().unwrap();
+    let distinct = |field: &str| {
+        pipelines
+            .values()
+            .flat_map(|p| p[field].as_array().cloned().unwrap_or_default())
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+            .collect::<std::collections::BTreeSet<String>>()
+            .len()
+    };
+    let plural = |n: usize, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
     assert_eq!(
         c.summary(),
-        "1 pipeline, 2 receivers, 6 processors, 1 exporter"
+        format!(
+            "{}, {}, {}, {}",
+            plural(pipelines.len(), "pipeline"),
+            plural(distinct("receivers"), "receiver"),
+            plural(distinct("processors"), "processor"),
+            plural(distinct("exporters"), "exporter"),
+        )
     );
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
@@ -952,5 +971,48 @@ fn grpc_keepalive_parses_in_the_collectors_shape_and_is_checked() {
             "c.yaml:9: receivers.otlp.protocols.grpc.keepalive.server_parameters.\
              max_connection_age_grace: has no effect without `max_connection_age`; set both",
         ]
+    );
+}
+
+#[test]
+fn a_memory_limiter_comes_first_once_with_a_spike_below_its_limit() {
+    let yaml = format!(
+        "{BASE}processors:\n  batch: {{}}\n  memory_limiter:\n    limit_bytes: 256MiB\n  memory_limiter/other:\n    limit_bytes: 1GiB\n"
+    );
+    let with = |list: &str| {
+        yaml.replace(
+            "      exporters: [prometheus]",
+            &format!("      processors: [{list}]\n      exporters: [prometheus]"),
+        )
+    };
+    assert!(check(&with("memory_limiter, batch")).is_ok());
+    let errs = errors(&with("batch, memory_limiter"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("service.pipelines.metrics.processors[1]: \"memory_limiter\" must be the first processor"),
+        "{errs:?}"
+    );
+    let errs = errors(&with("memory_limiter, memory_limiter/other"));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("lists more than one memory_limiter")),
+        "{errs:?}"
+    );
+    let errs = errors(
+        &yaml
+            .replace(
+                "limit_bytes: 256MiB",
+                "limit_bytes: 256MiB\n    spike_limit_bytes: 300MiB",
+            )
+            .replace(
+                "      exporters: [prometheus]",
+                "      processors: [memory_limiter]\n      exporters: [prometheus]",
+            ),
+    );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0]
+            .contains("processors.memory_limiter.spike_limit_bytes: must be less than limit_bytes"),
+        "{errs:?}"
     );
 }

@@ -14,6 +14,7 @@ use vla_processors::attributes::{ActionKind, Attributes};
 use vla_processors::batch::Batch;
 use vla_processors::deltatocumulative::DeltaToCumulative;
 use vla_processors::gpu_stats::GpuStats;
+use vla_processors::memory_limiter::MemoryLimiter;
 use vla_receivers::OtlpReceiver;
 use vla_receivers::nvml::NvmlReceiver;
 
@@ -149,6 +150,7 @@ impl Validator {
             self.warn_blocking_fan_out(&service_path, &p.name, &p.exporters, &exporters);
             self.warn_deltas_dropped(&service_path, p, &receivers, &processors, &exporters);
             self.check_aggregate_labels(p, &processors);
+            self.check_memory_limiter(&service_path, p, &processors);
             let batched = p
                 .all_processors
                 .iter()
@@ -224,6 +226,49 @@ impl Validator {
                      uses one; add an nvml receiver to a pipeline (source: fake without a GPU)",
                 );
             }
+        }
+    }
+
+    /// A `memory_limiter` admits data where the receivers hand it to the pipeline, so it is
+    /// listed first (as in the OpenTelemetry Collector), once.
+    fn check_memory_limiter(
+        &mut self,
+        service_path: &YamlPath,
+        p: &pipelines::RawPipeline,
+        processors: &BTreeMap<ComponentId, ProcessorConfig>,
+    ) {
+        let path = service_path
+            .key("pipelines")
+            .key(p.name.as_ref())
+            .key("processors");
+        let limiters: Vec<(usize, &ComponentId)> = p
+            .all_processors
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| {
+                processors
+                    .get(*id)
+                    .is_some_and(ComponentConfig::is::<MemoryLimiter>)
+            })
+            .collect();
+        for (i, id) in &limiters {
+            if *i != 0 {
+                self.error(
+                    path.clone().index(*i),
+                    format!(
+                        "{id:?} must be the first processor: a memory_limiter admits data as the \
+                         receivers hand it to the pipeline, before any processor runs, so \
+                         listing it later would suggest otherwise; move it to the front"
+                    ),
+                );
+            }
+        }
+        if limiters.len() > 1 {
+            self.error(
+                path,
+                "lists more than one memory_limiter; a pipeline has one budget (pipelines may \
+                 share one by listing the same id)",
+            );
         }
     }
 

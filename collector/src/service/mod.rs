@@ -49,6 +49,12 @@ use crate::config::Config;
 use crate::health::{AppState, ComponentState, Health};
 use supervise::{StateGuard, supervise_refresher, watch};
 
+/// A pipeline's input as a receiver sees it: its channel and its memory limiter.
+type PipelineInput = (
+    tokio::sync::mpsc::Sender<vla_pipeline::MetricBatch>,
+    Option<Arc<vla_pipeline::memory::MemoryLimiter>>,
+);
+
 /// Capacity of each pipeline's input channel, in batches (one batch per accepted request).
 pub const PIPELINE_QUEUE_SIZE: usize = 32;
 /// How long a receiver waits for room in a full pipeline before refusing with a retryable
@@ -313,7 +319,7 @@ impl RunningCollector {
             exporter_tasks.push(watch(join, &health, &failed, "exporter", id.clone()));
             handles.insert(id, handle);
         }
-        let mut inputs: BTreeMap<ComponentId, Vec<tokio::sync::mpsc::Sender<_>>> = BTreeMap::new();
+        let mut inputs: BTreeMap<ComponentId, Vec<PipelineInput>> = BTreeMap::new();
         let mut pipeline_tasks = Vec::new();
         for (p, stages) in config.pipelines.iter().zip(stages_of) {
             let (tx, rx) = pipeline_channel(&p.name, PIPELINE_QUEUE_SIZE, &telemetry);
@@ -322,9 +328,18 @@ impl RunningCollector {
                 .iter()
                 .filter_map(|id| handles.get(id).cloned())
                 .collect();
-            let pipeline = Pipeline::new(p.name.clone(), stages, outputs, &telemetry);
+            // Validation allows one memory_limiter per pipeline, listed first.
+            let limiter = p
+                .processors
+                .iter()
+                .find_map(|id| processors.get(id)?.memory_limiter());
+            let pipeline = Pipeline::new(p.name.clone(), stages, outputs, &telemetry)
+                .with_memory_limiter(limiter.clone());
             for r in &p.receivers {
-                inputs.entry(r.clone()).or_default().push(tx.clone());
+                inputs
+                    .entry(r.clone())
+                    .or_default()
+                    .push((tx.clone(), limiter.clone()));
             }
             health.set("pipeline", &p.name, ComponentState::Running);
             let join = tokio::spawn(pipeline.run(rx));
@@ -352,8 +367,9 @@ impl RunningCollector {
         let stop_receivers = CancellationToken::new();
         let mut receiver_tasks = Vec::new();
         for (id, receiver) in receivers {
-            let targets = inputs.remove(&id).unwrap_or_default();
-            let output = PipelineSender::new(&id, targets, RECEIVER_MAX_WAIT, &telemetry);
+            let (targets, limiters) = inputs.remove(&id).unwrap_or_default().into_iter().unzip();
+            let output = PipelineSender::new(&id, targets, RECEIVER_MAX_WAIT, &telemetry)
+                .with_memory_limiters(limiters);
             let ctx = ReceiverContext {
                 output,
                 shutdown: stop_receivers.child_token(),

@@ -88,8 +88,9 @@ pub enum WhenFull {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DriverConfig {
     /// Capacity of the queue, in batches. With the batcher's default of 8192 points a batch of
-    /// decoded OTLP holds a few MB, so the default of 32 bounds the queue to roughly 100 MB at
-    /// worst; a byte-accounting memory limiter is planned (DESIGN.md).
+    /// decoded OTLP holds a few MB, so the default of 32 allows roughly 100 MB at worst; a
+    /// `memory_limiter` in the pipeline bounds what all queues hold together in bytes
+    /// (`crate::memory`).
     pub queue_size: usize,
     /// What to do when the queue is full.
     pub when_full: WhenFull,

@@ -1,9 +1,14 @@
 //! The `aggregate` processor: stream aggregation. Points of the chosen metrics are rolled up
-//! by a subset of their labels (`group_by`) or without some (`without`), within each
-//! resource, and the aggregates are emitted every `interval` (as a batch that continues
-//! through the processors after this one); the input points are dropped unless `keep_input`.
-//! Typical use: per-customer request counts rolled up to per-tier series for long-term
-//! storage.
+//! by a subset of their labels (`group_by`) or without some (`without`), and the aggregates
+//! are emitted every `interval` (as a batch that continues through the processors after this
+//! one); the input points are dropped unless `keep_input`. Typical use: per-customer request
+//! counts rolled up to per-tier series for long-term storage.
+//!
+//! - **Across resources.** By default each resource (each API instance) is aggregated on its
+//!   own. With `resource_attributes`, resources that agree on those attributes are rolled up
+//!   together and the aggregates' resource carries only them: `[service.name]` sums every
+//!   instance of a service (inputs stay distinct series, so each instance's resets are read
+//!   on their own).
 //!
 //! - **Counters** (monotonic sums, cumulative or delta): a running total of the inputs'
 //!   increases, read as `increase()` does (see `rollup.rs`), so the output stays monotonic
@@ -25,6 +30,7 @@
 //!   aggregate/tiers:
 //!     interval: 1m
 //!     keep_input: false
+//!     resource_attributes: [service.name, deployment.environment]   # roll instances up
 //!     rules:
 //!       - { metrics: ["vla.customer.requests"], group_by: [tier, model] }
 //!       - { metrics: ["vla.inference.queue.depth"], without: [worker], outputs: [max, avg] }
@@ -70,6 +76,10 @@ pub struct Config {
     /// Whether the input points pass on as well.
     #[serde(default)]
     pub keep_input: bool,
+    /// The resource attributes the aggregates keep; resources that agree on them are rolled
+    /// up together. Unset: every resource on its own, with all its attributes.
+    #[serde(default)]
+    pub resource_attributes: Option<Vec<String>>,
     /// The rules; the first whose `metrics` match a metric applies.
     pub rules: Vec<Rule>,
 }
@@ -244,6 +254,7 @@ pub struct Aggregate {
     rules: Vec<CompiledRule>,
     interval: Duration,
     keep_input: bool,
+    resource_keys: Option<Vec<String>>,
     started: u64,
     counters: HashMap<Key, Last>,
     hists: HashMap<Key, LastHist>,
@@ -292,6 +303,7 @@ impl Aggregate {
                 .collect(),
             interval: config.interval,
             keep_input: config.keep_input,
+            resource_keys: config.resource_attributes.clone(),
             started: unix_nanos(SystemTime::now()),
             counters: HashMap::new(),
             hists: HashMap::new(),
@@ -383,7 +395,9 @@ impl Aggregate {
         g
     }
 
-    /// Aggregates one metric's points; returns whether the metric is kept in the batch.
+    /// Aggregates one metric's points into the groups under `resource` (the aggregates'
+    /// resource), its input series identified under `scope` (the input's own); returns
+    /// whether the metric is kept in the batch.
     fn metric(&mut self, resource: Key, scope: Key, m: &mut Metric, rule: usize, now: u64) -> bool {
         const DELTA: i32 = AggregationTemporality::Delta as i32;
         let mut taken = 0u64;
@@ -701,19 +715,37 @@ impl Processor for Aggregate {
         let now = unix_nanos(batch.meta().received_at);
         let mut rms = batch.resource_metrics_mut();
         for rm in rms.iter_mut() {
-            let resource = self.ident.resource(rm.resource.as_ref());
+            let input = self.ident.resource(rm.resource.as_ref());
+            let output = match &self.resource_keys {
+                None => input,
+                Some(keys) => self
+                    .ident
+                    .resource_where(rm.resource.as_ref(), |kv| keys.contains(&kv.key)),
+            };
             for sm in &mut rm.scope_metrics {
-                let scope = self.ident.scope(resource, sm.scope.as_ref());
+                let scope = self.ident.scope(input, sm.scope.as_ref());
                 let mut used = false;
                 sm.metrics.retain_mut(|m| match self.rule_of(&m.name) {
                     Some(rule) => {
                         used = true;
-                        self.metric(resource, scope, m, rule, now)
+                        self.metric(output, scope, m, rule, now)
                     }
                     None => true,
                 });
-                if used && !self.resources.contains_key(&resource) {
-                    self.resources.insert(resource, rm.resource.clone());
+                if used && !self.resources.contains_key(&output) {
+                    let kept = match &self.resource_keys {
+                        None => rm.resource.clone(),
+                        Some(keys) => rm.resource.as_ref().map(|r| Resource {
+                            attributes: r
+                                .attributes
+                                .iter()
+                                .filter(|kv| keys.contains(&kv.key))
+                                .cloned()
+                                .collect(),
+                            ..Default::default()
+                        }),
+                    };
+                    self.resources.insert(output, kept);
                 }
             }
             rm.scope_metrics.retain(|sm| !sm.metrics.is_empty());
@@ -746,6 +778,7 @@ impl vla_pipeline::registry::Component for Aggregate {
     const EXAMPLE: &'static str = "\
 interval: 1m
 keep_input: false
+resource_attributes: [service.name, deployment.environment]
 rules:
   - { metrics: [\"vla.customer.requests\"], group_by: [tier, model] }
   - { metrics: [\"vla.inference.queue.depth\"], without: [worker], outputs: [max, avg] }

@@ -313,3 +313,90 @@ proptest! {
         }
     }
 }
+
+/// `counters`' metric under a resource with these attributes.
+fn counters_from(resource: &[(&str, &str)], points: &[(&str, &str, u64, f64)]) -> MetricBatch {
+    let mut rms = counters(points).into_resource_metrics();
+    rms[0].resource = fixtures::resource_with(resource, Vec::new()).resource;
+    MetricBatch::new("otlp".into(), rms)
+}
+
+/// (resource attributes, group attributes, value) of every output point.
+fn by_resource(b: &MetricBatch) -> Vec<(String, String, f64)> {
+    let mut out: Vec<(String, String, f64)> = b
+        .resource_metrics()
+        .iter()
+        .flat_map(|rm| {
+            let res: Vec<String> = rm
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .map(|kv| {
+                    format!(
+                        "{}={}",
+                        kv.key,
+                        vla_pipeline::attr_str(std::slice::from_ref(kv), &kv.key).unwrap_or("?")
+                    )
+                })
+                .collect();
+            let one = MetricBatch::new("x".into(), vec![rm.clone()]);
+            numbers(&one)
+                .into_iter()
+                .map(move |(_, attrs, v)| (res.join(","), attrs, v))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    out
+}
+
+#[test]
+fn resource_attributes_roll_instances_up_together_each_input_read_on_its_own() {
+    let yaml = "interval: 1m\nresource_attributes: [service.name]\nrules:\n  - { metrics: [\"vla.customer.requests\"], group_by: [tier] }\n";
+    let mut p = Aggregate::new(&config(yaml)).started_at(T0_NANOS);
+    let a = [("service.name", "vla-api"), ("service.instance.id", "a")];
+    let b = [("service.name", "vla-api"), ("service.instance.id", "b")];
+    let other = [("service.name", "billing"), ("service.instance.id", "a")];
+    p.process(&mut counters_from(&a, &[("c1", "pro", 0, 10.0)]));
+    p.process(&mut counters_from(&b, &[("c1", "pro", 0, 5.0)]));
+    p.process(&mut counters_from(&other, &[("c9", "pro", 0, 1.0)]));
+    let out = p.flush(SystemTime::now()).unwrap();
+    assert_eq!(
+        by_resource(&out),
+        vec![
+            ("service.name=billing".into(), "tier=pro".into(), 1.0),
+            ("service.name=vla-api".into(), "tier=pro".into(), 15.0),
+        ],
+        "one series per service, the instance id gone"
+    );
+    // Instance b restarts (its counter resets to 2) while a grows by 3: the same customer id
+    // on two instances stays two inputs, so the reset is read on b alone.
+    p.process(&mut counters_from(&a, &[("c1", "pro", 0, 13.0)]));
+    p.process(&mut counters_from(&b, &[("c1", "pro", 50, 2.0)]));
+    let out = p.flush(SystemTime::now()).unwrap();
+    assert_eq!(
+        by_resource(&out)[1],
+        ("service.name=vla-api".into(), "tier=pro".into(), 20.0)
+    );
+
+    // Without the setting, each instance is its own resource.
+    let mut per = Aggregate::new(&tiers()).started_at(T0_NANOS);
+    per.process(&mut counters_from(&a, &[("c1", "pro", 0, 10.0)]));
+    per.process(&mut counters_from(&b, &[("c1", "pro", 0, 5.0)]));
+    let out = per.flush(SystemTime::now()).unwrap();
+    assert_eq!(
+        by_resource(&out),
+        vec![
+            (
+                "service.name=vla-api,service.instance.id=a".into(),
+                "tier=pro".into(),
+                10.0
+            ),
+            (
+                "service.name=vla-api,service.instance.id=b".into(),
+                "tier=pro".into(),
+                5.0
+            ),
+        ]
+    );
+}

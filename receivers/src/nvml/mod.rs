@@ -225,7 +225,7 @@ impl NvmlReceiver {
             };
             match sent {
                 // Refused points are counted by the sender; the next poll sends fresh values.
-                Ok(()) | Err(SendError::Full) => {}
+                Ok(()) | Err(SendError::Full | SendError::MemoryLimit) => {}
                 Err(SendError::Closed) => {
                     debug!(receiver = %self.id, "pipelines closed; nvml receiver stops");
                     break;

@@ -57,6 +57,7 @@ impl RequestError {
             RequestError::TooLarge { .. } => "too_large",
             RequestError::Refused(SendError::Full) => "pipeline_full",
             RequestError::Refused(SendError::Closed) => "shutting_down",
+            RequestError::Refused(SendError::MemoryLimit) => "memory_limit",
         }
     }
 
@@ -183,6 +184,13 @@ mod tests {
                 503,
                 tonic::Code::Unavailable,
                 "shutting_down",
+                false,
+            ),
+            (
+                SendError::MemoryLimit.into(),
+                503,
+                tonic::Code::Unavailable,
+                "memory_limit",
                 false,
             ),
         ];

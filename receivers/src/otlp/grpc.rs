@@ -68,6 +68,11 @@ where
                 Ok(response)
             });
         }
+        // Over a memory limit: refuse before the body is read or decoded.
+        if let Some(refused) = self.intake.refusing() {
+            let status = tonic::Status::from(refused);
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
         let export = Export {
             intake: self.intake.clone(),
         };

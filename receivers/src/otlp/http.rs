@@ -155,6 +155,10 @@ async fn handle(
 ) -> Result<BodyFormat, RequestError> {
     let format = format.ok_or(RequestError::UnsupportedContentType)?;
     let encoding = Encoding::from_header(headers.get(header::CONTENT_ENCODING))?;
+    // Over a memory limit: refuse before the body is read or decoded.
+    if let Some(refused) = state.intake.refusing() {
+        return Err(refused);
+    }
     let limit = state.max_body;
     let too_large = RequestError::TooLarge {
         limit,

@@ -130,6 +130,7 @@ struct Endpoint<C> {
     listener: TcpListener,
     addr: SocketAddr,
     invalid: Counter,
+    refused_early: Counter,
 }
 
 impl OtlpReceiver {
@@ -167,15 +168,16 @@ impl OtlpReceiver {
         // One protocol failing stops the other too, so `run` returns instead of limping on.
         let stop = ctx.shutdown.child_token();
         let limiter = Arc::new(LogLimiter::default());
-        let intake = |invalid: Counter, transport: &'static str| Intake {
+        let intake = |invalid: Counter, refused_early: Counter, transport: &'static str| Intake {
             id: self.id.clone(),
             transport,
             output: ctx.output.clone(),
             invalid,
+            refused_early,
             limiter: limiter.clone(),
         };
         let grpc = self.grpc.map(|e| {
-            let intake = intake(e.invalid.clone(), "grpc");
+            let intake = intake(e.invalid.clone(), e.refused_early.clone(), "grpc");
             let stop = stop.clone();
             async move {
                 let listener = to_tokio(e.listener)?;
@@ -185,7 +187,7 @@ impl OtlpReceiver {
             }
         });
         let http = self.http.map(|e| {
-            let intake = intake(e.invalid.clone(), "http");
+            let intake = intake(e.invalid.clone(), e.refused_early.clone(), "http");
             let stop = stop.clone();
             async move {
                 let listener = to_tokio(e.listener)?;
@@ -265,11 +267,22 @@ fn endpoint<C>(
         "Requests a receiver rejected as invalid (malformed, unsupported or too large).",
         &[("receiver", id), ("transport", protocol)],
     );
+    let refused_early = telemetry.counter(
+        "vla_collector_receiver_refused_requests_total",
+        "Requests a receiver refused before reading them (a memory_limiter was full), by \
+         reason; their points are not known.",
+        &[
+            ("receiver", id),
+            ("transport", protocol),
+            ("reason", "memory_limit"),
+        ],
+    );
     Ok(Some(Endpoint {
         config,
         listener,
         addr,
         invalid,
+        refused_early,
     }))
 }
 
@@ -280,6 +293,7 @@ pub(crate) struct Intake {
     transport: &'static str,
     output: PipelineSender,
     invalid: Counter,
+    refused_early: Counter,
     limiter: Arc<LogLimiter>,
 }
 
@@ -298,6 +312,15 @@ impl Intake {
             self.note(&e);
             e
         })
+    }
+
+    /// Whether a memory limiter refuses everything now; the refusal is counted (per request:
+    /// its points are not known before decoding) and logged.
+    pub(crate) fn refusing(&self) -> Option<RequestError> {
+        let e = RequestError::from(self.output.refusing()?);
+        self.refused_early.inc();
+        self.note(&e);
+        Some(e)
     }
 
     /// Counts and logs a rejected request that [`Intake::export`] has not seen yet.

@@ -53,9 +53,21 @@ pub fn bind() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").unwrap()
 }
 
+#[allow(dead_code)] // not used by every test binary
 pub fn start(config: Config, capacity: usize, max_wait: Duration) -> Harness {
+    start_with(config, capacity, max_wait, SelfMetrics::new(), None)
+}
+
+/// A receiver whose pipeline admits through `limiter` (registered in `telemetry`).
+#[allow(dead_code)] // not used by every test binary
+pub fn start_with(
+    config: Config,
+    capacity: usize,
+    max_wait: Duration,
+    telemetry: SelfMetrics,
+    limiter: Option<std::sync::Arc<vla_pipeline::memory::MemoryLimiter>>,
+) -> Harness {
     let id: ComponentId = "otlp".into();
-    let telemetry = SelfMetrics::new();
     let receiver =
         OtlpReceiver::new(id.clone(), &config, Some(bind()), Some(bind()), &telemetry).unwrap();
     let grpc = receiver.grpc_addr().unwrap();
@@ -64,7 +76,8 @@ pub fn start(config: Config, capacity: usize, max_wait: Duration) -> Harness {
     let (tx, rx) = mpsc::channel(capacity);
     let shutdown = CancellationToken::new();
     let ctx = ReceiverContext {
-        output: PipelineSender::new(&id, vec![tx], max_wait, &telemetry),
+        output: PipelineSender::new(&id, vec![tx], max_wait, &telemetry)
+            .with_memory_limiters(vec![limiter]),
         shutdown: shutdown.clone(),
     };
     let task = tokio::spawn(Box::new(receiver).run(ctx));
@@ -78,6 +91,7 @@ pub fn start(config: Config, capacity: usize, max_wait: Duration) -> Harness {
     }
 }
 
+#[allow(dead_code)] // not used by every test binary
 pub fn start_default() -> Harness {
     start(both(16), 16, Duration::from_millis(50))
 }

@@ -10,7 +10,13 @@
 //! over 40% gauges, 40% monotonic cumulative sums and 20% 12-bucket histograms, the same series
 //! every time with advancing timestamps, as an SDK's periodic export looks. The sink answers
 //! 204 to every remote-write request and counts samples. With `--collector-pid` the collector's
-//! CPU time is read from /proc, giving data points per collector CPU-second.
+//! CPU time is read from /proc, giving data points per collector CPU-second, and its resident
+//! memory is sampled every 50 ms (the peak and the end are reported).
+//!
+//! Overload: `--sink-delay 200ms` makes the sink a slow backend (each request is answered
+//! after the delay), so the collector can deliver only so much; with enough `--concurrency`
+//! the clients offer many times that. `points_offered / points_accepted` is the overload
+//! factor, and the refusals are reported by gRPC code.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -34,6 +40,7 @@ struct Args {
     points: usize,
     concurrency: usize,
     pid: Option<u32>,
+    sink_delay: Duration,
 }
 
 fn parse_args() -> Args {
@@ -44,6 +51,7 @@ fn parse_args() -> Args {
         points: 1000,
         concurrency: 4,
         pid: None,
+        sink_delay: Duration::ZERO,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -62,9 +70,13 @@ fn parse_args() -> Args {
             "--points-per-request" => a.points = val().parse().expect("number"),
             "--concurrency" => a.concurrency = val().parse().expect("number"),
             "--collector-pid" => a.pid = Some(val().parse().expect("pid")),
+            "--sink-delay" => {
+                let v = val();
+                a.sink_delay = parse_ms(&v).expect("--sink-delay like 200ms");
+            }
             "-h" | "--help" => {
                 println!(
-                    "vla-loadgen [--grpc ADDR] [--sink ADDR] [--duration 10s] [--points-per-request 1000] [--concurrency 4] [--collector-pid PID]"
+                    "vla-loadgen [--grpc ADDR] [--sink ADDR] [--sink-delay 0ms] [--duration 10s] [--points-per-request 1000] [--concurrency 4] [--collector-pid PID]"
                 );
                 std::process::exit(0);
             }
@@ -72,6 +84,26 @@ fn parse_args() -> Args {
         }
     }
     a
+}
+
+/// `200ms` or `2s`.
+fn parse_ms(v: &str) -> Option<Duration> {
+    if let Some(ms) = v.strip_suffix("ms") {
+        return ms.parse().ok().map(Duration::from_millis);
+    }
+    v.strip_suffix('s')?
+        .parse()
+        .ok()
+        .map(Duration::from_secs_f64)
+}
+
+/// A field of /proc/PID/status in kB (`VmRSS`, `VmHWM`).
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn kv(k: &str, v: String) -> KeyValue {
@@ -227,7 +259,12 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-async fn run_sink(addr: String, samples: Arc<AtomicU64>, requests: Arc<AtomicU64>) {
+async fn run_sink(
+    addr: String,
+    samples: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+    delay: Duration,
+) {
     use axum::body::Bytes;
     use prost::Message;
     let app = axum::Router::new().route(
@@ -235,6 +272,9 @@ async fn run_sink(addr: String, samples: Arc<AtomicU64>, requests: Arc<AtomicU64
         axum::routing::post(move |body: Bytes| {
             let (samples, requests) = (samples.clone(), requests.clone());
             async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 let raw = snap::raw::Decoder::new().decompress_vec(&body);
                 let Ok(raw) = raw else {
                     return axum::http::StatusCode::BAD_REQUEST;
@@ -263,16 +303,41 @@ async fn main() {
     let samples = Arc::new(AtomicU64::new(0));
     let sink_requests = Arc::new(AtomicU64::new(0));
     if let Some(addr) = args.sink.clone() {
-        tokio::spawn(run_sink(addr, samples.clone(), sink_requests.clone()));
+        tokio::spawn(run_sink(
+            addr,
+            samples.clone(),
+            sink_requests.clone(),
+            args.sink_delay,
+        ));
     }
     let sent_points = Arc::new(AtomicU64::new(0));
+    let offered = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
+    let refused_by_code: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>> =
+        Arc::default();
     let cpu0 = args.pid.and_then(cpu_seconds);
     let start = Instant::now();
+    let peak_rss_kb = Arc::new(AtomicU64::new(0));
+    if let Some(pid) = args.pid {
+        let peak = peak_rss_kb.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(kb) = status_kb(pid, "VmRSS") {
+                    peak.fetch_max(kb, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+    }
     let mut workers = Vec::new();
     for w in 0..args.concurrency {
         let (grpc, points, dur) = (args.grpc.clone(), args.points, args.duration);
-        let (sent_points, refused) = (sent_points.clone(), refused.clone());
+        let (sent_points, refused, offered, by_code) = (
+            sent_points.clone(),
+            refused.clone(),
+            offered.clone(),
+            refused_by_code.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut client = MetricsServiceClient::connect(format!("http://{grpc}"))
                 .await
@@ -281,12 +346,18 @@ async fn main() {
             let mut req = build_request(points, w);
             while start.elapsed() < dur {
                 stamp(&mut req);
+                offered.fetch_add(points as u64, Ordering::Relaxed);
                 match client.export(req.clone()).await {
                     Ok(_) => {
                         sent_points.fetch_add(points as u64, Ordering::Relaxed);
                     }
-                    Err(_) => {
+                    Err(status) => {
                         refused.fetch_add(1, Ordering::Relaxed);
+                        *by_code
+                            .lock()
+                            .expect("not poisoned")
+                            .entry(format!("{:?}", status.code()))
+                            .or_default() += 1;
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 }
@@ -313,9 +384,20 @@ async fn main() {
         _ => None,
     };
     let points = sent_points.load(Ordering::Relaxed);
+    let offered = offered.load(Ordering::Relaxed);
     println!("duration_s            {wall:.2}");
+    println!("points_offered        {offered}");
     println!("points_accepted       {points}");
+    if points > 0 {
+        println!(
+            "overload_factor       {:.1}",
+            offered as f64 / points as f64
+        );
+    }
     println!("requests_refused      {}", refused.load(Ordering::Relaxed));
+    for (code, n) in refused_by_code.lock().expect("not poisoned").iter() {
+        println!("refused_{code:<14} {n}");
+    }
     println!("points_per_s          {:.0}", points as f64 / wall);
     if args.sink.is_some() {
         let s = samples.load(Ordering::Relaxed);
@@ -326,6 +408,15 @@ async fn main() {
         );
         if points > 0 {
             println!("samples_per_point     {:.2}", s as f64 / points as f64);
+        }
+    }
+    if let Some(pid) = args.pid {
+        println!(
+            "collector_peak_rss_mb {:.1}",
+            peak_rss_kb.load(Ordering::Relaxed) as f64 / 1024.0
+        );
+        if let Some(kb) = status_kb(pid, "VmRSS") {
+            println!("collector_end_rss_mb  {:.1}", kb as f64 / 1024.0);
         }
     }
     if let Some(cpu) = cpu {
