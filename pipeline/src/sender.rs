@@ -20,6 +20,16 @@ use crate::memory::{LimitMode, MemoryLimiter, Reservation};
 use crate::self_metrics::{Counter, Gauge, SelfMetrics};
 use crate::{ComponentId, MetricBatch};
 
+/// What a target's memory limiter made of a batch.
+enum Admission {
+    /// The target has no limiter (or its reservation has moved into the batch).
+    Unlimited,
+    /// Its bytes are reserved; the reservation travels with the target's copy.
+    Held(Reservation),
+    /// A drop-mode limiter dropped it for this target (counted).
+    Dropped,
+}
+
 /// Why a batch was refused; every reason is retryable for the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -160,26 +170,22 @@ impl PipelineSender {
             .then_some(SendError::MemoryLimit)
     }
 
-    /// Reserves the batch's bytes on each target's limiter: `Ok` holds one slot per target,
-    /// `None` where it has no limiter or its drop-mode limiter dropped the batch (`dropped`
-    /// says which). A refuse-mode limiter that says no refuses the batch whole (what was
-    /// reserved is given back as the reservations drop).
-    fn reserve(
-        &self,
-        batch: &MetricBatch,
-        points: u64,
-    ) -> Result<(Vec<Option<Reservation>>, Vec<bool>), SendError> {
-        let n = self.targets.len();
-        let mut reserved: Vec<Option<Reservation>> = (0..n).map(|_| None).collect();
-        let mut dropped = vec![false; n];
+    /// Reserves the batch's bytes on each target's limiter, one [`Admission`] per target. A
+    /// refuse-mode limiter that says no refuses the batch whole (what was reserved is given
+    /// back as the reservations drop).
+    fn reserve(&self, batch: &MetricBatch, points: u64) -> Result<Vec<Admission>, SendError> {
         if self.limiters.iter().all(Option::is_none) {
-            return Ok((reserved, dropped));
+            return Ok(Vec::new());
         }
         let bytes = batch.memory_bytes();
-        for (i, limiter) in self.limiters.iter().enumerate() {
-            let Some(limiter) = limiter else { continue };
+        let mut admissions = Vec::with_capacity(self.limiters.len());
+        for limiter in self.limiters.iter() {
+            let Some(limiter) = limiter else {
+                admissions.push(Admission::Unlimited);
+                continue;
+            };
             match limiter.try_reserve(bytes) {
-                Some(r) => reserved[i] = Some(r),
+                Some(r) => admissions.push(Admission::Held(r)),
                 None => {
                     limiter.count_not_admitted(points);
                     match limiter.limits().mode {
@@ -187,21 +193,26 @@ impl PipelineSender {
                             self.refused_memory.add(points);
                             return Err(SendError::MemoryLimit);
                         }
-                        LimitMode::Drop => dropped[i] = true,
+                        LimitMode::Drop => admissions.push(Admission::Dropped),
                     }
                 }
             }
         }
-        Ok((reserved, dropped))
+        Ok(admissions)
     }
 
     /// Hands `batch` to every pipeline, or refuses it whole.
     pub async fn send(&self, batch: MetricBatch) -> Result<(), SendError> {
         let points = batch.data_points() as u64;
         // Memory first: a refusal then holds no channel slot.
-        let (mut reserved, dropped) = self.reserve(&batch, points)?;
+        let mut admissions = self.reserve(&batch, points)?;
+        // No limiter: every target, none held.
+        admissions.resize_with(self.targets.len(), || Admission::Unlimited);
         let mut permits = Vec::with_capacity(self.targets.len());
-        for (target, _) in self.targets.iter().zip(&dropped).filter(|(_, d)| !**d) {
+        for (target, admission) in self.targets.iter().zip(&mut admissions) {
+            if matches!(admission, Admission::Dropped) {
+                continue;
+            }
             let permit = match target.try_reserve() {
                 Ok(p) => Ok(p),
                 Err(mpsc::error::TrySendError::Closed(())) => Err(SendError::Closed),
@@ -215,7 +226,7 @@ impl PipelineSender {
                 }
             };
             match permit {
-                Ok(p) => permits.push(p),
+                Ok(p) => permits.push((p, std::mem::replace(admission, Admission::Unlimited))),
                 Err(e) => {
                     match e {
                         SendError::Full => self.refused_full.add(points),
@@ -228,19 +239,14 @@ impl PipelineSender {
         }
         let mut batch = Some(batch);
         let n = permits.len();
-        let slots = reserved
-            .iter_mut()
-            .zip(&dropped)
-            .filter(|(_, d)| !**d)
-            .map(|(r, _)| r.take());
-        for (i, (permit, reservation)) in permits.into_iter().zip(slots).enumerate() {
+        for (i, (permit, admission)) in permits.into_iter().enumerate() {
             let b = if i + 1 == n {
                 batch.take()
             } else {
                 batch.clone()
             };
             if let Some(mut b) = b {
-                if let Some(r) = reservation {
+                if let Admission::Held(r) = admission {
                     b.hold(r);
                 }
                 permit.send(b);
