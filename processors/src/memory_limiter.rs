@@ -36,17 +36,6 @@ pub const TYPE: &str = "memory_limiter";
 #[derive(Debug)]
 pub struct MemoryLimiter;
 
-/// `mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Refuse with a retryable status.
-    #[default]
-    Refuse,
-    /// Accept and drop, counted.
-    Drop,
-}
-
 /// The `memory_limiter` processor's settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,7 +55,7 @@ pub struct Config {
     pub spike_limit_mib: Option<u64>,
     /// What to do with data that does not fit.
     #[serde(default)]
-    pub mode: Mode,
+    pub mode: LimitMode,
     /// The OpenTelemetry Collector's sampling interval: refused with an explanation (the
     /// accounting here is exact at admission, there is nothing to sample).
     #[serde(default)]
@@ -101,10 +90,7 @@ impl Config {
         Some(Limits {
             limit_bytes: limit,
             spike_limit_bytes: spike,
-            mode: match self.mode {
-                Mode::Refuse => LimitMode::Refuse,
-                Mode::Drop => LimitMode::Drop,
-            },
+            mode: self.mode,
         })
     }
 

@@ -32,8 +32,9 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use crate::ComponentId;
 use crate::self_metrics::{Counter, SelfMetrics};
 
-/// What a limiter does with a batch it cannot admit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What a limiter does with a batch it cannot admit (the config's `mode: refuse | drop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LimitMode {
     /// Refuse it: the receiver answers its client with a retryable status (gRPC
     /// `UNAVAILABLE`, HTTP 503 with `Retry-After`), so the client keeps the data and retries.
