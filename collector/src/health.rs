@@ -28,6 +28,7 @@ use axum::routing::get;
 use parking_lot::Mutex;
 use serde::Serialize;
 use vla_pipeline::SelfMetrics;
+use vla_pipeline::driver::WalHealth;
 use vla_pipeline::lookup::{SourceReport, SourceStatus};
 
 /// The state of one component task.
@@ -54,6 +55,10 @@ pub struct ComponentStatus {
     /// Its lookup source's health, for components that have one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceReport>,
+    /// Why its write-ahead log cannot be written, while it cannot (the collector is then
+    /// not ready).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal_error: Option<String>,
 }
 
 /// The body of `/ready`.
@@ -70,6 +75,7 @@ pub struct Readiness {
 pub struct Health {
     components: Mutex<Vec<ComponentStatus>>,
     sources: Mutex<Vec<(&'static str, String, SourceStatus)>>,
+    wals: Mutex<Vec<(String, WalHealth)>>,
     shutting_down: AtomicBool,
 }
 
@@ -84,6 +90,7 @@ impl Health {
                 id: id.to_owned(),
                 state,
                 source: None,
+                wal_error: None,
             }),
         }
     }
@@ -91,6 +98,12 @@ impl Health {
     /// Shows `status` in the `/ready` entry of the component `kind`/`id`.
     pub fn attach_source(&self, kind: &'static str, id: &str, status: SourceStatus) {
         self.sources.lock().push((kind, id.to_owned(), status));
+    }
+
+    /// Makes `/ready` report exporter `id` not ready while its write-ahead log cannot be
+    /// written.
+    pub fn attach_wal(&self, id: &str, wal: WalHealth) {
+        self.wals.lock().push((id.to_owned(), wal));
     }
 
     /// Marks the collector as shutting down (`/ready` answers 503 from now on).
@@ -109,9 +122,21 @@ impl Health {
                 c.source = Some(status.report());
             }
         }
+        let mut wal_failing = false;
+        for (id, wal) in self.wals.lock().iter() {
+            if let Some(error) = wal.error()
+                && let Some(c) = components
+                    .iter_mut()
+                    .find(|c| c.kind == "exporter" && c.id == *id)
+            {
+                c.wal_error = Some(error);
+                wal_failing = true;
+            }
+        }
         let status = if self.shutting_down.load(Ordering::Relaxed) {
             "shutting_down"
-        } else if !components.is_empty()
+        } else if !wal_failing
+            && !components.is_empty()
             && components
                 .iter()
                 .all(|c| c.state == ComponentState::Running)
@@ -292,6 +317,28 @@ mod tests {
         state
             .health
             .set("receiver", "otlp", ComponentState::Running);
+        // A write-ahead log that cannot be written makes the collector not ready, with why.
+        let wal = vla_pipeline::driver::WalHealth::default();
+        state
+            .health
+            .set("exporter", "prometheusremotewrite", ComponentState::Running);
+        state
+            .health
+            .attach_wal("prometheusremotewrite", wal.clone());
+        assert_eq!(get(app.clone(), "/ready").await.0, StatusCode::OK);
+        wal.report(Some(
+            "write-ahead log /wal: appending a record: No space left on device".into(),
+        ));
+        let (code, body) = get(app.clone(), "/ready").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.contains(
+                r#""wal_error":"write-ahead log /wal: appending a record: No space left on device""#
+            ),
+            "{body}"
+        );
+        wal.report(None);
+        assert_eq!(get(app.clone(), "/ready").await.0, StatusCode::OK);
         state.health.begin_shutdown();
         let (code, body) = get(app.clone(), "/ready").await;
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);

@@ -127,3 +127,23 @@ fn the_readme_config_example_is_valid() {
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     assert_eq!(c.pipelines[0].exporters.len(), 2);
 }
+
+/// The production remote-write config keeps its backlog in a write-ahead log on disk.
+#[test]
+fn the_remote_write_config_turns_the_write_ahead_log_on() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/collector-remote-write.yaml");
+    let source = Source::file(&path).unwrap();
+    let c = validate(&source, &|n| {
+        (n == "VLA_WAL_DIR").then(|| "/data/wal".to_owned())
+    })
+    .unwrap();
+    let driver = c.exporters["prometheusremotewrite"].driver_config();
+    let wal = driver.wal.as_ref().expect("wal on");
+    assert_eq!(
+        wal.directory,
+        Path::new("/data/wal/prometheusremotewrite"),
+        "one directory per exporter under VLA_WAL_DIR"
+    );
+    assert_eq!(wal.max_bytes, 1 << 30);
+    assert!(driver.sample_age_limit.is_some());
+}

@@ -12,6 +12,7 @@ use opentelemetry_proto::tonic::metrics::v1::{Metric, ResourceMetrics, metric};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::ComponentId;
+use crate::ack::{Ack, Acks};
 use crate::memory::{MemoryLimiter, Reservation};
 
 /// Where a batch came from and what it holds.
@@ -32,6 +33,9 @@ pub struct MetricBatch {
     /// The bytes memory limiters hold for it (one per limiter), given back when it is
     /// dropped.
     reservations: Vec<Reservation>,
+    /// The acknowledgements of the requests whose data it carries, when a durable exporter
+    /// must persist it before the clients are answered ([`crate::ack`]).
+    acks: Acks,
 }
 
 /// The OTLP shape of a metric, as far as processors and exporters need to know it.
@@ -76,6 +80,7 @@ impl MetricBatch {
                 received_at: SystemTime::now(),
             },
             reservations: Vec::new(),
+            acks: Acks::none(),
         }
     }
 
@@ -124,6 +129,17 @@ impl MetricBatch {
         for r in other.reservations {
             self.hold(r);
         }
+        self.acks.extend(other.acks);
+    }
+
+    /// Makes the batch carry `ack` until it is persisted (or dropped).
+    pub fn carry_ack(&mut self, ack: Ack) {
+        self.acks.push(ack);
+    }
+
+    /// Takes the acknowledgements out (the pipeline hands them to durable exporters only).
+    pub fn take_acks(&mut self) -> Acks {
+        std::mem::take(&mut self.acks)
     }
 
     /// Makes the batch hold `reservation` until it is dropped (merged with one it already

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::de::{self, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer};
 
+use crate::driver::wal::{WalConfig, WalSync, WalWhenFull};
 use crate::driver::{DriverConfig, RetryPolicy, WhenFull};
 
 /// One thing wrong with a config, at a YAML path such as `exporters.debug.verbosity`.
@@ -345,6 +346,136 @@ pub fn driver_config(
             randomization_factor: retry.randomization_factor,
             max_elapsed_time: retry.max_elapsed_time,
         },
+        sample_age_limit: None,
+        wal: None,
+    })
+}
+
+/// `wal.sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WalSyncConfig {
+    /// fsync every batch before the clients are answered.
+    Always,
+    /// fsync every `sync_interval`.
+    #[default]
+    Interval,
+    /// Leave it to the operating system.
+    Never,
+}
+
+/// `wal.when_full`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WalWhenFullConfig {
+    /// Wait for room (receivers answer retryable codes meanwhile).
+    #[default]
+    Block,
+    /// Drop the oldest unsent records, counted.
+    DropOldest,
+}
+
+/// The `wal` section of an exporter: its durable write-ahead queue.
+///
+/// ```yaml
+/// wal:
+///   directory: /var/lib/vla-collector/wal/prom
+///   max_bytes: 1GiB
+///   sync: interval        # always | interval | never
+///   sync_interval: 1s
+///   when_full: block      # block | drop_oldest
+///   max_in_memory: 16MiB  # read-ahead of the senders; the backlog stays on disk
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalSection {
+    /// Where the log lives (required; one directory per exporter).
+    pub directory: String,
+    /// Disk cap (default 1GiB).
+    #[serde(default = "default_wal_max_bytes", deserialize_with = "bytes")]
+    pub max_bytes: u64,
+    /// When appends reach the disk (default `interval`).
+    #[serde(default)]
+    pub sync: WalSyncConfig,
+    /// The `interval` mode's period (default 1s).
+    #[serde(default = "default_sync_interval", deserialize_with = "duration")]
+    pub sync_interval: Duration,
+    /// What to do when the log holds `max_bytes` (default `block`).
+    #[serde(default)]
+    pub when_full: WalWhenFullConfig,
+    /// Most bytes of records read back into memory for sending (default the smaller of
+    /// 16MiB and a quarter of `max_bytes`).
+    #[serde(default, deserialize_with = "optional_bytes")]
+    pub max_in_memory: Option<u64>,
+}
+
+fn default_wal_max_bytes() -> u64 {
+    1 << 30
+}
+
+fn default_sync_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn optional_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    bytes(d).map(Some)
+}
+
+/// Smallest `max_bytes` accepted.
+pub const WAL_MIN_BYTES: u64 = 1 << 20;
+
+/// Builds the log's settings from an exporter's `wal` section, checking them; problems are
+/// reported under `path` (the exporter's own path).
+pub fn wal_config(path: &str, wal: &WalSection) -> Result<WalConfig, Vec<ConfigProblem>> {
+    let mut problems = Vec::new();
+    if wal.directory.trim().is_empty() {
+        problems.push(ConfigProblem::new(
+            format!("{path}.wal.directory"),
+            "is required: the directory of this exporter's write-ahead log, e.g. /var/lib/vla-collector/wal/prom",
+        ));
+    }
+    if wal.max_bytes < WAL_MIN_BYTES {
+        problems.push(ConfigProblem::new(
+            format!("{path}.wal.max_bytes"),
+            format!("must be at least 1MiB, got {} bytes", wal.max_bytes),
+        ));
+    }
+    if wal.sync == WalSyncConfig::Interval && wal.sync_interval.is_zero() {
+        problems.push(ConfigProblem::new(
+            format!("{path}.wal.sync_interval"),
+            "must be greater than 0 (or use sync: always)",
+        ));
+    }
+    let in_memory = wal
+        .max_in_memory
+        .unwrap_or_else(|| (16 << 20).min(wal.max_bytes / 4));
+    if let Some(m) = wal.max_in_memory
+        && (m < 64 << 10 || m > wal.max_bytes / 2)
+    {
+        problems.push(ConfigProblem::new(
+            format!("{path}.wal.max_in_memory"),
+            format!(
+                "must be between 64KiB and half of max_bytes ({} bytes), got {m} bytes: the backlog is meant to stay on disk",
+                wal.max_bytes / 2
+            ),
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(WalConfig {
+        directory: wal.directory.clone().into(),
+        max_bytes: wal.max_bytes,
+        sync: match wal.sync {
+            WalSyncConfig::Always => WalSync::Always,
+            WalSyncConfig::Interval => WalSync::Interval(wal.sync_interval),
+            WalSyncConfig::Never => WalSync::Never,
+        },
+        when_full: match wal.when_full {
+            WalWhenFullConfig::Block => WalWhenFull::Block,
+            WalWhenFullConfig::DropOldest => WalWhenFull::DropOldest,
+        },
+        max_in_memory_bytes: in_memory.max(1),
     })
 }
 

@@ -15,6 +15,7 @@
 //!   lookup source as `/ready` shows it;
 //! - test fixtures behind the `test-util` feature.
 
+pub mod ack;
 mod batch;
 mod component;
 pub mod config;

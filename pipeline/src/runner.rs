@@ -288,11 +288,17 @@ impl Drop for Pipeline {
     }
 }
 
-/// Shares one batch with every exporter.
-async fn fan_out(exporters: &[ExporterHandle], batch: MetricBatch) {
+/// Shares one batch with every exporter; the ones with a write-ahead log also get its
+/// acknowledgements (the clients are answered once every such log has it).
+async fn fan_out(exporters: &[ExporterHandle], mut batch: MetricBatch) {
+    let acks = batch.take_acks();
     let batch = Arc::new(batch);
     for e in exporters {
-        e.enqueue(batch.clone()).await;
+        if e.is_durable() && !acks.is_empty() {
+            e.enqueue_with(batch.clone(), acks.clone()).await;
+        } else {
+            e.enqueue(batch.clone()).await;
+        }
     }
 }
 

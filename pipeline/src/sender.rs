@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::ack::Ack;
 use crate::memory::{LimitMode, MemoryLimiter, Reservation};
 use crate::self_metrics::{Counter, Gauge, SelfMetrics};
 use crate::{ComponentId, MetricBatch};
@@ -42,13 +43,18 @@ pub enum SendError {
     /// A `memory_limiter` holds as many bytes in flight as it admits.
     #[error("collector is at its memory limit, retry later")]
     MemoryLimit,
+    /// A durable exporter could not write the batch to its write-ahead log.
+    #[error("the write-ahead log could not store the data, retry later")]
+    NotPersisted,
 }
 
 impl SendError {
     /// How long the client should wait before retrying.
     pub fn retry_after(self) -> Duration {
         match self {
-            SendError::Full | SendError::MemoryLimit => Duration::from_secs(1),
+            SendError::Full | SendError::MemoryLimit | SendError::NotPersisted => {
+                Duration::from_secs(1)
+            }
             SendError::Closed => Duration::from_secs(5),
         }
     }
@@ -60,11 +66,15 @@ pub struct PipelineSender {
     targets: Arc<[mpsc::Sender<MetricBatch>]>,
     /// The memory limiter of each target, in the same order.
     limiters: Arc<[Option<Arc<MemoryLimiter>>]>,
+    /// Whether each target fans out to an exporter with a write-ahead log: then the client
+    /// is answered only once the batch is in the log ([`crate::ack`]).
+    durable: Arc<[bool]>,
     max_wait: Duration,
     accepted: Counter,
     refused_full: Counter,
     refused_closed: Counter,
     refused_memory: Counter,
+    refused_persist: Counter,
     waiting: Gauge,
 }
 
@@ -114,6 +124,7 @@ impl PipelineSender {
         };
         Self {
             limiters: targets.iter().map(|_| None).collect(),
+            durable: targets.iter().map(|_| false).collect(),
             targets: targets.into(),
             max_wait,
             accepted: reg(
@@ -136,6 +147,11 @@ impl PipelineSender {
                 "Data points refused by a receiver with a retryable status, by reason.",
                 Some("memory_limit"),
             ),
+            refused_persist: reg(
+                "vla_collector_receiver_refused_data_points_total",
+                "Data points refused by a receiver with a retryable status, by reason.",
+                Some("not_persisted"),
+            ),
             waiting: {
                 let l = labels(None);
                 let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -157,6 +173,14 @@ impl PipelineSender {
             "one limiter slot per target"
         );
         self.limiters = limiters.into();
+        self
+    }
+
+    /// The same sender, answering only once the batch is in the write-ahead log of every
+    /// durable exporter, for the targets marked `true` (in the order of the targets).
+    pub fn with_durable(mut self, durable: Vec<bool>) -> Self {
+        assert_eq!(durable.len(), self.targets.len(), "one flag per target");
+        self.durable = durable.into();
         self
     }
 
@@ -209,7 +233,7 @@ impl PipelineSender {
         // No limiter: every target, none held.
         admissions.resize_with(self.targets.len(), || Admission::Unlimited);
         let mut permits = Vec::with_capacity(self.targets.len());
-        for (target, admission) in self.targets.iter().zip(&mut admissions) {
+        for (t, (target, admission)) in self.targets.iter().zip(&mut admissions).enumerate() {
             if matches!(admission, Admission::Dropped) {
                 continue;
             }
@@ -226,12 +250,17 @@ impl PipelineSender {
                 }
             };
             match permit {
-                Ok(p) => permits.push((p, std::mem::replace(admission, Admission::Unlimited))),
+                Ok(p) => permits.push((
+                    p,
+                    std::mem::replace(admission, Admission::Unlimited),
+                    self.durable.get(t).copied().unwrap_or(false),
+                )),
                 Err(e) => {
                     match e {
                         SendError::Full => self.refused_full.add(points),
                         SendError::Closed => self.refused_closed.add(points),
                         SendError::MemoryLimit => self.refused_memory.add(points),
+                        SendError::NotPersisted => self.refused_persist.add(points),
                     }
                     return Err(e);
                 }
@@ -239,7 +268,13 @@ impl PipelineSender {
         }
         let mut batch = Some(batch);
         let n = permits.len();
-        for (i, (permit, admission)) in permits.into_iter().enumerate() {
+        let (ack, waiter) = if permits.iter().any(|p| p.2) {
+            let (a, w) = Ack::new();
+            (Some(a), Some(w))
+        } else {
+            (None, None)
+        };
+        for (i, (permit, admission, durable)) in permits.into_iter().enumerate() {
             let b = if i + 1 == n {
                 batch.take()
             } else {
@@ -249,8 +284,18 @@ impl PipelineSender {
                 if let Admission::Held(r) = admission {
                     b.hold(r);
                 }
+                if let (true, Some(a)) = (durable, &ack) {
+                    b.carry_ack(a.clone());
+                }
                 permit.send(b);
             }
+        }
+        drop(ack);
+        if let Some(w) = waiter
+            && !w.wait().await
+        {
+            self.refused_persist.add(points);
+            return Err(SendError::NotPersisted);
         }
         self.accepted.add(points);
         Ok(())

@@ -171,6 +171,15 @@ impl ProcessGuard {
         Ok(process)
     }
 
+    /// A guard with no process (yet).
+    fn stopped(what: &'static str, log: PathBuf) -> Self {
+        Self {
+            what,
+            child: None,
+            log,
+        }
+    }
+
     /// The process's output so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -274,6 +283,8 @@ pub struct Prometheus {
     pub url: String,
     /// The process.
     pub process: ProcessGuard,
+    /// Its command line, to start it again on the same data ([`Prometheus::restart`]).
+    command: (PathBuf, Vec<String>),
     _dir: tempfile::TempDir,
 }
 
@@ -340,30 +351,61 @@ impl Prometheus {
         }
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config)?;
-        let mut cmd = Command::new(bin);
-        cmd.arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--web.enable-remote-write-receiver")
-            .arg("--log.level=warn")
-            .args(args);
+        let mut argv = vec![
+            format!("--config.file={}", config_path.display()),
+            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--web.enable-remote-write-receiver".to_owned(),
+            "--log.level=warn".to_owned(),
+        ];
+        argv.extend(args.iter().map(|a| (*a).to_owned()));
         let url = format!("http://127.0.0.1:{port}");
-        let process = ProcessGuard::start_ready(
+        let mut me = Self {
+            url,
+            process: ProcessGuard::stopped("prometheus", dir.path().join("prometheus.log")),
+            command: (bin, argv),
+            _dir: dir,
+        };
+        me.restart().await?;
+        Ok(me)
+    }
+
+    /// Stops the server (SIGTERM), keeping its data: a backend outage.
+    pub fn stop(&mut self) -> Result<(), HarnessError> {
+        self.process.terminate(Duration::from_secs(30)).map(|_| ())
+    }
+
+    /// Starts the server again on the same port and data, and waits until it is ready.
+    pub async fn restart(&mut self) -> Result<(), HarnessError> {
+        let (bin, argv) = &self.command;
+        let mut cmd = Command::new(bin);
+        cmd.args(argv);
+        let log = self._dir.path().join(format!(
+            "prometheus-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        self.process = ProcessGuard::start_ready(
             "prometheus",
             cmd,
-            dir.path().join("prometheus.log"),
-            &format!("{url}/-/ready"),
+            log,
+            &format!("{}/-/ready", self.url),
             Duration::from_secs(60),
         )
         .await?;
-        Ok(Self {
-            url,
-            process,
-            _dir: dir,
-        })
+        Ok(())
+    }
+
+    /// Every raw sample of `selector` within the last `range` (e.g. `1h`), per series:
+    /// labels and `(timestamp ms, value)` in timestamp order.
+    pub async fn raw_samples(
+        &self,
+        selector: &str,
+        range: &str,
+    ) -> Result<Vec<RawSeries>, HarnessError> {
+        raw_samples(&self.url, selector, range).await
     }
 
     /// The remote-write URL.
@@ -373,37 +415,7 @@ impl Prometheus {
 
     /// Runs an instant query.
     pub async fn query(&self, expr: &str) -> Result<Vec<Sample>, HarnessError> {
-        let body: serde_json::Value = reqwest::Client::new()
-            .get(format!("{}/api/v1/query", self.url))
-            .query(&[("query", expr)])
-            .send()
-            .await?
-            .json()
-            .await?;
-        if body["status"] != "success" {
-            return Err(HarnessError::Unexpected(body.to_string()));
-        }
-        let result = body["data"]["result"]
-            .as_array()
-            .ok_or_else(|| HarnessError::Unexpected(body.to_string()))?;
-        result
-            .iter()
-            .map(|r| {
-                let labels = r["metric"]
-                    .as_object()
-                    .map(|m| {
-                        m.iter()
-                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let value = r["value"][1]
-                    .as_str()
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .ok_or_else(|| HarnessError::Unexpected(r.to_string()))?;
-                Ok(Sample { labels, value })
-            })
-            .collect()
+        instant_query(&self.url, expr).await
     }
 
     /// Polls `expr` until it returns at least `min` samples or `timeout` passes.
@@ -427,6 +439,170 @@ impl Prometheus {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// One series of [`Prometheus::raw_samples`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawSeries {
+    /// All labels, `__name__` included.
+    pub labels: BTreeMap<String, String>,
+    /// `(timestamp ms, value)`, in timestamp order.
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// An instant query against a Prometheus-compatible API at `base_url`.
+pub async fn instant_query(base_url: &str, expr: &str) -> Result<Vec<Sample>, HarnessError> {
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base_url}/api/v1/query"))
+        .query(&[("query", expr)])
+        .send()
+        .await?
+        .json()
+        .await?;
+
+    if body["status"] != "success" {
+        return Err(HarnessError::Unexpected(body.to_string()));
+    }
+    let result = body["data"]["result"]
+        .as_array()
+        .ok_or_else(|| HarnessError::Unexpected(body.to_string()))?;
+    result
+        .iter()
+        .map(|r| {
+            let labels = r["metric"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let value = r["value"][1]
+                .as_str()
+                .and_then(|v| v.parse::<f64>().ok())
+                .ok_or_else(|| HarnessError::Unexpected(r.to_string()))?;
+            Ok(Sample { labels, value })
+        })
+        .collect()
+}
+
+/// Raw samples of `selector[range]` from a Prometheus-compatible API at `base_url`.
+pub async fn raw_samples(
+    base_url: &str,
+    selector: &str,
+    range: &str,
+) -> Result<Vec<RawSeries>, HarnessError> {
+    let expr = format!("{selector}[{range}]");
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base_url}/api/v1/query"))
+        .query(&[("query", expr.as_str())])
+        .send()
+        .await?
+        .json()
+        .await?;
+    if body["status"] != "success" {
+        return Err(HarnessError::Unexpected(body.to_string()));
+    }
+    let result = body["data"]["result"]
+        .as_array()
+        .ok_or_else(|| HarnessError::Unexpected(body.to_string()))?;
+    result
+        .iter()
+        .map(|r| {
+            let labels = r["metric"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let samples = r["values"]
+                .as_array()
+                .ok_or_else(|| HarnessError::Unexpected(r.to_string()))?
+                .iter()
+                .map(|v| {
+                    let ts = v[0]
+                        .as_f64()
+                        .ok_or_else(|| HarnessError::Unexpected(v.to_string()))?;
+                    let value = v[1]
+                        .as_str()
+                        .and_then(|x| x.parse::<f64>().ok())
+                        .ok_or_else(|| HarnessError::Unexpected(v.to_string()))?;
+                    Ok(((ts * 1000.0).round() as i64, value))
+                })
+                .collect::<Result<Vec<_>, HarnessError>>()?;
+            Ok(RawSeries { labels, samples })
+        })
+        .collect()
+}
+
+/// A real VictoriaMetrics single-node server (Debian `victoria-metrics`), accepting
+/// Prometheus remote write at `/api/v1/write` and answering PromQL at `/api/v1/query`.
+pub struct VictoriaMetrics {
+    /// Base URL.
+    pub url: String,
+    /// The process.
+    pub process: ProcessGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl VictoriaMetrics {
+    /// Starts it on `port` with a fresh data directory; what it receives is queryable
+    /// at once (no search latency offset).
+    pub async fn start_on(port: u16) -> Result<Self, HarnessError> {
+        let bin = find_binary("victoria-metrics", &["/usr/bin/victoria-metrics"]).ok_or(
+            HarnessError::Missing {
+                what: "victoria-metrics",
+                tried: "PATH and /usr/bin/victoria-metrics".into(),
+                how: "run scripts/test, which installs it, or `apt-get install -y victoria-metrics`",
+            },
+        )?;
+        let dir = tempfile::tempdir()?;
+        let mut cmd = Command::new(bin);
+        cmd.arg(format!(
+            "-storageDataPath={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .arg("-retentionPeriod=1")
+        .arg("-search.latencyOffset=0s")
+        .arg("-search.disableCache")
+        .arg("-loggerLevel=WARN");
+        let url = format!("http://127.0.0.1:{port}");
+        let process = ProcessGuard::start_ready(
+            "victoria-metrics",
+            cmd,
+            dir.path().join("victoria-metrics.log"),
+            &format!("{url}/health"),
+            Duration::from_secs(60),
+        )
+        .await?;
+        Ok(Self {
+            url,
+            process,
+            _dir: dir,
+        })
+    }
+
+    /// The remote-write URL.
+    pub fn write_url(&self) -> String {
+        format!("{}/api/v1/write", self.url)
+    }
+
+    /// Runs an instant query.
+    pub async fn query(&self, expr: &str) -> Result<Vec<Sample>, HarnessError> {
+        instant_query(&self.url, expr).await
+    }
+
+    /// Raw samples, as [`Prometheus::raw_samples`].
+    pub async fn raw_samples(
+        &self,
+        selector: &str,
+        range: &str,
+    ) -> Result<Vec<RawSeries>, HarnessError> {
+        raw_samples(&self.url, selector, range).await
     }
 }
 

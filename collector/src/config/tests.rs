@@ -1016,3 +1016,72 @@ fn a_memory_limiter_comes_first_once_with_a_spike_below_its_limit() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn write_ahead_logs_need_a_directory_each_and_valid_settings() {
+    let rw = |name: &str, dir: &str| {
+        format!(
+            "  prometheusremotewrite{name}:\n    endpoint: http://127.0.0.1:9090/api/v1/write\n    \
+             wal: {{ directory: {dir} }}\n"
+        )
+    };
+    let yaml = BASE
+        .replace(
+            "exporters:\n",
+            &format!(
+                "exporters:\n{}{}",
+                rw("", "/data/wal"),
+                rw("/b", "/data/./wal/")
+            ),
+        )
+        .replace(
+            "exporters: [prometheus]",
+            "exporters: [prometheus, prometheusremotewrite, prometheusremotewrite/b]",
+        );
+    let errs = errors(&yaml);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].contains(
+            "exporters.prometheusremotewrite/b.wal.directory: /data/./wal/ is already the \
+             write-ahead log of exporter \"prometheusremotewrite\""
+        ),
+        "{errs:#?}"
+    );
+    // Bad settings name their field.
+    let yaml = BASE
+        .replace(
+            "exporters:\n",
+            "exporters:\n  prometheusremotewrite:\n    endpoint: http://127.0.0.1:9090/api/v1/write\n    \
+             sample_age_limit: 0s\n    wal: { directory: '', max_bytes: 10KiB, sync: interval, \
+             sync_interval: 0s, max_in_memory: 1KiB }\n",
+        )
+        .replace(
+            "exporters: [prometheus]",
+            "exporters: [prometheus, prometheusremotewrite]",
+        );
+    let errs = errors(&yaml).join("\n");
+    for field in [
+        "wal.directory: is required",
+        "wal.max_bytes: must be at least 1MiB",
+        "wal.sync_interval: must be greater than 0",
+        "wal.max_in_memory: must be between 64KiB",
+        "sample_age_limit: must be greater than 0",
+    ] {
+        assert!(errs.contains(field), "{field}: {errs}");
+    }
+    let yaml = BASE
+        .replace(
+            "exporters:\n",
+            "exporters:\n  prometheusremotewrite:\n    endpoint: http://127.0.0.1:9090/api/v1/write\n    \
+             wal: { directory: /d, sync: sometimes }\n",
+        )
+        .replace(
+            "exporters: [prometheus]",
+            "exporters: [prometheus, prometheusremotewrite]",
+        );
+    let errs = errors(&yaml).join("\n");
+    assert!(
+        errs.contains("sync") && errs.contains("always") && errs.contains("interval"),
+        "{errs}"
+    );
+}

@@ -145,6 +145,7 @@ impl Validator {
         let exporters = self.keep_used(Kind::Exporter, exporters, &used(Kind::Exporter));
 
         self.check_endpoints(&receivers, &exporters, telemetry.as_ref());
+        self.check_wal_directories(&exporters);
         self.check_gpu_stats(&receivers, &processors);
         for p in &pipelines {
             self.warn_blocking_fan_out(&service_path, &p.name, &p.exporters, &exporters);
@@ -196,6 +197,31 @@ impl Validator {
 
     /// `gpu_stats` joins the snapshot that an `nvml` receiver polls: without one running it
     /// would never add anything; and there is one GPU snapshot per collector, so one receiver.
+    /// Each write-ahead log needs a directory of its own (two exporters sharing one would
+    /// interleave their records; the second would also fail on the lock at start-up).
+    fn check_wal_directories(&mut self, exporters: &BTreeMap<ComponentId, ExporterConfig>) {
+        let mut claimed: Vec<(ComponentId, std::path::PathBuf)> = Vec::new();
+        for (id, e) in exporters {
+            let Some(wal) = &e.driver_config().wal else {
+                continue;
+            };
+            let dir = normalise(&wal.directory);
+            if let Some((first, _)) = claimed.iter().find(|(_, d)| *d == dir) {
+                self.error(
+                    YamlPath::root()
+                        .key("exporters")
+                        .key(id.as_ref())
+                        .join_dotted("wal.directory"),
+                    format!(
+                        "{} is already the write-ahead log of exporter {first:?}: give each exporter a directory of its own",
+                        wal.directory.display()
+                    ),
+                );
+            }
+            claimed.push((id.clone(), dir));
+        }
+    }
+
     fn check_gpu_stats(
         &mut self,
         receivers: &BTreeMap<ComponentId, ReceiverConfig>,
@@ -383,6 +409,8 @@ impl Validator {
             if let Some(e) = exporters.get(id)
                 && e.is::<PrometheusRemoteWriteExporter>()
                 && e.driver_config().when_full == vla_pipeline::driver::WhenFull::Block
+                // A write-ahead log holds the backlog on disk instead of the queue.
+                && e.driver_config().wal.is_none()
             {
                 self.warnings.push(Diagnostic::at(
                     service_path.key("pipelines").key(pipeline).key("exporters"),
@@ -520,4 +548,12 @@ pub(crate) fn describe(v: &Value) -> String {
         Value::Array(_) => "a list".to_owned(),
         Value::Object(_) => "a mapping".to_owned(),
     }
+}
+
+/// A path without `.` components or a trailing slash, for comparing configured directories
+/// (no I/O: symbolic links are not followed).
+fn normalise(p: &std::path::Path) -> std::path::PathBuf {
+    p.components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
 }

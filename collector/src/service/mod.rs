@@ -33,7 +33,8 @@ use std::time::{Duration, Instant};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
-use vla_pipeline::driver::{ExporterHandle, spawn_exporter};
+use vla_pipeline::driver::wal::Wal;
+use vla_pipeline::driver::{ExporterHandle, spawn_exporter_with_wal};
 use vla_pipeline::gpu::GpuSnapshots;
 use vla_pipeline::registry::{
     BuildContext, BuildError, BuiltReceiver, Listeners, ProcessorFactory,
@@ -53,6 +54,7 @@ use supervise::{StateGuard, supervise_refresher, watch};
 type PipelineInput = (
     tokio::sync::mpsc::Sender<vla_pipeline::MetricBatch>,
     Option<Arc<vla_pipeline::memory::MemoryLimiter>>,
+    bool,
 );
 
 /// Capacity of each pipeline's input channel, in batches (one batch per accepted request).
@@ -302,6 +304,28 @@ impl RunningCollector {
             }
         }
 
+        // Write-ahead logs: one that cannot be opened (or is in use) fails the start-up.
+        let mut wals: BTreeMap<ComponentId, Arc<Wal>> = BTreeMap::new();
+        for (id, ec) in &config.exporters {
+            let Some(wc) = ec.driver_config().wal.clone() else {
+                continue;
+            };
+            match Wal::open(wc, &telemetry, id) {
+                Ok(w) => {
+                    wals.insert(id.clone(), w);
+                }
+                Err(e) => {
+                    for (_, e) in &exporters {
+                        e.shutdown().await;
+                    }
+                    return Err(StartError::Exporter {
+                        id: id.clone(),
+                        source: Box::new(e),
+                    });
+                }
+            }
+        }
+
         // 3. Tasks: exporter drivers, pipelines, receivers.
         let hard_stop = CancellationToken::new();
         let failed = CancellationToken::new();
@@ -313,8 +337,18 @@ impl RunningCollector {
                 .get(&id)
                 .map(|c| c.driver_config().clone())
                 .unwrap_or_default();
-            let (handle, join) =
-                spawn_exporter(id.clone(), exporter, driver, &telemetry, hard_stop.clone());
+            let wal = wals.remove(&id);
+            let (handle, join) = spawn_exporter_with_wal(
+                id.clone(),
+                exporter,
+                driver,
+                &telemetry,
+                hard_stop.clone(),
+                wal,
+            );
+            if let Some(wal) = handle.wal_health() {
+                health.attach_wal(&id, wal);
+            }
             health.set("exporter", &id, ComponentState::Running);
             exporter_tasks.push(watch(join, &health, &failed, "exporter", id.clone()));
             handles.insert(id, handle);
@@ -333,13 +367,15 @@ impl RunningCollector {
                 .processors
                 .iter()
                 .find_map(|id| processors.get(id)?.memory_limiter());
+            // A pipeline with a write-ahead log answers its clients once the log has the data.
+            let durable = outputs.iter().any(ExporterHandle::is_durable);
             let pipeline = Pipeline::new(p.name.clone(), stages, outputs, &telemetry)
                 .with_memory_limiter(limiter.clone());
             for r in &p.receivers {
                 inputs
                     .entry(r.clone())
                     .or_default()
-                    .push((tx.clone(), limiter.clone()));
+                    .push((tx.clone(), limiter.clone(), durable));
             }
             health.set("pipeline", &p.name, ComponentState::Running);
             let join = tokio::spawn(pipeline.run(rx));
@@ -367,9 +403,17 @@ impl RunningCollector {
         let stop_receivers = CancellationToken::new();
         let mut receiver_tasks = Vec::new();
         for (id, receiver) in receivers {
-            let (targets, limiters) = inputs.remove(&id).unwrap_or_default().into_iter().unzip();
+            let mut targets = Vec::new();
+            let mut limiters = Vec::new();
+            let mut durable = Vec::new();
+            for (tx, limiter, d) in inputs.remove(&id).unwrap_or_default() {
+                targets.push(tx);
+                limiters.push(limiter);
+                durable.push(d);
+            }
             let output = PipelineSender::new(&id, targets, RECEIVER_MAX_WAIT, &telemetry)
-                .with_memory_limiters(limiters);
+                .with_memory_limiters(limiters)
+                .with_durable(durable);
             let ctx = ReceiverContext {
                 output,
                 shutdown: stop_receivers.child_token(),

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
-use vla_pipeline::config::{ConfigProblem, RetryConfig, SendingQueueConfig};
+use vla_pipeline::config::{ConfigProblem, RetryConfig, SendingQueueConfig, WalSection};
 use vla_pipeline::driver::DriverConfig;
 
 /// Headers the remote-write 1.0 spec reserves; user `headers` may not set them.
@@ -66,6 +66,20 @@ pub struct Config {
     /// The driver's retries.
     #[serde(default)]
     pub retry_on_failure: RetryConfig,
+    /// A durable write-ahead queue on disk (off unless set): what clients were told is
+    /// stored survives a crash, `kill -9` or a long backend outage.
+    #[serde(default)]
+    pub wal: Option<WalSection>,
+    /// Data older than this is dropped (counted, reason `sample_age_limit`) instead of sent:
+    /// set it to what the backend still accepts (Prometheus: about 1h behind its newest
+    /// sample). Unset: no limit.
+    #[serde(default, deserialize_with = "vla_pipeline::config::optional_duration")]
+    pub sample_age_limit: Option<Duration>,
+    /// A series that gets no sample for this long is sent a Prometheus stale marker once, so
+    /// it ends in queries at once instead of lingering for the 5-minute lookback. Set it to
+    /// a few export intervals (e.g. `1m`). Unset: no stale markers.
+    #[serde(default, deserialize_with = "vla_pipeline::config::optional_duration")]
+    pub stale_after: Option<Duration>,
 }
 
 /// The `target_info` section.
@@ -111,6 +125,9 @@ impl Config {
             exponential_histogram_bounds: None,
             sending_queue: SendingQueueConfig::default(),
             retry_on_failure: RetryConfig::default(),
+            wal: None,
+            sample_age_limit: None,
+            stale_after: None,
         }
     }
 
@@ -183,9 +200,39 @@ impl Config {
         problems
     }
 
-    /// The driver's queue and retry settings, checked.
+    /// The driver's queue, retry and write-ahead log settings, checked.
     pub fn driver_config(&self, path: &str) -> Result<DriverConfig, Vec<ConfigProblem>> {
-        vla_pipeline::config::driver_config(path, &self.sending_queue, &self.retry_on_failure)
+        let mut problems = Vec::new();
+        let driver =
+            vla_pipeline::config::driver_config(path, &self.sending_queue, &self.retry_on_failure)
+                .map_err(|p| problems.extend(p))
+                .ok();
+        let wal = match &self.wal {
+            Some(w) => vla_pipeline::config::wal_config(path, w)
+                .map_err(|p| problems.extend(p))
+                .ok(),
+            None => None,
+        };
+        if self.stale_after.is_some_and(|d| d.is_zero()) {
+            problems.push(ConfigProblem::new(
+                format!("{path}.stale_after"),
+                "must be greater than 0 (leave it out for no stale markers)",
+            ));
+        }
+        if self.sample_age_limit.is_some_and(|d| d.is_zero()) {
+            problems.push(ConfigProblem::new(
+                format!("{path}.sample_age_limit"),
+                "must be greater than 0 (leave it out for no limit)",
+            ));
+        }
+        match driver {
+            Some(d) if problems.is_empty() => Ok(DriverConfig {
+                wal,
+                sample_age_limit: self.sample_age_limit,
+                ..d
+            }),
+            _ => Err(problems),
+        }
     }
 }
 

@@ -104,6 +104,10 @@ pub(crate) struct ShardedEncoder {
     /// message body (reused).
     trailer: Vec<u8>,
     histogram: Vec<u8>,
+    /// The series written, for stale markers (`stale_after`; `None` when off).
+    stale: Option<super::stale::StaleTracker>,
+    /// Wall-clock milliseconds of the current round (set by [`ShardedEncoder::reset_at`]).
+    now_ms: i64,
 }
 
 /// Series not seen for this long are evicted from the cache.
@@ -206,7 +210,28 @@ impl ShardedEncoder {
             timestamp: EncodedTimestamp::new(0),
             trailer: Vec::new(),
             histogram: Vec::new(),
+            stale: None,
+            now_ms: 0,
         }
+    }
+
+    /// The same encoder, writing a stale marker for every series not seen for `after`.
+    pub fn with_stale_markers(mut self, after: Option<std::time::Duration>) -> Self {
+        self.stale = after.map(super::stale::StaleTracker::new);
+        self
+    }
+
+    /// Whether it writes stale markers.
+    #[cfg(test)]
+    pub fn tracks_staleness(&self) -> bool {
+        self.stale.is_some()
+    }
+
+    /// [`ShardedEncoder::reset`] for a round at `now_ms` (wall clock), the time stale
+    /// markers are judged by.
+    pub fn reset_at(&mut self, now_ms: i64) {
+        self.now_ms = now_ms;
+        self.reset();
     }
 
     /// Starts a new round: forgets the previous requests, keeps their capacity.
@@ -229,8 +254,30 @@ impl ShardedEncoder {
         &self.shards
     }
 
-    /// Ends a round: the shards whose samples arrived out of time order are put in order.
+    /// Ends a round: stale markers for the series gone quiet, then the shards whose samples
+    /// arrived out of time order are put in order.
     pub fn finish(&mut self) {
+        if let Some(markers) = self.stale.as_mut().map(|s| s.expire(self.now_ms)) {
+            let mut trailer = Vec::new();
+            for m in markers {
+                trailer.clear();
+                put_sample(
+                    &mut trailer,
+                    f64::from_bits(crate::translate::STALE_NAN_BITS),
+                    &EncodedTimestamp::new(m.timestamp_ms),
+                );
+                let Some(body) =
+                    open_request(&mut self.shards, self.max_samples, m.shard, m.timestamp_ms)
+                else {
+                    continue;
+                };
+                body.body.push(TAG_1_LEN);
+                put_varint(&mut body.body, (m.labels.len() + trailer.len()) as u64);
+                body.body.extend_from_slice(&m.labels);
+                body.body.extend_from_slice(&trailer);
+                body.samples += 1;
+            }
+        }
         let max = self.max_samples;
         for shard in &mut self.shards {
             if shard.unsorted {
@@ -527,7 +574,8 @@ impl ShardedEncoder {
             h.write_u8(0xff);
             h.write(ev.as_bytes());
         }
-        let shard_idx = (h.finish() % self.shards.len() as u64) as usize;
+        let series_hash = h.finish();
+        let shard_idx = (series_hash % self.shards.len() as u64) as usize;
 
         // The series' encoded labels length: shared labels minus replaced ones plus spliced.
         let mut labels_len = self.base.len();
@@ -539,32 +587,19 @@ impl ShardedEncoder {
         }
         let ts_len = labels_len + trailer.len();
 
-        let max = self.max_samples;
-        let Some(shard) = self.shards.get_mut(shard_idx) else {
-            return;
-        };
-        if sample.timestamp_ms < shard.newest_ms {
-            shard.unsorted = true;
-        }
-        shard.newest_ms = shard.newest_ms.max(sample.timestamp_ms);
-        if shard.used == 0
-            || shard
-                .requests
-                .get(shard.used - 1)
-                .is_none_or(|r| r.samples >= max)
-        {
-            if shard.requests.len() == shard.used {
-                shard.requests.push(RequestBuf::default());
-            }
-            shard.used += 1;
-        }
-        let Some(req) = shard.requests.get_mut(shard.used - 1) else {
+        let Some(req) = open_request(
+            &mut self.shards,
+            self.max_samples,
+            shard_idx,
+            sample.timestamp_ms,
+        ) else {
             return;
         };
         let body = &mut req.body;
         body.reserve(ts_len + 10);
         body.push(TAG_1_LEN);
         put_varint(body, ts_len as u64);
+        let labels_at = body.len();
         let mut from = 0;
         if self.name_label.0 != sample.name {
             self.name_label.0.clear();
@@ -586,9 +621,45 @@ impl ShardedEncoder {
         let start = self.offsets.get(from).copied().unwrap_or(0);
         let end = self.offsets.get(n).copied().unwrap_or(start);
         body.extend_from_slice(self.base.get(start..end).unwrap_or_default());
+        if let Some(stale) = self.stale.as_mut() {
+            stale.seen(
+                series_hash,
+                body.get(labels_at..).unwrap_or_default(),
+                shard_idx,
+                sample.timestamp_ms,
+                self.now_ms,
+            );
+        }
         body.extend_from_slice(trailer);
         req.samples += 1;
     }
+}
+
+/// The request of shard `shard_idx` a sample at `timestamp_ms` goes into (a new one when the
+/// last holds `max` samples), noting the shard's time order.
+fn open_request(
+    shards: &mut [ShardBuf],
+    max: usize,
+    shard_idx: usize,
+    timestamp_ms: i64,
+) -> Option<&mut RequestBuf> {
+    let shard = shards.get_mut(shard_idx)?;
+    if timestamp_ms < shard.newest_ms {
+        shard.unsorted = true;
+    }
+    shard.newest_ms = shard.newest_ms.max(timestamp_ms);
+    if shard.used == 0
+        || shard
+            .requests
+            .get(shard.used - 1)
+            .is_none_or(|r| r.samples >= max)
+    {
+        if shard.requests.len() == shard.used {
+            shard.requests.push(RequestBuf::default());
+        }
+        shard.used += 1;
+    }
+    shard.requests.get_mut(shard.used - 1)
 }
 
 #[cfg(test)]

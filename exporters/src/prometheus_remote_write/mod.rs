@@ -57,6 +57,7 @@ mod client;
 mod config;
 mod encode;
 pub mod proto;
+mod stale;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,7 +135,8 @@ impl BatchEncoder {
         };
         Self {
             translator: Translator::new(options),
-            encoder: ShardedEncoder::new(config.shards, config.max_samples_per_send),
+            encoder: ShardedEncoder::new(config.shards, config.max_samples_per_send)
+                .with_stale_markers(config.stale_after),
             snappy: snap::raw::Encoder::new(),
             scratch: Vec::new(),
         }
@@ -142,7 +144,19 @@ impl BatchEncoder {
 
     /// Translates and encodes a batch into compressed requests per shard.
     pub fn encode(&mut self, batch: &MetricBatch) -> Result<EncodedBatch, snap::Error> {
-        self.encoder.reset();
+        self.encode_at(batch, std::time::SystemTime::now())
+    }
+
+    /// [`BatchEncoder::encode`] as if at `now` (the time stale markers are judged by).
+    pub fn encode_at(
+        &mut self,
+        batch: &MetricBatch,
+        now: std::time::SystemTime,
+    ) -> Result<EncodedBatch, snap::Error> {
+        let now_ms = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.encoder.reset_at(now_ms);
         let stats = self.translator.translate(batch, &mut self.encoder);
         self.encoder.finish();
         let mut shards = Vec::with_capacity(self.encoder.shards().len());
@@ -307,7 +321,14 @@ impl EncodedBatch {
     /// not exist); the shares add up to exactly the points translated.
     pub fn into_prepared(self) -> Prepared {
         let points = self.report.sent;
-        let total = self.samples.max(1);
+        // Counted from the requests: they may hold stale markers the translation did not make.
+        let total = self
+            .shards
+            .iter()
+            .flatten()
+            .map(|r| r.samples as u64)
+            .sum::<u64>()
+            .max(1);
         let mut done = ExportReport {
             sent: 0,
             dropped: self.report.dropped,
@@ -355,6 +376,17 @@ max_samples_per_send: 2000
 shards: 4
 sending_queue: { queue_size: 32, when_full: block }
 retry_on_failure: { initial_interval: 100ms, max_interval: 30s, max_elapsed_time: 5m }
+# Durable write-ahead queue (off unless set): clients are answered once the data is on disk.
+wal:
+  directory: /var/lib/vla-collector/wal/prometheusremotewrite
+  max_bytes: 1GiB
+  sync: interval          # always | interval | never
+  sync_interval: 1s
+  when_full: block        # block | drop_oldest
+  max_in_memory: 16MiB    # read-ahead of the senders; the backlog stays on disk
+sample_age_limit: 1h
+# A stale marker for a series that gets no sample for this long (off unless set).
+stale_after: 2m
 ";
     type Config = Config;
 

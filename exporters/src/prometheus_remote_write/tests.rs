@@ -1096,3 +1096,91 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_series_that_stops_gets_one_stale_marker_never_older_than_its_last_sample() {
+    use std::time::{Duration, SystemTime};
+    let mut config = Config::with_endpoint("http://127.0.0.1:9090/api/v1/write");
+    config.stale_after = Some(Duration::from_secs(60));
+    config.target_info.enabled = false;
+    config.disable_scope_info = true;
+    let mut enc = BatchEncoder::new(&config);
+    let gauges = |names: &[&str], ts_ms: u64| {
+        let points: Vec<(f64, &[(&str, &str)])> = vec![(1.0, &[])];
+        let metrics = names
+            .iter()
+            .map(|n| {
+                let mut m = fixtures::gauge(n, "", &points);
+                if let Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Gauge(g)) =
+                    &mut m.data
+                {
+                    g.data_points[0].time_unix_nano = ts_ms * 1_000_000;
+                }
+                m
+            })
+            .collect();
+        MetricBatch::new("otlp".into(), vec![fixtures::resource("svc", metrics)])
+    };
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let ms = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let decoded = |e: &EncodedBatch| -> Vec<(String, f64, i64)> {
+        let mut out = Vec::new();
+        for r in e.shards.iter().flatten() {
+            let raw = snap::raw::Decoder::new().decompress_vec(&r.body).unwrap();
+            for ts in WriteRequest::decode(&raw[..]).unwrap().timeseries {
+                let name = ts
+                    .labels
+                    .iter()
+                    .find(|l| l.name == "__name__")
+                    .unwrap()
+                    .value
+                    .clone();
+                for s in ts.samples {
+                    out.push((name.clone(), s.value, s.timestamp));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    };
+    let first = enc.encode_at(&gauges(&["a", "b"], ms(t0)), t0).unwrap();
+    assert_eq!(decoded(&first).len(), 2);
+    // 30 s later only `a` reports: too soon for a marker.
+    let t1 = t0 + Duration::from_secs(30);
+    assert_eq!(
+        decoded(&enc.encode_at(&gauges(&["a"], ms(t1)), t1).unwrap()).len(),
+        1
+    );
+    // 70 s after `b`'s last sample: one marker for `b`, at the encode time.
+    let t2 = t0 + Duration::from_secs(70);
+    let out = decoded(&enc.encode_at(&gauges(&["a"], ms(t2)), t2).unwrap());
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[1].0, "b");
+    assert_eq!(out[1].1.to_bits(), crate::translate::STALE_NAN_BITS);
+    assert_eq!(out[1].2, ms(t2) as i64);
+    // Once only.
+    let t3 = t0 + Duration::from_secs(200);
+    let out = decoded(&enc.encode_at(&gauges(&["c"], ms(t3)), t3).unwrap());
+    assert_eq!(
+        out.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(),
+        vec!["a", "c"],
+        "a marker for a, none again for b"
+    );
+    // A series whose samples carry a timestamp ahead of the collector's clock gets its
+    // marker after its last sample, never before (that would be refused as out of order).
+    let ahead = ms(t3) + 600_000;
+    let t4 = t3 + Duration::from_secs(10);
+    enc.encode_at(&gauges(&["d"], ahead), t4).unwrap();
+    let t5 = t4 + Duration::from_secs(120);
+    let out = decoded(&enc.encode_at(&gauges(&["e"], ms(t5)), t5).unwrap());
+    let d = out.iter().find(|o| o.0 == "d").expect("marker for d");
+    assert_eq!(d.2, ahead as i64 + 1);
+    // Off by default: nothing remembered.
+    let mut plain = BatchEncoder::new(&Config::with_endpoint("http://127.0.0.1:9090/api/v1/write"));
+    plain.encode(&gauges(&["a"], ms(t0))).unwrap();
+    assert!(!plain.encoder.tracks_staleness());
+}

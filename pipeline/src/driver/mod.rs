@@ -7,6 +7,20 @@
 //!
 //! One worker per exporter takes batches in order and a lane's requests are sent one at a
 //! time, so a series (always in the same lane) never has its samples reordered by retries.
+//!
+//! With a write-ahead log ([`wal`]) the worker appends each batch's prepared requests to the
+//! log and only then lets the batch's acknowledgements go ([`crate::ack`]: the receivers
+//! answer their clients then). A feeder reads the log back in order, within an in-memory
+//! budget, and hands each record to its lane; a record leaves the log once the backend took
+//! it (or refused it for good). Retries never give up on time then: the log's cap and
+//! `sample_age_limit` bound what is kept.
+//!
+//! Recovery after an outage is prompt: a lane waiting out a long backoff makes a probe
+//! attempt every [`PROBE_EVERY`] (one lane at a time, never against a server's
+//! `Retry-After`), and when any lane gets through after failing, every waiting lane retries
+//! at once with its backoff reset.
+
+pub mod wal;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -26,7 +40,13 @@ use crate::ratelimit::LogLimiter;
 use crate::self_metrics::{Counter, SelfMetrics};
 use parking_lot::Mutex;
 
+use crate::ack::{Acks, PendingAcks};
 use crate::{ComponentId, ExportError, Exporter, MetricBatch, Request};
+
+use wal::Wal;
+
+/// How often a lane in a long backoff may probe the backend (one lane at a time).
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Retry settings (`retry_on_failure` in the config).
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +116,11 @@ pub struct DriverConfig {
     pub when_full: WhenFull,
     /// Retry settings.
     pub retry: RetryPolicy,
+    /// Requests older than this are dropped (counted, reason `sample_age_limit`) instead of
+    /// sent: the age counts from when the batch was prepared (written to the log).
+    pub sample_age_limit: Option<Duration>,
+    /// The write-ahead log, when the exporter has one.
+    pub wal: Option<wal::WalConfig>,
 }
 
 impl Default for DriverConfig {
@@ -104,8 +129,40 @@ impl Default for DriverConfig {
             queue_size: 32,
             when_full: WhenFull::Block,
             retry: RetryPolicy::default(),
+            sample_age_limit: None,
+            wal: None,
         }
     }
+}
+
+/// Whether an exporter's write-ahead log can be written, for `/ready`.
+#[derive(Debug, Clone, Default)]
+pub struct WalHealth(Arc<Mutex<Option<String>>>);
+
+impl WalHealth {
+    /// The last write error, while the log cannot be written.
+    pub fn error(&self) -> Option<String> {
+        self.0.lock().clone()
+    }
+
+    /// Records the outcome of the last write: an error, or `None` once writes succeed.
+    pub fn report(&self, error: Option<String>) {
+        self.set(error);
+    }
+
+    fn set(&self, error: Option<String>) {
+        let mut e = self.0.lock();
+        if e.is_some() || error.is_some() {
+            *e = error;
+        }
+    }
+}
+
+/// A batch in an exporter's queue, with the acknowledgements a durable exporter confirms
+/// once the batch is in its log.
+struct Queued {
+    batch: Arc<MetricBatch>,
+    acks: PendingAcks,
 }
 
 const DROPPED: &str = "vla_collector_exporter_dropped_data_points_total";
@@ -116,8 +173,9 @@ const DROPPED_HELP: &str = "Data points an exporter did not deliver, by reason."
 #[derive(Clone)]
 pub struct ExporterHandle {
     id: ComponentId,
-    tx: mpsc::Sender<Arc<MetricBatch>>,
+    tx: mpsc::Sender<Queued>,
     when_full: WhenFull,
+    wal: Option<WalHealth>,
     dropped_full: Counter,
     dropped_stopped: Counter,
 }
@@ -136,15 +194,36 @@ impl ExporterHandle {
         &self.id
     }
 
+    /// Whether the exporter has a write-ahead log (the pipeline then hands it the batch's
+    /// acknowledgements).
+    pub fn is_durable(&self) -> bool {
+        self.wal.is_some()
+    }
+
+    /// Whether its write-ahead log can be written (`None` without a log).
+    pub fn wal_health(&self) -> Option<WalHealth> {
+        self.wal.clone()
+    }
+
     /// Queues a batch, waiting for room or dropping it per `when_full`.
     pub async fn enqueue(&self, batch: Arc<MetricBatch>) {
+        self.enqueue_with(batch, Acks::none()).await;
+    }
+
+    /// Queues a batch with the acknowledgements this exporter confirms once it is in its
+    /// write-ahead log (failed if it never gets there).
+    pub async fn enqueue_with(&self, batch: Arc<MetricBatch>, acks: Acks) {
         let points = batch.data_points() as u64;
+        let queued = Queued {
+            batch,
+            acks: PendingAcks::new(acks),
+        };
         let full = match self.when_full {
-            WhenFull::Block => match self.tx.send(batch).await {
+            WhenFull::Block => match self.tx.send(queued).await {
                 Ok(()) => return,
                 Err(_) => false,
             },
-            WhenFull::Drop => match self.tx.try_send(batch) {
+            WhenFull::Drop => match self.tx.try_send(queued) {
                 Ok(()) => return,
                 Err(e) => matches!(e, mpsc::error::TrySendError::Full(_)),
             },
@@ -168,6 +247,37 @@ pub fn spawn_exporter(
     telemetry: &SelfMetrics,
     hard_stop: CancellationToken,
 ) -> (ExporterHandle, JoinHandle<()>) {
+    spawn(id, exporter, config, telemetry, hard_stop, None)
+}
+
+/// Starts the worker of `exporter` with its write-ahead log, opened beforehand with
+/// [`Wal::open`] from `config.wal` (so a log that cannot be opened fails the start-up, before
+/// anything runs); the records a previous run left are sent first. Without a log, the same
+/// as [`spawn_exporter`].
+pub fn spawn_exporter_with_wal(
+    id: ComponentId,
+    exporter: Arc<dyn Exporter>,
+    config: DriverConfig,
+    telemetry: &SelfMetrics,
+    hard_stop: CancellationToken,
+    wal: Option<Arc<Wal>>,
+) -> (ExporterHandle, JoinHandle<()>) {
+    spawn(id, exporter, config, telemetry, hard_stop, wal)
+}
+
+fn spawn(
+    id: ComponentId,
+    exporter: Arc<dyn Exporter>,
+    mut config: DriverConfig,
+    telemetry: &SelfMetrics,
+    hard_stop: CancellationToken,
+    wal: Option<Arc<Wal>>,
+) -> (ExporterHandle, JoinHandle<()>) {
+    if wal.is_some() {
+        // The log's own policy decides what happens when it is full; the queue in front of
+        // it only waits.
+        config.when_full = WhenFull::Block;
+    }
     let (tx, rx) = mpsc::channel(config.queue_size.max(1));
     let labels = [("exporter", &*id)];
     telemetry.channel_gauges(
@@ -182,10 +292,12 @@ pub fn spawn_exporter(
         &labels,
         &tx,
     );
+    let wal_health = wal.as_ref().map(|_| WalHealth::default());
     let handle = ExporterHandle {
         id: id.clone(),
         tx,
         when_full: config.when_full,
+        wal: wal_health.clone(),
         dropped_full: telemetry.counter(
             DROPPED,
             DROPPED_HELP,
@@ -206,22 +318,38 @@ pub fn spawn_exporter(
         id,
         exporter,
         retry: config.retry,
+        sample_age_limit: config.sample_age_limit,
         telemetry: telemetry.clone(),
         dropped: Mutex::new(HashMap::new()),
         failed: Mutex::new(HashMap::new()),
         hard_stop,
         retry_log: LogLimiter::default(),
         drop_log: LogLimiter::default(),
-        rx,
+        rx: Some(rx),
         in_flight: AtomicU64::new(0),
+        recovered: tokio::sync::watch::channel(0).0,
+        next_probe: Mutex::new(Instant::now()),
     };
-    (handle, tokio::spawn(worker.run()))
+    let join = match (wal, wal_health) {
+        (Some(wal), Some(health)) => {
+            let mut worker = worker;
+            // The durable worker's intake owns the queue (an aborted one drops it, and the
+            // acknowledgements in it fail: the clients retry).
+            match worker.rx.take() {
+                Some(rx) => tokio::spawn(Arc::new(worker).run_durable(rx, wal, health)),
+                None => tokio::spawn(worker.run()),
+            }
+        }
+        _ => tokio::spawn(worker.run()),
+    };
+    (handle, join)
 }
 
 struct Worker {
     id: ComponentId,
     exporter: Arc<dyn Exporter>,
     retry: RetryPolicy,
+    sample_age_limit: Option<Duration>,
     telemetry: SelfMetrics,
     sent: Counter,
     dropped: Mutex<HashMap<&'static str, Counter>>,
@@ -229,19 +357,66 @@ struct Worker {
     hard_stop: CancellationToken,
     retry_log: LogLimiter,
     drop_log: LogLimiter,
-    rx: mpsc::Receiver<Arc<MetricBatch>>,
+    /// The queue (taken out by the durable worker, which keeps it in its intake).
+    rx: Option<mpsc::Receiver<Queued>>,
     /// Points of the batch being delivered not yet counted (0 when idle), counted as dropped
     /// if the task is aborted.
     in_flight: AtomicU64,
+    /// Bumped when a lane gets through after failing: waiting lanes retry at once.
+    recovered: tokio::sync::watch::Sender<u64>,
+    /// When the next probe of a failing backend may go out.
+    next_probe: Mutex<Instant>,
+}
+
+/// How one request's attempts ended.
+enum Attempted {
+    Sent,
+    /// The backend refused it for good.
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
+    /// Not retried any more (disabled, out of time, too old).
+    GaveUp {
+        reason: &'static str,
+        message: String,
+    },
+    /// The shutdown deadline passed, or (with a log) draining met a failing backend.
+    Stopped,
+}
+
+/// When a request's retries end.
+#[derive(Clone, Copy, Default)]
+struct Bounds<'a> {
+    /// `max_elapsed_time`.
+    give_up_at: Option<Instant>,
+    /// `sample_age_limit`.
+    too_old_at: Option<Instant>,
+    /// With a log, at shutdown: a retryable failure stops (the record stays in the log).
+    stop_retrying: Option<&'a CancellationToken>,
+}
+
+/// Why a wait before a retry ended.
+enum Woken {
+    Backoff,
+    Probe,
+    Recovered,
+    Stop,
 }
 
 impl Worker {
     async fn run(mut self) {
-        while let Some(batch) = self.rx.recv().await {
+        loop {
+            let Some(rx) = self.rx.as_mut() else { return };
+            let Some(Queued { batch, acks }) = rx.recv().await else {
+                break;
+            };
             self.in_flight
                 .store(batch.data_points() as u64, Ordering::Relaxed);
             self.deliver(&batch).await;
             self.in_flight.store(0, Ordering::Relaxed);
+            // Not durable: nothing waits on these, but never leave them failing.
+            acks.confirm();
         }
         let exporter = self.exporter.clone();
         tokio::select! {
@@ -337,72 +512,168 @@ impl Worker {
     /// Sends one lane's requests in order; a retryable failure retries that request (the
     /// ones after it wait), a permanent one drops it and goes on.
     async fn send_lane(&self, requests: Vec<Request>, started: Instant) {
-        let mut rng = StdRng::from_rng(&mut rand::rng());
         let left = |from: usize| requests[from..].iter().map(|r| r.points).sum::<u64>();
+        let max = self.retry.max_elapsed_time;
+        let bounds = Bounds {
+            give_up_at: (!max.is_zero()).then(|| started + max),
+            too_old_at: self.sample_age_limit.map(|l| started + l),
+            stop_retrying: None,
+        };
         for (i, request) in requests.iter().enumerate() {
-            let mut attempt = 0u32;
-            loop {
-                if self.hard_stop.is_cancelled() {
+            match self.attempt(request, bounds).await {
+                Attempted::Sent => self.sent(request.points),
+                Attempted::Refused { reason, message } => {
+                    self.give_up(reason, request.points, &message);
+                }
+                Attempted::GaveUp { reason, message } => {
+                    self.give_up(reason, left(i), &message);
+                    return;
+                }
+                Attempted::Stopped => {
                     self.give_up("shutdown", left(i), "shutdown deadline passed");
                     return;
                 }
-                let result = tokio::select! {
-                    r = self.exporter.send(request) => r,
-                    _ = self.hard_stop.cancelled() => {
-                        // The attempt is abandoned; whether it reached the backend is unknown.
-                        self.give_up("shutdown", left(i), "shutdown deadline passed during an export");
-                        return;
-                    }
+            }
+        }
+    }
+
+    /// Attempts `request` until it is delivered, refused, or `bounds` end the retries.
+    async fn attempt(&self, request: &Request, bounds: Bounds<'_>) -> Attempted {
+        let mut rng = StdRng::from_rng(&mut rand::rng());
+        let mut attempt = 0u32;
+        let mut failed_before = false;
+        loop {
+            if self.hard_stop.is_cancelled() {
+                return Attempted::Stopped;
+            }
+            if bounds.too_old_at.is_some_and(|t| Instant::now() >= t) {
+                return Attempted::GaveUp {
+                    reason: "sample_age_limit",
+                    message: "older than sample_age_limit".into(),
                 };
-                match result {
-                    Ok(()) => {
-                        self.sent(request.points);
-                        break;
+            }
+            let result = tokio::select! {
+                r = self.exporter.send(request) => r,
+                // The attempt is abandoned; whether it reached the backend is unknown.
+                _ = self.hard_stop.cancelled() => return Attempted::Stopped,
+            };
+            match result {
+                Ok(()) => {
+                    if failed_before {
+                        self.recovered.send_modify(|g| *g = g.wrapping_add(1));
                     }
-                    Err(ExportError::Permanent { reason, message }) => {
-                        self.failed(reason);
-                        self.give_up(reason, request.points, &message);
-                        break;
+                    return Attempted::Sent;
+                }
+                Err(ExportError::Permanent { reason, message }) => {
+                    self.failed(reason);
+                    return Attempted::Refused { reason, message };
+                }
+                Err(ExportError::Retryable {
+                    reason,
+                    message,
+                    retry_after,
+                }) => {
+                    self.failed(reason);
+                    failed_before = true;
+                    if !self.retry.enabled {
+                        return Attempted::GaveUp {
+                            reason: "retry_disabled",
+                            message,
+                        };
                     }
-                    Err(ExportError::Retryable {
-                        reason,
-                        message,
-                        retry_after,
-                    }) => {
-                        self.failed(reason);
-                        if !self.retry.enabled {
-                            self.give_up("retry_disabled", left(i), &message);
-                            return;
-                        }
-                        // A server's Retry-After lengthens the wait (up to max_interval) but
-                        // never shortens it below the backoff: `Retry-After: 0` must not spin.
-                        let backoff = self.retry.backoff(attempt, &mut rng);
-                        let wait = retry_after
-                            .map_or(backoff, |ra| backoff.max(ra.min(self.retry.max_interval)));
-                        let max = self.retry.max_elapsed_time;
-                        if !max.is_zero() && started.elapsed() + wait > max {
-                            self.give_up("retries_exhausted", left(i), &message);
-                            return;
-                        }
-                        if let Some(suppressed) = self.retry_log.allow() {
-                            warn!(
-                                exporter = %self.id,
-                                reason,
-                                attempt = attempt + 1,
-                                wait_ms = wait.as_millis() as u64,
-                                suppressed,
-                                error = %message,
-                                "export failed, retrying"
-                            );
-                        }
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
-                            _ = self.hard_stop.cancelled() => {}
-                        }
-                        attempt = attempt.saturating_add(1);
+                    if bounds.stop_retrying.is_some_and(|t| t.is_cancelled()) {
+                        return Attempted::Stopped;
+                    }
+                    // A server's Retry-After lengthens the wait (up to max_interval) but
+                    // never shortens it below the backoff: `Retry-After: 0` must not spin.
+                    let backoff = self.retry.backoff(attempt, &mut rng);
+                    let wait = retry_after
+                        .map_or(backoff, |ra| backoff.max(ra.min(self.retry.max_interval)));
+                    if bounds.give_up_at.is_some_and(|g| Instant::now() + wait > g) {
+                        return Attempted::GaveUp {
+                            reason: "retries_exhausted",
+                            message,
+                        };
+                    }
+                    if let Some(suppressed) = self.retry_log.allow() {
+                        warn!(
+                            exporter = %self.id,
+                            reason,
+                            attempt = attempt + 1,
+                            wait_ms = wait.as_millis() as u64,
+                            suppressed,
+                            error = %message,
+                            "export failed, retrying"
+                        );
+                    }
+                    match self
+                        .wait_before_retry(wait, retry_after.is_none(), bounds.stop_retrying)
+                        .await
+                    {
+                        Woken::Stop => return Attempted::Stopped,
+                        Woken::Recovered => attempt = 0,
+                        Woken::Backoff | Woken::Probe => attempt = attempt.saturating_add(1),
                     }
                 }
             }
+        }
+    }
+
+    /// Waits out `wait`, unless another lane gets through first (recovered), a probe slot
+    /// comes up (`may_probe`: no `Retry-After` to honour), draining begins (`stop_retrying`:
+    /// one last attempt), or the worker stops.
+    async fn wait_before_retry(
+        &self,
+        wait: Duration,
+        may_probe: bool,
+        stop_retrying: Option<&CancellationToken>,
+    ) -> Woken {
+        let mut recovered = self.recovered.subscribe();
+        recovered.mark_unchanged();
+        let deadline = Instant::now() + wait;
+        let stop = async {
+            match stop_retrying {
+                Some(t) => t.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(stop);
+        loop {
+            let check = if may_probe {
+                (Instant::now() + PROBE_EVERY).min(deadline)
+            } else {
+                deadline
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(check) => {
+                    if Instant::now() >= deadline {
+                        return Woken::Backoff;
+                    }
+                    if self.claim_probe() {
+                        return Woken::Probe;
+                    }
+                }
+                changed = recovered.changed() => {
+                    if changed.is_ok() {
+                        return Woken::Recovered;
+                    }
+                }
+                _ = self.hard_stop.cancelled() => return Woken::Stop,
+                // Draining: one more attempt now; if it fails too, the lane stops.
+                _ = &mut stop => return Woken::Probe,
+            }
+        }
+    }
+
+    /// Takes the next probe slot, if it is due.
+    fn claim_probe(&self) -> bool {
+        let mut next = self.next_probe.lock();
+        let now = Instant::now();
+        if now >= *next {
+            *next = now + PROBE_EVERY;
+            true
+        } else {
+            false
         }
     }
 
@@ -418,10 +689,13 @@ impl Drop for Worker {
     /// An aborted worker (the shutdown grace ran out, or a panic) still counts what it held.
     fn drop(&mut self) {
         let mut lost = std::mem::take(self.in_flight.get_mut());
-        // Closed first, so nothing can slip in between the drain and the drop.
-        self.rx.close();
-        while let Ok(batch) = self.rx.try_recv() {
-            lost += batch.data_points() as u64;
+        if let Some(rx) = self.rx.as_mut() {
+            // Closed first, so nothing can slip in between the drain and the drop.
+            rx.close();
+            while let Ok(q) = rx.try_recv() {
+                // Its acknowledgements fail as `q.acks` drops: the clients retry.
+                lost += q.batch.data_points() as u64;
+            }
         }
         if lost > 0 {
             self.dropped("shutdown", lost);
@@ -429,6 +703,8 @@ impl Drop for Worker {
         }
     }
 }
+
+mod durable;
 
 #[cfg(test)]
 mod tests;

@@ -225,7 +225,8 @@ impl NvmlReceiver {
             };
             match sent {
                 // Refused points are counted by the sender; the next poll sends fresh values.
-                Ok(()) | Err(SendError::Full | SendError::MemoryLimit) => {}
+                Ok(())
+                | Err(SendError::Full | SendError::MemoryLimit | SendError::NotPersisted) => {}
                 Err(SendError::Closed) => {
                     debug!(receiver = %self.id, "pipelines closed; nvml receiver stops");
                     break;

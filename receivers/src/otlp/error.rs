@@ -58,6 +58,7 @@ impl RequestError {
             RequestError::Refused(SendError::Full) => "pipeline_full",
             RequestError::Refused(SendError::Closed) => "shutting_down",
             RequestError::Refused(SendError::MemoryLimit) => "memory_limit",
+            RequestError::Refused(SendError::NotPersisted) => "not_persisted",
         }
     }
 
