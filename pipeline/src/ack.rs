@@ -107,7 +107,9 @@ impl Acks {
 
 /// The acknowledgements a durable exporter holds for a queued batch: dropped without
 /// [`PendingAcks::confirm`] (the queue was abandoned, the log failed), they fail, so a client is
-/// never told "stored" for data that was not.
+/// never told "stored" for data that could be stored. (Data the exporter cannot encode at
+/// all is confirmed after it is dropped and counted, as a filter's drop would be: a retry
+/// could not help.)
 #[derive(Debug, Default)]
 pub struct PendingAcks(Option<Acks>);
 
@@ -115,6 +117,11 @@ impl PendingAcks {
     /// Holds `acks` until confirmed.
     pub fn new(acks: Acks) -> Self {
         Self((!acks.is_empty()).then_some(acks))
+    }
+
+    /// Whether there are none (nobody waits on this batch).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
     }
 
     /// The data is persisted: the acknowledgements go (successfully, unless another holder

@@ -275,10 +275,20 @@ impl Drop for Pipeline {
     /// An aborted or panicking pipeline still counts the data it held.
     fn drop(&mut self) {
         let mut lost: u64 = self.stages.iter().map(Running::held).sum();
+        // What it held never reached a log: clients waiting on it are told to retry.
+        for stage in &mut self.stages {
+            if let Running::Batch {
+                pending: Some(p), ..
+            } = stage
+            {
+                p.take_acks().fail();
+            }
+        }
         if let Some(input) = self.input.as_mut() {
             input.close();
-            while let Ok(batch) = input.try_recv() {
+            while let Ok(mut batch) = input.try_recv() {
                 lost += batch.data_points() as u64;
+                batch.take_acks().fail();
             }
         }
         if lost > 0 {
@@ -573,7 +583,11 @@ mod tests {
         let task = tokio::spawn(
             Pipeline::new("metrics".into(), vec![Stage::Batch(batcher)], vec![], &t).run(rx),
         );
-        tx.send(one_point()).await.expect("open");
+        // The batch carries a client's acknowledgement (a durable pipeline).
+        let (ack, waiter) = crate::ack::Ack::new();
+        let mut held = one_point();
+        held.carry_ack(ack);
+        tx.send(held).await.expect("open");
         tokio::time::sleep(Duration::from_millis(10)).await; // the batcher now holds it
         task.abort();
         assert!(task.await.expect_err("aborted").is_cancelled());
@@ -582,6 +596,10 @@ mod tests {
             &[("pipeline", "metrics"), ("reason", "aborted")],
         );
         assert_eq!(dropped, Some(1));
+        assert!(
+            !waiter.wait().await,
+            "the client is not told its data is stored"
+        );
         assert!(tx.send(one_point()).await.is_err(), "input closed");
     }
 }

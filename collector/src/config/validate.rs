@@ -195,8 +195,6 @@ impl Validator {
         })
     }
 
-    /// `gpu_stats` joins the snapshot that an `nvml` receiver polls: without one running it
-    /// would never add anything; and there is one GPU snapshot per collector, so one receiver.
     /// Each write-ahead log needs a directory of its own (two exporters sharing one would
     /// interleave their records; the second would also fail on the lock at start-up).
     fn check_wal_directories(&mut self, exporters: &BTreeMap<ComponentId, ExporterConfig>) {
@@ -222,6 +220,8 @@ impl Validator {
         }
     }
 
+    /// `gpu_stats` joins the snapshot that an `nvml` receiver polls: without one running it
+    /// would never add anything; and there is one GPU snapshot per collector, so one receiver.
     fn check_gpu_stats(
         &mut self,
         receivers: &BTreeMap<ComponentId, ReceiverConfig>,

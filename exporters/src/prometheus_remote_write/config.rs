@@ -70,9 +70,10 @@ pub struct Config {
     /// stored survives a crash, `kill -9` or a long backend outage.
     #[serde(default)]
     pub wal: Option<WalSection>,
-    /// Data older than this is dropped (counted, reason `sample_age_limit`) instead of sent:
-    /// set it to what the backend still accepts (Prometheus: about 1h behind its newest
-    /// sample). Unset: no limit.
+    /// A request still unsent this long after it was prepared (with a `wal`: appended to
+    /// the log) is dropped (counted, reason `sample_age_limit`) instead of sent: set it to
+    /// what the backend still accepts (Prometheus: about 1h behind its newest sample). The age
+    /// is the request's time in the collector, not its samples' timestamps. Unset: no limit.
     #[serde(default, deserialize_with = "vla_pipeline::config::optional_duration")]
     pub sample_age_limit: Option<Duration>,
     /// A series that gets no sample for this long is sent a Prometheus stale marker once, so

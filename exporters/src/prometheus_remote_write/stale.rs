@@ -5,8 +5,9 @@
 //! set, the encoder remembers every series it wrote (its encoded labels, its shard, its last
 //! sample time), and when a batch is encoded after a series went `stale_after` without a
 //! sample, it writes the Prometheus stale marker (a NaN with fixed bits) for it once and
-//! forgets it. The marker's timestamp is never older than the series' last sample, so it can
-//! never be refused as out of order.
+//! forgets it. The marker is timestamped 1 ms after the series' last sample: never refused as
+//! out of order, and never ahead of a sample the series may still send later (a lagging
+//! source resuming), which would get that sample's whole request refused.
 //!
 //! Markers ride on the batches of the sources still reporting: when every source stops, no
 //! batch is encoded and none is written (the lookback then ends the series).
@@ -83,7 +84,7 @@ impl StaleTracker {
             out.push(Marker {
                 labels: std::mem::take(&mut e.labels),
                 shard: e.shard as usize,
-                timestamp_ms: now_ms.max(e.newest_ms + 1),
+                timestamp_ms: e.newest_ms.saturating_add(1),
             });
             false
         });

@@ -1155,13 +1155,13 @@ fn a_series_that_stops_gets_one_stale_marker_never_older_than_its_last_sample() 
         decoded(&enc.encode_at(&gauges(&["a"], ms(t1)), t1).unwrap()).len(),
         1
     );
-    // 70 s after `b`'s last sample: one marker for `b`, at the encode time.
+    // 70 s after `b`'s last sample: one marker for `b`, 1 ms after that sample.
     let t2 = t0 + Duration::from_secs(70);
     let out = decoded(&enc.encode_at(&gauges(&["a"], ms(t2)), t2).unwrap());
     assert_eq!(out.len(), 2, "{out:?}");
     assert_eq!(out[1].0, "b");
     assert_eq!(out[1].1.to_bits(), crate::translate::STALE_NAN_BITS);
-    assert_eq!(out[1].2, ms(t2) as i64);
+    assert_eq!(out[1].2, ms(t0) as i64 + 1);
     // Once only.
     let t3 = t0 + Duration::from_secs(200);
     let out = decoded(&enc.encode_at(&gauges(&["c"], ms(t3)), t3).unwrap());
@@ -1171,7 +1171,7 @@ fn a_series_that_stops_gets_one_stale_marker_never_older_than_its_last_sample() 
         "a marker for a, none again for b"
     );
     // A series whose samples carry a timestamp ahead of the collector's clock gets its
-    // marker after its last sample, never before (that would be refused as out of order).
+    // marker right after its last sample too (never before: that would be out of order).
     let ahead = ms(t3) + 600_000;
     let t4 = t3 + Duration::from_secs(10);
     enc.encode_at(&gauges(&["d"], ahead), t4).unwrap();

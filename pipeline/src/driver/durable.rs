@@ -15,6 +15,7 @@ use tracing::{debug, error, info};
 use super::wal::{AppendError, Wal, WalError, WalRecord, WalSync};
 use super::{Attempted, Bounds, Queued, WalHealth, Worker};
 use crate::Request;
+use crate::ack::PendingAcks;
 
 /// Bytes of records read back and not yet acknowledged.
 struct Budget {
@@ -134,7 +135,8 @@ impl Worker {
         let prepared = match self.exporter.prepare(&batch) {
             Ok(p) => p,
             Err(e) => {
-                // Data that cannot be encoded is not worth a client's retry.
+                // Data that cannot be encoded is not worth a client's retry: it is dropped
+                // (counted) and the client is answered as for data a filter dropped.
                 self.give_up(e.reason, points, &e.message);
                 acks.confirm();
                 return;
@@ -189,22 +191,36 @@ impl Worker {
                 if done.dropped_points > 0 {
                     self.dropped("wal_full", done.dropped_points);
                 }
-                match error {
-                    WalError::Closed => {
-                        self.give_up("shutdown", lost, "shutdown deadline passed while waiting for room in the write-ahead log");
-                    }
+                let (reason, message) = match &error {
+                    WalError::Closed => (
+                        "shutdown",
+                        "shutdown deadline passed while waiting for room in the write-ahead log"
+                            .to_owned(),
+                    ),
                     e => {
                         health.set(Some(e.to_string()));
-                        self.give_up("wal_write_error", lost, &e.to_string());
+                        ("wal_write_error", e.to_string())
                     }
-                }
-                // `acks` drops unconfirmed: the clients are told to retry.
+                };
+                self.not_persisted(acks, reason, lost, &message);
             }
             Err(e) => {
                 health.set(Some(format!("append task failed: {e}")));
-                self.give_up("wal_write_error", points, &e.to_string());
+                self.not_persisted(acks, "wal_write_error", points, &e.to_string());
             }
         }
+    }
+
+    /// What could not be appended: with clients waiting, they are told to retry (the
+    /// receivers count the refusal; the records already appended are sent, so a retry may
+    /// send those twice); with nobody waiting (a processor's flush), it is dropped here.
+    fn not_persisted(&self, acks: PendingAcks, reason: &'static str, points: u64, message: &str) {
+        if acks.is_empty() {
+            self.give_up(reason, points, message);
+        } else {
+            error!(exporter = %self.id, reason, points, error = %message, "write-ahead log append failed; the clients are told to retry");
+        }
+        drop(acks);
     }
 
     /// Reads the log back in order, within the budget, and hands each record to its lane.
@@ -247,6 +263,14 @@ impl Worker {
                     break;
                 }
             };
+            let lost = wal.take_lost_points();
+            if lost > 0 {
+                self.give_up(
+                    "wal_corrupt",
+                    lost,
+                    "write-ahead log records unreadable at run time were skipped",
+                );
+            }
             if records.is_empty() {
                 if input_closed.is_cancelled() && !wal.has_unread() {
                     break;
@@ -340,8 +364,16 @@ impl Worker {
                     return;
                 }
             }
-            if let Err(e) = wal.ack(record.seq) {
-                error!(exporter = %self.id, error = %e, "write-ahead log truncation failed");
+            // Truncation deletes files and writes the watermark: off the async threads.
+            let (w, seq) = (wal.clone(), record.seq);
+            match tokio::task::spawn_blocking(move || w.ack(seq)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    error!(exporter = %self.id, error = %e, "write-ahead log truncation failed");
+                }
+                Err(e) => {
+                    error!(exporter = %self.id, error = %e, "write-ahead log truncation failed")
+                }
             }
             budget.release(len);
         }

@@ -653,7 +653,8 @@ impl Worker {
                         return Woken::Probe;
                     }
                 }
-                changed = recovered.changed() => {
+                // A lane honouring a server's Retry-After waits it out, recovery or not.
+                changed = recovered.changed(), if may_probe => {
                     if changed.is_ok() {
                         return Woken::Recovered;
                     }

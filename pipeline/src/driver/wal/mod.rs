@@ -64,7 +64,8 @@ pub enum WalWhenFull {
     /// receivers answer retryable codes).
     #[default]
     Block,
-    /// Drop the oldest records not yet read back, a segment at a time, counted.
+    /// Drop the oldest segment none of whose records was read back yet (records being
+    /// sent keep theirs), counted exactly.
     DropOldest,
 }
 
@@ -207,6 +208,10 @@ struct State {
     replay_below: u64,
     /// Append time of the last record read.
     last_read_written_ms: Option<i64>,
+    /// Appends waiting for room.
+    waiting: usize,
+    /// Points of records found unreadable at run time, not yet reported.
+    lost_points: u64,
 }
 
 /// Counters of the log.
@@ -562,6 +567,8 @@ impl Wal {
                 closed: false,
                 replay_below: next_seq,
                 last_read_written_ms: None,
+                waiting: 0,
+                lost_points: 0,
             }),
             config,
             room: Condvar::new(),
@@ -683,6 +690,11 @@ impl Wal {
                 if s.bytes + need <= self.config.max_bytes || s.bytes == 0 {
                     break;
                 }
+                // An active segment whose records are all acknowledged only waits for its
+                // deletion: seal it so `truncate` may delete it.
+                if self.seal_if_done(&mut s)? {
+                    continue;
+                }
                 if self.config.when_full == WalWhenFull::DropOldest
                     && let Some((records, points)) = self.drop_oldest_unread(&mut s)?
                 {
@@ -690,7 +702,9 @@ impl Wal {
                     done.dropped_points += points;
                     continue;
                 }
+                s.waiting += 1;
                 self.room.wait(&mut s);
+                s.waiting -= 1;
             }
             let active_full = s
                 .segments
@@ -710,8 +724,11 @@ impl Wal {
                     .append(true)
                     .open(&path)
                     .map_err(io_err(&path, "creating a segment"))?;
-                f.write_all(MAGIC)
-                    .map_err(io_err(&path, "writing a segment header"))?;
+                if let Err(e) = f.write_all(MAGIC) {
+                    drop(f);
+                    let _ = fs::remove_file(&path);
+                    return Err(io_err(&path, "writing a segment header")(e));
+                }
                 if self.config.sync == WalSync::Always {
                     sync_dir(&self.dir)?;
                 }
@@ -735,8 +752,21 @@ impl Wal {
             };
             if let Err(e) = (&*file).write_all(&buf) {
                 // Whatever part was written is cut off when the segment is next checked;
-                // start a fresh segment for what follows.
+                // start a fresh segment for what follows. A segment left with no record goes
+                // (its name is the next sequence number, which the next segment needs).
                 s.active = None;
+                if s.segments.back().is_some_and(|seg| seg.records == 0) {
+                    let last = s.segments.len() - 1;
+                    if s.cursor.segment <= last {
+                        if let Some(seg) = s.segments.pop_back() {
+                            s.bytes = s.bytes.saturating_sub(seg.end);
+                            let _ = fs::remove_file(&seg.path);
+                        }
+                        if s.cursor.segment > s.segments.len() {
+                            s.cursor = Cursor::start(s.segments.len());
+                        }
+                    }
+                }
                 return Err(io_err(&self.dir, "appending a record")(e));
             }
             s.next_seq += 1;
@@ -762,39 +792,92 @@ impl Wal {
         Ok(())
     }
 
-    /// Makes room for `drop_oldest`, oldest data first: deletes the oldest segment the
-    /// reader is past (its records not yet acknowledged are in memory and still sent; they
-    /// are just no longer on disk), or else skips the reader past the records of its
-    /// segment not yet read and deletes that segment. What it dropped (records, points), or
-    /// `None` when there is nothing to delete.
-    fn drop_oldest_unread(&self, s: &mut State) -> Result<Option<(u64, u64)>, WalError> {
-        if s.cursor.segment > 0 {
-            self.delete_front(s)?;
-            return Ok(Some((0, 0)));
+    /// Seals the active segment when everything in it was read and acknowledged, and
+    /// deletes it (a full log with nothing left to send would otherwise wait for ever).
+    /// Whether it freed anything.
+    fn seal_if_done(&self, s: &mut State) -> Result<bool, WalError> {
+        let done = s.active.is_some()
+            && s.segments.len() == 1
+            && s.in_flight.is_empty()
+            && s.segments
+                .front()
+                .is_some_and(|seg| s.cursor.offset >= seg.end);
+        if !done {
+            return Ok(false);
         }
-        let Some(seg) = s.segments.front() else {
+        s.active = None;
+        let before = s.bytes;
+        self.truncate(s)?;
+        Ok(s.bytes < before)
+    }
+
+    /// Makes room for `drop_oldest`: deletes the oldest segment none of whose records was
+    /// read yet (records being sent from memory keep their segment, so a crash still finds
+    /// them), counting what it held; or, when the only unread records are the tail of the
+    /// segment being read, skips the reader past them (their segment goes once the records
+    /// before them are acknowledged). What it dropped (records, points), or `None` when
+    /// nothing unread is left to drop.
+    fn drop_oldest_unread(&self, s: &mut State) -> Result<Option<(u64, u64)>, WalError> {
+        let c = s.cursor;
+        let whole = (c.segment..s.segments.len()).find(|&j| {
+            let unread_whole = j > c.segment || c.records_read == 0;
+            let has_records = s.segments.get(j).is_some_and(|seg| seg.records > 0);
+            unread_whole && has_records
+        });
+        if let Some(j) = whole {
+            let Some(seg) = s.segments.get(j) else {
+                return Ok(None);
+            };
+            let dropped = (seg.records, seg.points);
+            let last_seq = seg.last_seq;
+            if j + 1 == s.segments.len() {
+                // The active segment: seal it, new records go to a fresh one.
+                s.active = None;
+            }
+            fs::remove_file(&seg.path).map_err(io_err(&seg.path, "deleting a segment"))?;
+            if let Some(seg) = s.segments.remove(j) {
+                s.bytes = s.bytes.saturating_sub(seg.end);
+            }
+            if j == c.segment {
+                // The reader stays at the start of what is now segment `j`.
+                s.cursor = Cursor::start(j);
+                if let Some(l) = last_seq {
+                    s.read_seq = s.read_seq.max(l + 1);
+                }
+            }
+            self.metrics.truncated.inc();
+            self.room.notify_all();
+            self.truncate(s)?;
+            return Ok(Some(dropped));
+        }
+        // Only the tail of the segment being read is unread.
+        let Some(seg) = s.segments.get(c.segment) else {
             return Ok(None);
         };
-        let unread = seg.records - s.cursor.records_read;
-        if unread == 0 && s.segments.len() == 1 {
-            // Everything is read (in memory, being sent): nothing on disk to give up.
+        let unread = (seg.records - c.records_read, seg.points - c.points_read);
+        if unread.0 == 0 {
             return Ok(None);
         }
-        let dropped = (unread, seg.points - s.cursor.points_read);
-        let next_seq = seg.last_seq.map_or(s.read_seq, |l| l + 1);
-        if s.segments.len() == 1 {
-            // The unread records are in the active segment: seal it, so new records go to
-            // a fresh one.
+        let (end, last_seq) = (seg.end, seg.last_seq);
+        if c.segment + 1 == s.segments.len() {
             s.active = None;
         }
-        s.cursor = Cursor::start(1);
-        s.read_seq = s.read_seq.max(next_seq);
-        self.delete_front(s)?;
-        Ok(Some(dropped))
+        s.cursor.offset = end;
+        s.cursor.records_read += unread.0;
+        s.cursor.points_read += unread.1;
+        if let Some(l) = last_seq {
+            s.read_seq = s.read_seq.max(l + 1);
+        }
+        self.truncate(s)?;
+        Ok(Some(unread))
     }
 
     /// Deletes the oldest segment (the reader is past it).
     fn delete_front(&self, s: &mut State) -> Result<(), WalError> {
+        let Some(seg) = s.segments.front() else {
+            return Ok(());
+        };
+        fs::remove_file(&seg.path).map_err(io_err(&seg.path, "deleting a segment"))?;
         let Some(seg) = s.segments.pop_front() else {
             return Ok(());
         };
@@ -807,7 +890,6 @@ impl Wal {
             Cursor::start(0)
         };
         s.bytes = s.bytes.saturating_sub(seg.end);
-        fs::remove_file(&seg.path).map_err(io_err(&seg.path, "deleting a segment"))?;
         self.metrics.truncated.inc();
         self.room.notify_all();
         Ok(())
@@ -880,6 +962,7 @@ impl Wal {
                 self.metrics.corrupt.inc();
                 if let Some(seg) = s.segments.get(i) {
                     let (records, points, last) = (seg.records, seg.points, seg.last_seq);
+                    s.lost_points += points.saturating_sub(s.cursor.points_read);
                     s.cursor.offset = end;
                     s.cursor.records_read = records;
                     s.cursor.points_read = points;
@@ -888,6 +971,12 @@ impl Wal {
             }
         }
         Ok(out)
+    }
+
+    /// Points of records found unreadable at run time since the last call (the driver
+    /// counts them as dropped).
+    pub fn take_lost_points(&self) -> u64 {
+        std::mem::take(&mut self.state.lock().lost_points)
     }
 
     /// Waits until records may have been appended (or the log closed).
@@ -929,6 +1018,17 @@ impl Wal {
     /// Deletes the oldest segments once they are sealed, read past and acknowledged.
     fn truncate(&self, s: &mut State) -> Result<(), WalError> {
         let w = Self::watermark(s);
+        if s.waiting > 0 && s.in_flight.is_empty() {
+            // A writer waits for room and everything is acknowledged: the active segment may
+            // go too.
+            let done = s.segments.len() == 1
+                && s.segments
+                    .front()
+                    .is_some_and(|seg| s.cursor.offset >= seg.end);
+            if done {
+                s.active = None;
+            }
+        }
         while let Some(seg) = s.segments.front() {
             let active = s.active.is_some() && s.segments.len() == 1;
             let acknowledged = seg.last_seq.is_none_or(|l| l < w);
@@ -949,8 +1049,9 @@ impl Wal {
         }
         let mut b = w.to_le_bytes().to_vec();
         b.extend_from_slice(&crc32fast::hash(&b).to_le_bytes());
+        // Not synced: a watermark lost in a host crash only means records are sent again.
         let tmp = self.dir.join("acked.tmp");
-        write_file(&tmp, &b)?;
+        fs::write(&tmp, &b).map_err(io_err(&tmp, "writing the watermark"))?;
         let path = self.dir.join("acked");
         fs::rename(&tmp, &path).map_err(io_err(&path, "writing the watermark"))?;
         s.watermark_written = w;
