@@ -451,8 +451,8 @@ pub struct RawSeries {
     pub samples: Vec<(i64, f64)>,
 }
 
-/// An instant query against a Prometheus-compatible API at `base_url`.
-pub async fn instant_query(base_url: &str, expr: &str) -> Result<Vec<Sample>, HarnessError> {
+/// The `data.result` array of `/api/v1/query?query=expr` at `base_url`.
+async fn query_result(base_url: &str, expr: &str) -> Result<Vec<serde_json::Value>, HarnessError> {
     let body: serde_json::Value = reqwest::Client::new()
         .get(format!("{base_url}/api/v1/query"))
         .query(&[("query", expr)])
@@ -460,29 +460,41 @@ pub async fn instant_query(base_url: &str, expr: &str) -> Result<Vec<Sample>, Ha
         .await?
         .json()
         .await?;
-
     if body["status"] != "success" {
         return Err(HarnessError::Unexpected(body.to_string()));
     }
-    let result = body["data"]["result"]
+    body["data"]["result"]
         .as_array()
-        .ok_or_else(|| HarnessError::Unexpected(body.to_string()))?;
-    result
+        .cloned()
+        .ok_or_else(|| HarnessError::Unexpected(body.to_string()))
+}
+
+/// The labels of one result entry.
+fn result_labels(r: &serde_json::Value) -> BTreeMap<String, String> {
+    r["metric"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An instant query against a Prometheus-compatible API at `base_url`.
+pub async fn instant_query(base_url: &str, expr: &str) -> Result<Vec<Sample>, HarnessError> {
+    query_result(base_url, expr)
+        .await?
         .iter()
         .map(|r| {
-            let labels = r["metric"]
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                        .collect()
-                })
-                .unwrap_or_default();
             let value = r["value"][1]
                 .as_str()
                 .and_then(|v| v.parse::<f64>().ok())
                 .ok_or_else(|| HarnessError::Unexpected(r.to_string()))?;
-            Ok(Sample { labels, value })
+            Ok(Sample {
+                labels: result_labels(r),
+                value,
+            })
         })
         .collect()
 }
@@ -493,31 +505,10 @@ pub async fn raw_samples(
     selector: &str,
     range: &str,
 ) -> Result<Vec<RawSeries>, HarnessError> {
-    let expr = format!("{selector}[{range}]");
-    let body: serde_json::Value = reqwest::Client::new()
-        .get(format!("{base_url}/api/v1/query"))
-        .query(&[("query", expr.as_str())])
-        .send()
+    query_result(base_url, &format!("{selector}[{range}]"))
         .await?
-        .json()
-        .await?;
-    if body["status"] != "success" {
-        return Err(HarnessError::Unexpected(body.to_string()));
-    }
-    let result = body["data"]["result"]
-        .as_array()
-        .ok_or_else(|| HarnessError::Unexpected(body.to_string()))?;
-    result
         .iter()
         .map(|r| {
-            let labels = r["metric"]
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                        .collect()
-                })
-                .unwrap_or_default();
             let samples = r["values"]
                 .as_array()
                 .ok_or_else(|| HarnessError::Unexpected(r.to_string()))?
@@ -533,7 +524,10 @@ pub async fn raw_samples(
                     Ok(((ts * 1000.0).round() as i64, value))
                 })
                 .collect::<Result<Vec<_>, HarnessError>>()?;
-            Ok(RawSeries { labels, samples })
+            Ok(RawSeries {
+                labels: result_labels(r),
+                samples,
+            })
         })
         .collect()
 }

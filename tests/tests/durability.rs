@@ -143,6 +143,28 @@ where
     .await
 }
 
+/// One request of `series` points (value = timestamp) every 100 ms, counted.
+struct SteadyLoad {
+    grpc: MetricsServiceClient<Channel>,
+    series: usize,
+    ts: i64,
+    sent: usize,
+    refused: usize,
+}
+
+impl SteadyLoad {
+    async fn tick(&mut self) {
+        self.ts = self.ts.max(now_ms()) + 1;
+        let r = request(self.series, self.ts as f64, self.ts, 0);
+        if send(&mut self.grpc, r).await {
+            self.sent += 1;
+        } else {
+            self.refused += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -281,26 +303,18 @@ async fn a_long_outage_refuses_no_client_keeps_the_backlog_on_disk_and_recovers_
         .await
         .expect("collector");
     let pid = collector.process.pid();
-    let mut grpc = client(ports.grpc).await;
-    let (mut sent, mut refused) = (0usize, 0usize);
-    let mut ts = now_ms();
-    let mut load = |grpc: &mut MetricsServiceClient<Channel>| {
-        ts = ts.max(now_ms()) + 1;
-        let (t, v) = (ts, ts as f64);
-        let mut c = grpc.clone();
-        async move { send(&mut c, request(SERIES, v, t, 0)).await }
-    };
     // Steady load: a request every 100 ms, before, during and after the outage.
-    let tick = Duration::from_millis(100);
+    let mut load = SteadyLoad {
+        grpc: client(ports.grpc).await,
+        series: SERIES,
+        ts: now_ms(),
+        sent: 0,
+        refused: 0,
+    };
     let run_for = |d: Duration| Instant::now() + d;
     let end = run_for(Duration::from_secs(3));
     while Instant::now() < end {
-        if load(&mut grpc).await {
-            sent += 1
-        } else {
-            refused += 1
-        }
-        tokio::time::sleep(tick).await;
+        load.tick().await;
     }
     prom.stop().expect("outage begins");
     let mut peak_rss = 0u64;
@@ -308,11 +322,7 @@ async fn a_long_outage_refuses_no_client_keeps_the_backlog_on_disk_and_recovers_
     let end = run_for(outage);
     let mut next_sample = Instant::now();
     while Instant::now() < end {
-        if load(&mut grpc).await {
-            sent += 1
-        } else {
-            refused += 1
-        }
+        load.tick().await;
         if Instant::now() >= next_sample {
             next_sample += Duration::from_secs(1);
             peak_rss = peak_rss.max(rss_kib(pid));
@@ -323,7 +333,6 @@ async fn a_long_outage_refuses_no_client_keeps_the_backlog_on_disk_and_recovers_
                 "exporter=\"prometheusremotewrite\"",
             ));
         }
-        tokio::time::sleep(tick).await;
     }
     let m = collector.self_metrics().await.expect("metrics");
     let wal_bytes = metric(
@@ -345,7 +354,7 @@ async fn a_long_outage_refuses_no_client_keeps_the_backlog_on_disk_and_recovers_
     let back = Instant::now();
     // Recovery: outage-time samples arrive within seconds, though every lane's backoff has
     // grown to ~30 s.
-    let before = sent;
+    let before = load.sent;
     let recovered = until(Duration::from_secs(60), || async {
         let got = by_series(
             prom.raw_samples(&format!("{METRIC}{{series=\"s0\"}}"), "10m")
@@ -360,15 +369,13 @@ async fn a_long_outage_refuses_no_client_keeps_the_backlog_on_disk_and_recovers_
     // The load goes on a little after the return, then stops.
     let end = run_for(Duration::from_secs(2));
     while Instant::now() < end {
-        if load(&mut grpc).await {
-            sent += 1
-        } else {
-            refused += 1
-        }
-        tokio::time::sleep(tick).await;
+        load.tick().await;
     }
-    assert_eq!(refused, 0, "no client was refused while the log had room");
-    let want = sent;
+    assert_eq!(
+        load.refused, 0,
+        "no client was refused while the log had room"
+    );
+    let want = load.sent;
     let stored = until(Duration::from_secs(120), || async {
         let got = by_series(prom.raw_samples(METRIC, "15m").await.ok()?);
         (got.len() == SERIES && got.values().all(|s| s.len() >= want)).then_some(got)
