@@ -628,6 +628,15 @@ pub fn simulator_binary() -> Result<PathBuf, HarnessError> {
     )
 }
 
+/// Where the `vla-loadgen` binary is: `$VLA_LOADGEN_BIN`, or next to the test binary.
+pub fn loadgen_binary() -> Result<PathBuf, HarnessError> {
+    workspace_binary(
+        "vla-loadgen",
+        "VLA_LOADGEN_BIN",
+        "build it with `cargo build -p vla-e2e` (scripts/test does), or set VLA_LOADGEN_BIN",
+    )
+}
+
 /// A binary of this workspace: `$env_var`, or in cargo's target directory above the running
 /// test binary.
 fn workspace_binary(name: &str, env_var: &str, how: &'static str) -> Result<PathBuf, HarnessError> {

@@ -13,6 +13,10 @@
 //! CPU time is read from /proc, giving data points per collector CPU-second, and its resident
 //! memory is sampled every 50 ms (the peak and the end are reported).
 //!
+//! `--series N` makes the clients together send N distinct series (rounded up to whole
+//! requests): each client cycles through its share, one request's worth of series at a time.
+//! Without it every client repeats one request's series (`points × concurrency` in all).
+//!
 //! Overload: `--sink-delay 200ms` makes the sink a slow backend (each request is answered
 //! after the delay), so the collector can deliver only so much; with enough `--concurrency`
 //! the clients offer many times that. `points_offered / points_accepted` is the overload
@@ -41,6 +45,8 @@ struct Args {
     concurrency: usize,
     pid: Option<u32>,
     sink_delay: Duration,
+    /// Distinct series across all clients (`None`: each client repeats one request's).
+    series: Option<usize>,
 }
 
 fn parse_args() -> Args {
@@ -52,6 +58,7 @@ fn parse_args() -> Args {
         concurrency: 4,
         pid: None,
         sink_delay: Duration::ZERO,
+        series: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -69,6 +76,7 @@ fn parse_args() -> Args {
             }
             "--points-per-request" => a.points = val().parse().expect("number"),
             "--concurrency" => a.concurrency = val().parse().expect("number"),
+            "--series" => a.series = Some(val().parse().expect("--series like 100000")),
             "--collector-pid" => a.pid = Some(val().parse().expect("pid")),
             "--sink-delay" => {
                 let v = val();
@@ -76,7 +84,7 @@ fn parse_args() -> Args {
             }
             "-h" | "--help" => {
                 println!(
-                    "vla-loadgen [--grpc ADDR] [--sink ADDR] [--sink-delay 0ms] [--duration 10s] [--points-per-request 1000] [--concurrency 4] [--collector-pid PID]"
+                    "vla-loadgen [--grpc ADDR] [--sink ADDR] [--sink-delay 0ms] [--duration 10s] [--points-per-request 1000] [--concurrency 4] [--series N] [--collector-pid PID]"
                 );
                 std::process::exit(0);
             }
@@ -120,8 +128,20 @@ const BOUNDS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// The request: `points` data points, 40/40/20 gauge/sum/histogram, 100 series per metric.
-fn build_request(points: usize, worker: usize) -> ExportMetricsServiceRequest {
+/// How many different requests (windows of `points` series each) a client cycles through
+/// so that `concurrency` clients together send `series` distinct series (at least one).
+fn windows(series: Option<usize>, points: usize, concurrency: usize) -> usize {
+    series.map_or(1, |n| {
+        n.div_ceil(concurrency.max(1))
+            .div_ceil(points.max(1))
+            .max(1)
+    })
+}
+
+/// The request: `points` data points, 40/40/20 gauge/sum/histogram, 100 series per metric;
+/// `window` selects which of the client's series sets (its `customer_id`s) it carries.
+fn build_request(points: usize, worker: usize, window: usize) -> ExportMetricsServiceRequest {
+    let offset = window * 100;
     let per_metric = 100;
     let mut metrics = Vec::new();
     let mut made = 0;
@@ -132,7 +152,7 @@ fn build_request(points: usize, worker: usize) -> ExportMetricsServiceRequest {
             vec![
                 kv("model", format!("model-{}", i % 5)),
                 kv("robot_type", format!("robot-{}", i % 4)),
-                kv("customer_id", format!("cust-{worker}-{i}")),
+                kv("customer_id", format!("cust-{worker}-{}", offset + i)),
                 kv("gpu_id", (i % 8).to_string()),
             ]
         };
@@ -329,6 +349,11 @@ async fn main() {
             }
         });
     }
+    let windows = windows(args.series, args.points, args.concurrency);
+    println!(
+        "series                {}",
+        windows * args.points * args.concurrency
+    );
     let mut workers = Vec::new();
     for w in 0..args.concurrency {
         let (grpc, points, dur) = (args.grpc.clone(), args.points, args.duration);
@@ -343,8 +368,14 @@ async fn main() {
                 .await
                 .expect("connect to collector")
                 .max_encoding_message_size(64 << 20);
-            let mut req = build_request(points, w);
+            let mut req = build_request(points, w, 0);
+            let mut window = 0;
             while start.elapsed() < dur {
+                if windows > 1 {
+                    // Series rotate: each request carries the client's next window.
+                    window = (window + 1) % windows;
+                    req = build_request(points, w, window);
+                }
                 stamp(&mut req);
                 offered.fetch_add(points as u64, Ordering::Relaxed);
                 match client.export(req.clone()).await {
