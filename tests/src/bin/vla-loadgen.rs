@@ -138,11 +138,12 @@ fn windows(series: Option<usize>, points: usize, concurrency: usize) -> usize {
     })
 }
 
-/// The request: `points` data points, 40/40/20 gauge/sum/histogram, 100 series per metric;
-/// `window` selects which of the client's series sets (its `customer_id`s) it carries.
+/// The request: `points` data points, 40/40/20 gauge/sum/histogram, up to 100 series per
+/// metric (fewer in small requests, so the mix holds); `window` selects which of the client's
+/// series sets (its `customer_id`s) it carries.
 fn build_request(points: usize, worker: usize, window: usize) -> ExportMetricsServiceRequest {
-    let offset = window * 100;
-    let per_metric = 100;
+    let per_metric = (points / 10).clamp(1, 100);
+    let offset = window * per_metric;
     let mut metrics = Vec::new();
     let mut made = 0;
     let mut m = 0;
