@@ -49,6 +49,28 @@ impl MetricGlob {
         }
     }
 
+    /// The problems of a required list of patterns at `at` (`at.metrics`, say): empty, or
+    /// an entry [`MetricGlob::check`] refuses (reported at `at[i]`).
+    pub(crate) fn check_list(
+        at: &str,
+        patterns: &[String],
+    ) -> Vec<vla_pipeline::config::ConfigProblem> {
+        use vla_pipeline::config::ConfigProblem;
+        let mut problems = Vec::new();
+        if patterns.is_empty() {
+            problems.push(ConfigProblem::new(
+                at,
+                "must list at least one metric name or glob",
+            ));
+        }
+        for (i, p) in patterns.iter().enumerate() {
+            if let Err(why) = Self::check(p) {
+                problems.push(ConfigProblem::new(format!("{at}[{i}]"), why));
+            }
+        }
+        problems
+    }
+
     /// Compiles `pattern` (checked or not: an unchecked one just matches what it says).
     pub(crate) fn new(pattern: &str) -> Self {
         Self {

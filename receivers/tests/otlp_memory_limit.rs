@@ -23,27 +23,37 @@ fn decoded_bytes() -> u64 {
 
 const REFUSED: &str = "collector is at its memory limit, retry later";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn over_the_limit_both_transports_refuse_retryably_until_the_pipeline_lets_go() {
+/// A receiver on both transports whose pipeline is admitted by a refusing limiter of
+/// `limit_bytes` and `spike_limit_bytes`.
+fn start_limited(
+    limit_bytes: u64,
+    spike_limit_bytes: u64,
+) -> (common::Harness, std::sync::Arc<MemoryLimiter>) {
     let telemetry = SelfMetrics::new();
-    let one = decoded_bytes();
-    // One request's batch reaches the soft limit.
     let limiter = MemoryLimiter::new(
         "memory_limiter".into(),
         Limits {
-            limit_bytes: one * 2,
-            spike_limit_bytes: one,
+            limit_bytes,
+            spike_limit_bytes,
             mode: LimitMode::Refuse,
         },
         &telemetry,
     );
-    let mut h = start_with(
+    let h = start_with(
         both(16),
         16,
         Duration::from_millis(50),
         telemetry,
         Some(limiter.clone()),
     );
+    (h, limiter)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_limit_both_transports_refuse_retryably_until_the_pipeline_lets_go() {
+    let one = decoded_bytes();
+    // One request's batch reaches the soft limit.
+    let (mut h, limiter) = start_limited(one * 2, one);
     let mut client = h.grpc_client().await;
     client.export(sample_request()).await.expect("room for one");
     assert!(limiter.used() >= one, "the queued batch holds its bytes");
@@ -83,26 +93,10 @@ async fn over_the_limit_both_transports_refuse_retryably_until_the_pipeline_lets
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_that_does_not_fit_below_the_soft_limit_is_refused_after_decoding_and_counted() {
-    let telemetry = SelfMetrics::new();
     let one = decoded_bytes();
     // Room for three small requests: after one, a typical (small) batch still fits, so the
     // big one is read and decoded, does not fit, and is refused.
-    let limiter = MemoryLimiter::new(
-        "memory_limiter".into(),
-        Limits {
-            limit_bytes: one * 3,
-            spike_limit_bytes: 0,
-            mode: LimitMode::Refuse,
-        },
-        &telemetry,
-    );
-    let mut h = start_with(
-        both(16),
-        16,
-        Duration::from_millis(50),
-        telemetry,
-        Some(limiter.clone()),
-    );
+    let (mut h, _limiter) = start_limited(one * 3, 0);
     let resp = post(&h, PROTOBUF, None, sample_request().encode_to_vec()).await;
     assert_eq!(resp.status(), 200);
     let resp = post(&h, PROTOBUF, None, big_request(100).encode_to_vec()).await;

@@ -777,6 +777,32 @@ service:
     )
 }
 
+/// [`pipeline_config`] with the processor `name` (its settings `section`, one line of YAML
+/// such as `{ max_stale: 5m }`) first in the pipeline, before `batch`.
+#[allow(clippy::panic)]
+pub fn pipeline_config_with(
+    p: &Ports,
+    write_url: &str,
+    batch_timeout: &str,
+    name: &str,
+    section: &str,
+) -> String {
+    let base = pipeline_config(p, write_url, batch_timeout);
+    let out = base
+        .replace(
+            "processors:\n  batch:",
+            &format!("processors:\n  {name}: {section}\n  batch:"),
+        )
+        .replace(
+            "processors: [batch]",
+            &format!("processors: [{name}, batch]"),
+        );
+    if out == base {
+        panic!("pipeline_config changed shape: {name} could not be inserted");
+    }
+    out
+}
+
 /// `configs/collector.yaml` as shipped (its receivers, its enrichment processors, its rules),
 /// on the test's ports: OTLP on `p.grpc`/`p.http`, the scrape endpoint on `p.scrape`, remote
 /// write to `write_url` beside it, the batch `timeout` set to `batch_timeout`, and the

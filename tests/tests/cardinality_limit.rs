@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, Metric, NumberDataPoint, Sum, metric,
 };
-use vla_e2e::{Collector, Ports, Prometheus, eventually, pipeline_config};
+use vla_e2e::{Collector, Ports, Prometheus, eventually, pipeline_config_with};
 use vla_pipeline::fixtures::{self, T0_NANOS};
 
 const SERIES: u32 = 10_000;
@@ -57,16 +57,13 @@ fn request(round: u32) -> ExportMetricsServiceRequest {
 async fn ten_thousand_series_arrive_as_a_hundred_and_one_with_the_same_sum() {
     let prom = Prometheus::start(&[]).await.expect("prometheus");
     let ports = Ports::new();
-    let base = pipeline_config(&ports, &prom.write_url(), "100ms");
-    let yaml = base
-        .replace(
-            "processors:\n  batch:",
-            &format!(
-                "processors:\n  cardinality_limit:\n    limits:\n      - {{ metrics: [\"vla.customer.*\"], max_series: {LIMIT} }}\n  batch:"
-            ),
-        )
-        .replace("processors: [batch]", "processors: [cardinality_limit, batch]");
-    assert_ne!(yaml, base, "pipeline_config changed shape");
+    let yaml = pipeline_config_with(
+        &ports,
+        &prom.write_url(),
+        "100ms",
+        "cardinality_limit",
+        &format!("{{ limits: [{{ metrics: [\"vla.customer.*\"], max_series: {LIMIT} }}] }}"),
+    );
     let collector = Collector::start(&yaml, ports.telemetry)
         .await
         .expect("collector");

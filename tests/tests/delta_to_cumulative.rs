@@ -12,24 +12,19 @@ use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_otlp::{MetricExporter, Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
-use vla_e2e::{Collector, Ports, Prometheus, eventually, parse_exposition, pipeline_config};
+use vla_e2e::{Collector, Ports, Prometheus, eventually, parse_exposition, pipeline_config_with};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 /// [`pipeline_config`] with `deltatocumulative` (its `settings`) before `batch`.
 fn config(ports: &Ports, prom: &Prometheus, settings: &str) -> String {
-    let base = pipeline_config(ports, &prom.write_url(), "100ms");
-    let out = base
-        .replace(
-            "processors:\n  batch:",
-            &format!("processors:\n  deltatocumulative: {settings}\n  batch:"),
-        )
-        .replace(
-            "processors: [batch]",
-            "processors: [deltatocumulative, batch]",
-        );
-    assert_ne!(out, base, "pipeline_config changed shape");
-    out
+    pipeline_config_with(
+        ports,
+        &prom.write_url(),
+        "100ms",
+        "deltatocumulative",
+        settings,
+    )
 }
 
 /// A provider exporting only when flushed, as service `job`, instance `api-1`.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use prost::Message;
-use vla_e2e::{Collector, Ports, Prometheus, eventually, free_port, pipeline_config};
+use vla_e2e::{Collector, Ports, Prometheus, eventually, free_port, pipeline_config_with};
 use vla_pipeline::MetricBatch;
 use vla_pipeline::fixtures;
 
@@ -53,16 +53,13 @@ async fn a_full_limiter_refuses_retryably_and_loses_nothing_it_accepted() {
     let prom_port = free_port();
     let write_url = format!("http://127.0.0.1:{prom_port}/api/v1/write");
     let ports = Ports::new();
-    let base = pipeline_config(&ports, &write_url, "100ms");
-    let yaml = base
-        .replace(
-            "processors:\n  batch:",
-            &format!(
-                "processors:\n  memory_limiter:\n    limit_bytes: {LIMIT}\n    spike_limit_bytes: {SPIKE}\n  batch:"
-            ),
-        )
-        .replace("processors: [batch]", "processors: [memory_limiter, batch]");
-    assert_ne!(yaml, base, "pipeline_config changed shape");
+    let yaml = pipeline_config_with(
+        &ports,
+        &write_url,
+        "100ms",
+        "memory_limiter",
+        &format!("{{ limit_bytes: {LIMIT}, spike_limit_bytes: {SPIKE} }}"),
+    );
     let collector = Collector::start(&yaml, ports.telemetry)
         .await
         .expect("collector");

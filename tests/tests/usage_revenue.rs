@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, Metric, NumberDataPoint, Sum, metric,
 };
-use vla_e2e::{Collector, Ports, Prometheus, eventually, pipeline_config, repo_yaml};
+use vla_e2e::{Collector, Ports, Prometheus, eventually, pipeline_config_with, repo_yaml};
 use vla_pipeline::fixtures;
 
 fn now_nanos() -> u64 {
@@ -77,14 +77,13 @@ async fn revenue_is_billed_requests_times_the_shipped_prices() {
 
     let prom = Prometheus::start(&[]).await.expect("prometheus");
     let ports = Ports::new();
-    let base = pipeline_config(&ports, &prom.write_url(), "100ms");
-    let yaml = base
-        .replace(
-            "processors:\n  batch:",
-            &format!("processors:\n  usage_revenue: {section}\n  batch:"),
-        )
-        .replace("processors: [batch]", "processors: [usage_revenue, batch]");
-    assert_ne!(yaml, base, "pipeline_config changed shape");
+    let yaml = pipeline_config_with(
+        &ports,
+        &prom.write_url(),
+        "100ms",
+        "usage_revenue",
+        &section.to_string(),
+    );
     let collector = Collector::start(&yaml, ports.telemetry)
         .await
         .expect("collector");

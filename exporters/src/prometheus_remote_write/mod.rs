@@ -376,7 +376,8 @@ max_samples_per_send: 2000
 shards: 4
 sending_queue: { queue_size: 32, when_full: block }
 retry_on_failure: { initial_interval: 100ms, max_interval: 30s, max_elapsed_time: 5m }
-# Durable write-ahead queue (off unless set): clients are answered once the data is on disk.
+# Durable write-ahead queue (off unless set): clients are answered once the data is in the
+# log (fsynced first with sync: always).
 wal:
   directory: /var/lib/vla-collector/wal/prometheusremotewrite
   max_bytes: 1GiB

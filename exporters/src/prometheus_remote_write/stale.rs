@@ -4,7 +4,7 @@
 //! remote write instead lingers in queries for the 5-minute lookback. With `stale_after`
 //! set, the encoder remembers every series it wrote (its encoded labels, its shard, its last
 //! sample time), and when a batch is encoded after a series went `stale_after` without a
-//! sample, it writes the Prometheus stale marker (a NaN with fixed bits) for it once and
+//! sample (looked for at most once a second), it writes the Prometheus stale marker (a NaN with fixed bits) for it once and
 //! forgets it. The marker is timestamped 1 ms after the series' last sample: never refused as
 //! out of order, and never ahead of a sample the series may still send later (a lagging
 //! source resuming), which would get that sample's whole request refused.
@@ -30,6 +30,9 @@ struct Entry {
 #[derive(Debug)]
 pub(crate) struct StaleTracker {
     after_ms: i64,
+    /// The next round that looks for silent series (at most one scan per second, or per
+    /// quarter of `stale_after` when that is shorter): a scan walks every series.
+    next_scan_ms: i64,
     series: HashMap<u64, Entry, foldhash::fast::FixedState>,
 }
 
@@ -44,6 +47,7 @@ impl StaleTracker {
     pub fn new(after: std::time::Duration) -> Self {
         Self {
             after_ms: i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
+            next_scan_ms: i64::MIN,
             series: HashMap::with_hasher(foldhash::fast::FixedState::with_seed(0x5eed)),
         }
     }
@@ -72,10 +76,11 @@ impl StaleTracker {
 
     /// Takes out the series not seen for `stale_after` by `now_ms`, as markers.
     pub fn expire(&mut self, now_ms: i64) -> Vec<Marker> {
-        let cutoff = now_ms.saturating_sub(self.after_ms);
-        if self.series.values().all(|e| e.seen_ms > cutoff) {
+        if now_ms < self.next_scan_ms {
             return Vec::new();
         }
+        self.next_scan_ms = now_ms.saturating_add((self.after_ms / 4).clamp(1, 1000));
+        let cutoff = now_ms.saturating_sub(self.after_ms);
         let mut out = Vec::new();
         self.series.retain(|_, e| {
             if e.seen_ms > cutoff {

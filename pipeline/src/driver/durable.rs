@@ -80,12 +80,12 @@ impl Worker {
             WalSync::Interval(every) => Some(every),
             _ => None,
         };
-        let syncer = Some(tokio::spawn(maintain(
+        let maintainer = tokio::spawn(maintain(
             wal.clone(),
             sync_every,
             health.clone(),
             input_closed.clone(),
-        )));
+        ));
         // Wake an append waiting for room when the deadline passes.
         let closer = {
             let (wal, stop, done) = (wal.clone(), me.hard_stop.clone(), input_closed.clone());
@@ -106,9 +106,7 @@ impl Worker {
         if feeder.await.is_err() {
             error!(exporter = %me.id, "write-ahead log feeder failed");
         }
-        if let Some(s) = syncer {
-            let _ = s.await;
-        }
+        let _ = maintainer.await;
         let pending = wal.pending_records();
         let w = wal.clone();
         match tokio::task::spawn_blocking(move || w.close()).await {
@@ -173,7 +171,7 @@ impl Worker {
         .await;
         match appended {
             Ok((Ok(done), _)) => {
-                health.set(None);
+                health.report(None);
                 if done.dropped_points > 0 || done.dropped_records > 0 {
                     self.give_up(
                         "wal_full",
@@ -198,14 +196,14 @@ impl Worker {
                             .to_owned(),
                     ),
                     e => {
-                        health.set(Some(e.to_string()));
+                        health.report(Some(e.to_string()));
                         ("wal_write_error", e.to_string())
                     }
                 };
                 self.not_persisted(acks, reason, lost, &message);
             }
             Err(e) => {
-                health.set(Some(format!("append task failed: {e}")));
+                health.report(Some(format!("append task failed: {e}")));
                 self.not_persisted(acks, "wal_write_error", points, &e.to_string());
             }
         }
@@ -410,7 +408,7 @@ async fn maintain(
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 error!(error = %e, "write-ahead log maintenance failed");
-                health.set(Some(e.to_string()));
+                health.report(Some(e.to_string()));
             }
             Err(_) => return,
         }

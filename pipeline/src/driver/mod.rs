@@ -147,14 +147,7 @@ impl WalHealth {
 
     /// Records the outcome of the last write: an error, or `None` once writes succeed.
     pub fn report(&self, error: Option<String>) {
-        self.set(error);
-    }
-
-    fn set(&self, error: Option<String>) {
-        let mut e = self.0.lock();
-        if e.is_some() || error.is_some() {
-            *e = error;
-        }
+        *self.0.lock() = error;
     }
 }
 

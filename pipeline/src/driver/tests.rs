@@ -531,10 +531,16 @@ fn start_durable(
     t: &SelfMetrics,
     exp: Arc<Switchable>,
     config: DriverConfig,
-    stop: CancellationToken,
 ) -> (ExporterHandle, JoinHandle<()>) {
     let wal = Wal::open(config.wal.clone().expect("wal"), t, "x").expect("open");
-    spawn_exporter_with_wal("x".into(), exp, config, t, stop, Some(wal))
+    spawn_exporter_with_wal(
+        "x".into(),
+        exp,
+        config,
+        t,
+        CancellationToken::new(),
+        Some(wal),
+    )
 }
 
 /// Queues `batch` with a fresh acknowledgement and waits for it.
@@ -551,12 +557,7 @@ async fn durable_worker_confirms_once_in_the_log_and_delivers_in_lane_order_afte
     let dir = tempfile::tempdir().expect("tmp");
     let t = SelfMetrics::new();
     let exp = Switchable::new(true);
-    let (h, join) = start_durable(
-        &t,
-        exp.clone(),
-        durable(dir.path()),
-        CancellationToken::new(),
-    );
+    let (h, join) = start_durable(&t, exp.clone(), durable(dir.path()));
     // The backend is down, yet every batch is confirmed: it is in the log.
     for i in 0..10 {
         assert!(enqueue_acked(&h, values(i * 20, 20)).await, "batch {i}");
@@ -602,12 +603,7 @@ async fn what_a_stopped_worker_left_in_the_log_is_sent_first_after_a_restart() {
     {
         let t = SelfMetrics::new();
         let exp = Switchable::new(true);
-        let (h, join) = start_durable(
-            &t,
-            exp.clone(),
-            durable(dir.path()),
-            CancellationToken::new(),
-        );
+        let (h, join) = start_durable(&t, exp.clone(), durable(dir.path()));
         assert!(enqueue_acked(&h, values(0, 30)).await);
         // Shutdown with the backend down: the worker stops promptly and keeps the records.
         drop(h);
@@ -623,12 +619,7 @@ async fn what_a_stopped_worker_left_in_the_log_is_sent_first_after_a_restart() {
     }
     let t = SelfMetrics::new();
     let exp = Switchable::new(false);
-    let (h, join) = start_durable(
-        &t,
-        exp.clone(),
-        durable(dir.path()),
-        CancellationToken::new(),
-    );
+    let (h, join) = start_durable(&t, exp.clone(), durable(dir.path()));
     assert!(enqueue_acked(&h, values(100, 4)).await);
     drop(h);
     join.await.expect("worker");
@@ -662,7 +653,7 @@ async fn a_log_that_cannot_be_written_fails_the_acknowledgement() {
     if let Some(w) = config.wal.as_mut() {
         w.max_bytes = 1 << 20;
     }
-    let (h, join) = start_durable(&t, exp.clone(), config, CancellationToken::new());
+    let (h, join) = start_durable(&t, exp.clone(), config);
     assert!(enqueue_acked(&h, values(0, 2)).await);
     // The segment files vanish under it (a disk gone read-only would do the same): the
     // next append opens a new segment in a directory that is no longer there.

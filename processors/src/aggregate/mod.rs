@@ -161,17 +161,7 @@ impl Config {
         }
         for (i, r) in self.rules.iter().enumerate() {
             let at = format!("{path}.rules[{i}]");
-            if r.metrics.is_empty() {
-                problems.push(ConfigProblem::new(
-                    format!("{at}.metrics"),
-                    "must list at least one metric name or glob",
-                ));
-            }
-            for (j, m) in r.metrics.iter().enumerate() {
-                if let Err(why) = MetricGlob::check(m) {
-                    problems.push(ConfigProblem::new(format!("{at}.metrics[{j}]"), why));
-                }
-            }
+            problems.extend(MetricGlob::check_list(&format!("{at}.metrics"), &r.metrics));
             match (&r.group_by, &r.without) {
                 (Some(_), Some(_)) => problems.push(ConfigProblem::new(
                     at.clone(),

@@ -106,17 +106,7 @@ impl Config {
         }
         for (i, l) in self.limits.iter().enumerate() {
             let at = format!("{path}.limits[{i}]");
-            if l.metrics.is_empty() {
-                problems.push(ConfigProblem::new(
-                    format!("{at}.metrics"),
-                    "must list at least one metric name or glob",
-                ));
-            }
-            for (j, m) in l.metrics.iter().enumerate() {
-                if let Err(why) = MetricGlob::check(m) {
-                    problems.push(ConfigProblem::new(format!("{at}.metrics[{j}]"), why));
-                }
-            }
+            problems.extend(MetricGlob::check_list(&format!("{at}.metrics"), &l.metrics));
             if l.max_series == 0 {
                 problems.push(ConfigProblem::new(
                     format!("{at}.max_series"),
@@ -362,6 +352,9 @@ impl CardinalityLimit {
             .collect();
         let window = *current;
         let group = state.groups.entry(prefix).or_default();
+        // Overflow members the limit still allows; what folding adds is counted after.
+        let budget = self.max_overflow.saturating_sub(self.overflow_members);
+        let before = group.members.len();
         match &mut m.data {
             Some(metric::Data::Gauge(g)) => {
                 let taken = take(&mut g.data_points, &over);
@@ -372,32 +365,12 @@ impl CardinalityLimit {
             }
             Some(metric::Data::Sum(s)) if fold != Fold::Unsupported => {
                 let taken = take(&mut s.data_points, &over);
-                let before = group.members.len();
-                let p = fold_numbers(
-                    group,
-                    taken,
-                    &over_keys,
-                    fold,
-                    window,
-                    t,
-                    self.max_overflow.saturating_sub(self.overflow_members),
-                );
-                self.overflow_members += group.members.len() - before;
+                let p = fold_numbers(group, taken, &over_keys, fold, window, t, budget);
                 s.data_points.extend(p);
             }
             Some(metric::Data::Histogram(h)) if fold != Fold::Unsupported => {
                 let taken = take(&mut h.data_points, &over);
-                let before = group.members.len();
-                let p = fold_hists(
-                    group,
-                    taken,
-                    &over_keys,
-                    fold,
-                    window,
-                    t,
-                    self.max_overflow.saturating_sub(self.overflow_members),
-                );
-                self.overflow_members += group.members.len() - before;
+                let p = fold_hists(group, taken, &over_keys, fold, window, t, budget);
                 h.data_points.extend(p);
             }
             Some(metric::Data::Sum(s)) => {
@@ -414,6 +387,7 @@ impl CardinalityLimit {
             }
             None => {}
         }
+        self.overflow_members += group.members.len() - before;
     }
 
     /// Ends the current window: forgets series not seen in it.

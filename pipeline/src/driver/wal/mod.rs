@@ -23,7 +23,7 @@
 //! (the driver's feeder), which hands them to the lanes; a segment is deleted once every
 //! record in it was acknowledged (sent, or refused by the backend for good).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -192,10 +192,9 @@ struct State {
     next_seq: u64,
     bytes: u64,
     cursor: Cursor,
-    /// Read back and not yet acknowledged.
-    in_flight: BTreeSet<u64>,
-    /// Append times of the in-flight records, in sequence order (for the oldest-unsent age).
-    in_flight_written: VecDeque<(u64, i64)>,
+    /// Read back and not yet acknowledged: sequence number → append time (the first entry
+    /// is the watermark and the oldest unsent record).
+    in_flight: BTreeMap<u64, i64>,
     /// Sequence number of the next record the reader will see (records below it are read,
     /// dropped or acknowledged).
     read_seq: u64,
@@ -558,8 +557,7 @@ impl Wal {
                 next_seq,
                 bytes: bytes_total,
                 cursor,
-                in_flight: BTreeSet::new(),
-                in_flight_written: VecDeque::new(),
+                in_flight: BTreeMap::new(),
                 read_seq: watermark,
                 watermark_written: watermark,
                 watermark_at: std::time::Instant::now(),
@@ -645,7 +643,7 @@ impl Wal {
     /// segment, the time of the record read before it: close, never older).
     fn oldest_unsent_ms(&self) -> Option<i64> {
         let s = self.state.lock();
-        if let Some((_, t)) = s.in_flight_written.front() {
+        if let Some((_, t)) = s.in_flight.first_key_value() {
             return Some(*t);
         }
         let seg = s.segments.get(s.cursor.segment)?;
@@ -948,8 +946,7 @@ impl Wal {
                     r.replayed = true;
                     self.metrics.replayed.inc();
                 }
-                s.in_flight.insert(r.seq);
-                s.in_flight_written.push_back((r.seq, r.written_unix_ms));
+                s.in_flight.insert(r.seq, r.written_unix_ms);
                 out.push(r);
                 if taken >= max_bytes {
                     break;
@@ -998,12 +995,6 @@ impl Wal {
     pub fn ack(&self, seq: u64) -> Result<(), WalError> {
         let mut s = self.state.lock();
         s.in_flight.remove(&seq);
-        while let Some((q, _)) = s.in_flight_written.front() {
-            if s.in_flight.contains(q) {
-                break;
-            }
-            s.in_flight_written.pop_front();
-        }
         self.truncate(&mut s)?;
         if s.watermark_at.elapsed() >= WATERMARK_EVERY {
             self.write_watermark(&mut s)?;
@@ -1012,7 +1003,9 @@ impl Wal {
     }
 
     fn watermark(s: &State) -> u64 {
-        s.in_flight.first().copied().unwrap_or(s.read_seq)
+        s.in_flight
+            .first_key_value()
+            .map_or(s.read_seq, |(seq, _)| *seq)
     }
 
     /// Deletes the oldest segments once they are sealed, read past and acknowledged.

@@ -43,6 +43,18 @@ fn read_all(w: &Wal) -> Vec<WalRecord> {
     }
 }
 
+/// Polls until an append is waiting for room (the log counts its waiters).
+fn wait_until_waiting(w: &Wal) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while w.state.lock().waiting == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no append started waiting"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
         .expect("dir")
@@ -282,7 +294,7 @@ fn block_waits_for_room_until_records_are_acknowledged() {
         let w = w.clone();
         std::thread::spawn(move || append(&w, vec![record(0, 1, 4000, 7)]))
     };
-    std::thread::sleep(Duration::from_millis(100));
+    wait_until_waiting(&w);
     assert!(!writer.is_finished(), "the append waits for room");
     for r in read_all(&w) {
         w.ack(r.seq).expect("ack");
@@ -300,7 +312,7 @@ fn block_waits_for_room_until_records_are_acknowledged() {
         let w = w.clone();
         std::thread::spawn(move || w.append(&mut [record(0, 1, 4000, 7)]))
     };
-    std::thread::sleep(Duration::from_millis(50));
+    wait_until_waiting(&w);
     w.close().expect("close");
     assert!(matches!(
         writer.join().expect("writer"),
