@@ -7,9 +7,11 @@
 //! the point yields with `__name__` and `le`/`quantile` spliced in at their sorted places.
 //!
 //! Each series entry carries one sample. Prometheus ingests a request's entries in order and
-//! silently drops a sample older than one it already took for the series, so a shard whose
-//! samples did not arrive in time order (a client's retry batched after newer data, points
-//! listed newest first) has its entries sorted by timestamp before it is cut into requests.
+//! silently drops a sample older than one it already took for the series, so a shard where
+//! some series went back in time (a client's retry batched after newer data, points listed
+//! newest first) has its entries sorted by timestamp before it is cut into requests. Series
+//! that each move forward keep their arrival order, however their timestamps interleave
+//! (several clients batched together): the check is per point, not per shard.
 
 use std::hash::{BuildHasher, Hasher};
 use std::time::Instant;
@@ -38,9 +40,7 @@ pub(crate) struct ShardBuf {
     pub requests: Vec<RequestBuf>,
     /// Requests in use this round (the rest are kept for their capacity).
     pub used: usize,
-    /// The newest timestamp of this round's samples.
-    newest_ms: i64,
-    /// Whether a sample older than an earlier one arrived this round.
+    /// Whether a series of this shard got a sample older than an earlier one of this round.
     unsorted: bool,
 }
 
@@ -49,7 +49,6 @@ impl Default for ShardBuf {
         Self {
             requests: Vec::new(),
             used: 0,
-            newest_ms: i64::MIN,
             unsorted: false,
         }
     }
@@ -108,6 +107,11 @@ pub(crate) struct ShardedEncoder {
     stale: Option<super::stale::StaleTracker>,
     /// Wall-clock milliseconds of the current round (set by [`ShardedEncoder::reset_at`]).
     now_ms: i64,
+    /// The newest timestamp of each point identity (shared-labels hash and family name) this
+    /// round, to tell whether any series went back in time ([`ShardedEncoder::check_order`]).
+    order: HashTable<(u64, i64)>,
+    /// The point (label set id, timestamp) last checked, and whether it went back in time.
+    order_checked: Option<(u64, i64, bool)>,
 }
 
 /// Series not seen for this long are evicted from the cache.
@@ -212,6 +216,8 @@ impl ShardedEncoder {
             histogram: Vec::new(),
             stale: None,
             now_ms: 0,
+            order: HashTable::new(),
+            order_checked: None,
         }
     }
 
@@ -242,9 +248,10 @@ impl ShardedEncoder {
                 r.samples = 0;
             }
             shard.used = 0;
-            shard.newest_ms = i64::MIN;
             shard.unsorted = false;
         }
+        self.order.clear();
+        self.order_checked = None;
         self.label_set_id = u64::MAX;
         self.pending = None;
         self.cache.tick();
@@ -266,8 +273,8 @@ impl ShardedEncoder {
                     f64::from_bits(crate::translate::STALE_NAN_BITS),
                     &EncodedTimestamp::new(m.timestamp_ms),
                 );
-                let Some(body) =
-                    open_request(&mut self.shards, self.max_samples, m.shard, m.timestamp_ms)
+                // A series that gets a marker got no sample this round: never out of order.
+                let Some(body) = open_request(&mut self.shards, self.max_samples, m.shard, false)
                 else {
                     continue;
                 };
@@ -549,6 +556,36 @@ impl SampleSink for ShardedEncoder {
 }
 
 impl ShardedEncoder {
+    /// Whether `sample`'s series already got a newer sample this round, which makes its shard
+    /// need sorting. Checked once per point: every series of a point has the point's shared
+    /// labels, its family and its timestamp, so the point's identity stands for them all. Two
+    /// identities with one hash only make a sort more likely, never a disorder missed.
+    fn check_order(&mut self, sample: &Sample<'_>) -> bool {
+        let ts = sample.timestamp_ms;
+        if let Some((id, at, back)) = self.order_checked
+            && id == sample.label_set_id
+            && at == ts
+        {
+            return back;
+        }
+        let mut h = foldhash::fast::FixedState::with_seed(self.base_hash).build_hasher();
+        h.write(sample.family.name.as_bytes());
+        let key = h.finish();
+        let back = match self.order.find_mut(key, |e| e.0 == key) {
+            Some(e) => {
+                let back = ts < e.1;
+                e.1 = e.1.max(ts);
+                back
+            }
+            None => {
+                self.order.insert_unique(key, (key, ts), |e| e.0);
+                false
+            }
+        };
+        self.order_checked = Some((sample.label_set_id, ts, back));
+        back
+    }
+
     /// Appends one `TimeSeries` entry: the sample's labels, then `trailer` (its encoded
     /// `samples` or `histograms` field).
     fn write_series(&mut self, sample: &Sample<'_>, trailer: &[u8]) {
@@ -587,12 +624,9 @@ impl ShardedEncoder {
         }
         let ts_len = labels_len + trailer.len();
 
-        let Some(req) = open_request(
-            &mut self.shards,
-            self.max_samples,
-            shard_idx,
-            sample.timestamp_ms,
-        ) else {
+        let back_in_time = self.check_order(sample);
+        let Some(req) = open_request(&mut self.shards, self.max_samples, shard_idx, back_in_time)
+        else {
             return;
         };
         let body = &mut req.body;
@@ -635,19 +669,16 @@ impl ShardedEncoder {
     }
 }
 
-/// The request of shard `shard_idx` a sample at `timestamp_ms` goes into (a new one when the
-/// last holds `max` samples), noting the shard's time order.
+/// The request of shard `shard_idx` a sample goes into (a new one when the last holds `max`
+/// samples); `back_in_time` says its series already has a newer sample this round.
 fn open_request(
     shards: &mut [ShardBuf],
     max: usize,
     shard_idx: usize,
-    timestamp_ms: i64,
+    back_in_time: bool,
 ) -> Option<&mut RequestBuf> {
     let shard = shards.get_mut(shard_idx)?;
-    if timestamp_ms < shard.newest_ms {
-        shard.unsorted = true;
-    }
-    shard.newest_ms = shard.newest_ms.max(timestamp_ms);
+    shard.unsorted |= back_in_time;
     if shard.used == 0
         || shard
             .requests

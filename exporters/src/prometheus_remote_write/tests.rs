@@ -1097,6 +1097,52 @@ mod properties {
     }
 }
 
+/// Series that each move forward keep their arrival order even when their timestamps
+/// interleave (two clients batched together); a series that goes back in time gets its
+/// shard sorted by time.
+#[test]
+fn only_a_series_going_back_in_time_reorders_its_shard() {
+    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
+    use opentelemetry_proto::tonic::metrics::v1::{Gauge, Metric, NumberDataPoint, metric};
+    let batch = |points: &[(&str, i64)]| {
+        let data_points = points
+            .iter()
+            .map(|(client, ms)| NumberDataPoint {
+                attributes: fixtures::attrs(&[("client", client)]),
+                time_unix_nano: *ms as u64 * 1_000_000,
+                value: Some(Value::AsDouble(*ms as f64)),
+                ..Default::default()
+            })
+            .collect();
+        let metric = Metric {
+            name: "order.gauge".into(),
+            data: Some(metric::Data::Gauge(Gauge { data_points })),
+            ..Default::default()
+        };
+        MetricBatch::new("otlp".into(), vec![fixtures::resource("api", vec![metric])])
+    };
+    let order = |points: &[(&str, i64)]| -> Vec<(String, i64)> {
+        encode_decode(&batch(points), 1, 100)
+            .iter()
+            .flatten()
+            .flat_map(|r| r.timeseries.iter())
+            .map(|ts| {
+                let client = ts.labels.iter().find(|l| l.name == "client").unwrap();
+                (client.value.clone(), ts.samples[0].timestamp)
+            })
+            .collect()
+    };
+    let own = |v: &[(&str, i64)]| -> Vec<(String, i64)> {
+        v.iter().map(|(c, t)| (c.to_string(), *t)).collect()
+    };
+    // b's samples are older than a's but each series moves forward: arrival order kept.
+    let interleaved = [("a", 2000), ("b", 1000), ("a", 3000), ("b", 1500)];
+    assert_eq!(order(&interleaved), own(&interleaved));
+    // a goes back in time: the shard is sorted by timestamp (stable for equal ones).
+    let back = [("a", 3000), ("b", 1000), ("a", 2000)];
+    assert_eq!(order(&back), own(&[("b", 1000), ("a", 2000), ("a", 3000)]));
+}
+
 #[test]
 fn a_series_that_stops_gets_one_stale_marker_never_older_than_its_last_sample() {
     use std::time::{Duration, SystemTime};
