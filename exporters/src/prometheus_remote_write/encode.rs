@@ -35,23 +35,13 @@ pub(crate) struct RequestBuf {
 }
 
 /// The requests of one shard, in send order.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct ShardBuf {
     pub requests: Vec<RequestBuf>,
     /// Requests in use this round (the rest are kept for their capacity).
     pub used: usize,
     /// Whether a series of this shard got a sample older than an earlier one of this round.
     unsorted: bool,
-}
-
-impl Default for ShardBuf {
-    fn default() -> Self {
-        Self {
-            requests: Vec::new(),
-            used: 0,
-            unsorted: false,
-        }
-    }
 }
 
 impl ShardBuf {
