@@ -89,3 +89,34 @@ async fn the_report_adds_up_and_series_are_exactly_as_many_as_asked() {
         );
     }
 }
+
+/// Open loop (`--rate`): the load generator offers exactly its schedule's points whatever
+/// the collector does, and reports request and delivery latencies that are in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_offers_its_schedule_and_reports_latencies() {
+    let ports = Ports::new();
+    let sink = free_port();
+    let config = pipeline_config(
+        &ports,
+        &format!("http://127.0.0.1:{sink}/api/v1/write"),
+        "50ms",
+    );
+    let collector = Collector::start(&config, ports.telemetry)
+        .await
+        .expect("collector");
+    // 2 clients × 1000 points every 200 ms for 2 s: 10 requests each.
+    let report = run_loadgen(&ports, sink, collector.process.pid(), &["--rate", "10000"]);
+    assert_eq!(report["rate_points_per_s"], 10000.0, "{report:?}");
+    assert_eq!(report["points_offered"], 20000.0, "{report:?}");
+    assert_eq!(report["points_accepted"], 20000.0, "{report:?}");
+    assert_eq!(report["rw_samples_received"], 20000.0 * 3.6, "{report:?}");
+    let (p50, p99, max) = (
+        report["latency_p50_ms"],
+        report["latency_p99_ms"],
+        report["latency_max_ms"],
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{report:?}");
+    // Delivery waits for the batch timeout (50 ms here), so it is never below it.
+    let (d50, d99) = (report["delivery_p50_ms"], report["delivery_p99_ms"]);
+    assert!(d50 >= 45.0 && d50 <= d99, "{report:?}");
+}

@@ -17,6 +17,15 @@
 //! requests): each client cycles through its share, one request's worth of series at a time.
 //! Without it every client repeats one request's series (`points × concurrency` in all).
 //!
+//! Latency: `--rate P` sends P data points per second in all, open loop: each client issues a
+//! request on a fixed schedule whether or not the earlier ones were answered, so a slow
+//! collector cannot slow the load down (no coordinated omission). Reported: the request
+//! latency (`latency_p50_ms`, `latency_p99_ms`, `latency_max_ms`, from the time a request was
+//! due to its answer) and, with `--sink`, the delivery latency (`delivery_p50_ms`,
+//! `delivery_p99_ms`: from a point's timestamp, set when its request is sent, to its arrival
+//! at the sink, for the oldest sample of each remote-write request). The first second is a
+//! warm-up and is left out.
+//!
 //! Overload: `--sink-delay 200ms` makes the sink a slow backend (each request is answered
 //! after the delay), so the collector can deliver only so much; with enough `--concurrency`
 //! the clients offer many times that. `points_offered / points_accepted` is the overload
@@ -47,6 +56,9 @@ struct Args {
     sink_delay: Duration,
     /// Distinct series across all clients (`None`: each client repeats one request's).
     series: Option<usize>,
+    /// Open loop at this many data points per second in all (`None`: closed loop, each
+    /// client sends its next request when the last one is answered).
+    rate: Option<f64>,
 }
 
 fn parse_args() -> Args {
@@ -59,6 +71,7 @@ fn parse_args() -> Args {
         pid: None,
         sink_delay: Duration::ZERO,
         series: None,
+        rate: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -77,6 +90,7 @@ fn parse_args() -> Args {
             "--points-per-request" => a.points = val().parse().expect("number"),
             "--concurrency" => a.concurrency = val().parse().expect("number"),
             "--series" => a.series = Some(val().parse().expect("--series like 100000")),
+            "--rate" => a.rate = Some(val().parse().expect("--rate like 250000 (points/s)")),
             "--collector-pid" => a.pid = Some(val().parse().expect("pid")),
             "--sink-delay" => {
                 let v = val();
@@ -84,7 +98,7 @@ fn parse_args() -> Args {
             }
             "-h" | "--help" => {
                 println!(
-                    "vla-loadgen [--grpc ADDR] [--sink ADDR] [--sink-delay 0ms] [--duration 10s] [--points-per-request 1000] [--concurrency 4] [--series N] [--collector-pid PID]"
+                    "vla-loadgen [--grpc ADDR] [--sink ADDR] [--sink-delay 0ms] [--duration 10s] [--points-per-request 1000] [--concurrency 4] [--series N] [--rate POINTS_PER_S] [--collector-pid PID]"
                 );
                 std::process::exit(0);
             }
@@ -246,6 +260,58 @@ fn stamp(req: &mut ExportMetricsServiceRequest) {
     }
 }
 
+/// One client of the open-loop mode.
+struct OpenLoop {
+    client: MetricsServiceClient<tonic::transport::Channel>,
+    points: usize,
+    worker: usize,
+    windows: usize,
+    interval: Duration,
+    start: Instant,
+    dur: Duration,
+    warm_up: Duration,
+    latency: Arc<Latencies>,
+    sent_points: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+    offered: Arc<AtomicU64>,
+}
+
+/// Sends a request every `interval` until `dur` is over, each on its own task, and waits for
+/// the answers; a request's latency counts from when it was due.
+async fn open_loop(o: OpenLoop) {
+    // Clients start spread over one interval, not all at once.
+    let phase = o.interval.mul_f64(o.worker as f64 / 8.0 % 1.0);
+    let mut due = tokio::time::Instant::from_std(o.start) + phase;
+    let mut window = 0;
+    let mut inflight = tokio::task::JoinSet::new();
+    while due.duration_since(tokio::time::Instant::from_std(o.start)) < o.dur {
+        tokio::time::sleep_until(due).await;
+        window = (window + 1) % o.windows.max(1);
+        let mut req = build_request(o.points, o.worker, window);
+        stamp(&mut req);
+        o.offered.fetch_add(o.points as u64, Ordering::Relaxed);
+        let mut client = o.client.clone();
+        let (latency, sent, refused) =
+            (o.latency.clone(), o.sent_points.clone(), o.refused.clone());
+        let (points, was_due, measure) = (o.points, due, due.into_std() >= o.start + o.warm_up);
+        inflight.spawn(async move {
+            match client.export(req).await {
+                Ok(_) => {
+                    sent.fetch_add(points as u64, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if measure {
+                latency.record(was_due.elapsed());
+            }
+        });
+        due += o.interval;
+    }
+    while inflight.join_next().await.is_some() {}
+}
+
 /// Remote-write messages, only as far as counting samples needs. Deliberately not the
 /// exporter's full types: decoding every label into a `String` made the sink, which shares
 /// the 2 cores with the collector, the bottleneck of the measurement (wall-clock throughput
@@ -280,11 +346,50 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// Latencies in microseconds, recorded after the warm-up.
+#[derive(Default)]
+struct Latencies {
+    micros: std::sync::Mutex<Vec<u32>>,
+}
+
+impl Latencies {
+    fn record(&self, d: Duration) {
+        let us = u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
+        self.micros.lock().expect("not poisoned").push(us);
+    }
+
+    /// The `q` quantile in milliseconds (nearest rank), or `None` with no samples.
+    fn quantiles(&self, qs: &[f64]) -> Option<Vec<f64>> {
+        let mut v = self.micros.lock().expect("not poisoned").clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        Some(
+            qs.iter()
+                .map(|q| {
+                    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+                    f64::from(v[rank - 1]) / 1000.0
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
+}
+
 async fn run_sink(
     addr: String,
     samples: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
     delay: Duration,
+    delivery: Option<(Arc<Latencies>, i64)>,
 ) {
     use axum::body::Bytes;
     use prost::Message;
@@ -303,6 +408,18 @@ async fn run_sink(
                 match rw::WriteRequest::decode(raw.as_slice()) {
                     Ok(w) => {
                         let n: usize = w.timeseries.iter().map(|t| t.samples.len()).sum();
+                        if let Some((lat, after_ms)) = &delivery {
+                            let oldest = w
+                                .timeseries
+                                .iter()
+                                .flat_map(|t| t.samples.iter().map(|s| s.timestamp))
+                                .filter(|&ts| ts > 0)
+                                .min();
+                            if let Some(ts) = oldest.filter(|&ts| ts >= *after_ms) {
+                                let ms = (now_ms() - ts).max(0) as u64;
+                                lat.record(Duration::from_millis(ms));
+                            }
+                        }
                         samples.fetch_add(n as u64, Ordering::Relaxed);
                         requests.fetch_add(1, Ordering::Relaxed);
                         axum::http::StatusCode::NO_CONTENT
@@ -323,12 +440,22 @@ async fn main() {
     let args = parse_args();
     let samples = Arc::new(AtomicU64::new(0));
     let sink_requests = Arc::new(AtomicU64::new(0));
+    let warm_up = Duration::from_secs(1);
+    let request_latency = Arc::new(Latencies::default());
+    let delivery_latency = Arc::new(Latencies::default());
     if let Some(addr) = args.sink.clone() {
+        let delivery = args.rate.map(|_| {
+            (
+                delivery_latency.clone(),
+                now_ms() + warm_up.as_millis() as i64,
+            )
+        });
         tokio::spawn(run_sink(
             addr,
             samples.clone(),
             sink_requests.clone(),
             args.sink_delay,
+            delivery,
         ));
     }
     let sent_points = Arc::new(AtomicU64::new(0));
@@ -364,6 +491,8 @@ async fn main() {
             offered.clone(),
             refused_by_code.clone(),
         );
+        let latency = request_latency.clone();
+        let (rate, concurrency) = (args.rate, args.concurrency);
         workers.push(tokio::spawn(async move {
             let mut client = MetricsServiceClient::connect(format!("http://{grpc}"))
                 .await
@@ -371,6 +500,24 @@ async fn main() {
                 .max_encoding_message_size(64 << 20);
             let mut req = build_request(points, w, 0);
             let mut window = 0;
+            if let Some(rate) = rate {
+                open_loop(OpenLoop {
+                    client,
+                    points,
+                    worker: w,
+                    windows,
+                    interval: Duration::from_secs_f64(points as f64 * concurrency as f64 / rate),
+                    start,
+                    dur,
+                    warm_up,
+                    latency,
+                    sent_points,
+                    refused,
+                    offered,
+                })
+                .await;
+                return;
+            }
             while start.elapsed() < dur {
                 if windows > 1 {
                     // Series rotate: each request carries the client's next window.
@@ -417,6 +564,18 @@ async fn main() {
     };
     let points = sent_points.load(Ordering::Relaxed);
     let offered = offered.load(Ordering::Relaxed);
+    if let Some(rate) = args.rate {
+        println!("rate_points_per_s     {rate:.0}");
+        if let Some(q) = request_latency.quantiles(&[0.5, 0.99, 1.0]) {
+            println!("latency_p50_ms        {:.2}", q[0]);
+            println!("latency_p99_ms        {:.2}", q[1]);
+            println!("latency_max_ms        {:.2}", q[2]);
+        }
+        if let Some(q) = delivery_latency.quantiles(&[0.5, 0.99]) {
+            println!("delivery_p50_ms       {:.0}", q[0]);
+            println!("delivery_p99_ms       {:.0}", q[1]);
+        }
+    }
     println!("duration_s            {wall:.2}");
     println!("points_offered        {offered}");
     println!("points_accepted       {points}");
