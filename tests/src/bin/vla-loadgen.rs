@@ -90,7 +90,11 @@ fn parse_args() -> Args {
             "--points-per-request" => a.points = val().parse().expect("number"),
             "--concurrency" => a.concurrency = val().parse().expect("number"),
             "--series" => a.series = Some(val().parse().expect("--series like 100000")),
-            "--rate" => a.rate = Some(val().parse().expect("--rate like 250000 (points/s)")),
+            "--rate" => {
+                let rate: f64 = val().parse().expect("--rate like 250000 (points/s)");
+                assert!(rate > 0.0 && rate.is_finite(), "--rate must be above 0");
+                a.rate = Some(rate);
+            }
             "--collector-pid" => a.pid = Some(val().parse().expect("pid")),
             "--sink-delay" => {
                 let v = val();
