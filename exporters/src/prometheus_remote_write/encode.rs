@@ -378,38 +378,47 @@ impl ShardedEncoder {
 }
 
 /// Re-cuts a shard's requests with its series entries (one sample each) in timestamp order;
-/// entries with equal timestamps keep their order.
+/// entries with equal timestamps keep their order. Entries are sorted as ranges of the old
+/// bodies and copied once into new ones.
 fn sort_by_time(shard: &mut ShardBuf, max_samples: usize) {
-    let mut entries: Vec<(i64, Vec<u8>)> = Vec::new();
-    for req in shard.filled() {
-        let mut rest = &req.body[..];
-        while let Some((_, after)) = rest.split_first() {
+    // (timestamp, request, start, end) of every entry, in arrival order.
+    let mut entries: Vec<(i64, usize, usize, usize)> = Vec::new();
+    for (r, req) in shard.filled().iter().enumerate() {
+        let body = &req.body[..];
+        let mut at = 0;
+        while let Some(after) = body.get(at + 1..).filter(|a| !a.is_empty()) {
             let mut cursor = after;
             let len = take_varint(&mut cursor) as usize;
-            let header = rest.len() - cursor.len();
-            let Some(entry) = rest.get(..header + len) else {
+            let start = body.len() - cursor.len();
+            let end = start + len;
+            let Some(payload) = body.get(start..end) else {
                 break;
             };
-            entries.push((
-                entry_timestamp(cursor.get(..len).unwrap_or_default()),
-                entry.to_vec(),
-            ));
-            rest = rest.get(header + len..).unwrap_or_default();
+            entries.push((entry_timestamp(payload), r, at, end));
+            at = end;
         }
     }
-    entries.sort_by_key(|(ts, _)| *ts);
-    for r in shard.requests.iter_mut().take(shard.used) {
-        r.body.clear();
-        r.samples = 0;
-    }
+    entries.sort_by_key(|e| e.0);
+    let old: Vec<Vec<u8>> = shard
+        .requests
+        .iter_mut()
+        .take(shard.used)
+        .map(|r| {
+            r.samples = 0;
+            std::mem::take(&mut r.body)
+        })
+        .collect();
     shard.used = 0;
     for chunk in entries.chunks(max_samples.max(1)) {
         if shard.requests.len() == shard.used {
             shard.requests.push(RequestBuf::default());
         }
         if let Some(req) = shard.requests.get_mut(shard.used) {
-            for (_, e) in chunk {
-                req.body.extend_from_slice(e);
+            let bytes: usize = chunk.iter().map(|&(_, _, start, end)| end - start).sum();
+            req.body.reserve(bytes);
+            for &(_, r, start, end) in chunk {
+                let entry = old.get(r).and_then(|b| b.get(start..end));
+                req.body.extend_from_slice(entry.unwrap_or_default());
             }
             req.samples = chunk.len();
         }
