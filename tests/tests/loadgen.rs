@@ -42,19 +42,26 @@ fn run_loadgen(
         .collect()
 }
 
+/// A collector with a 50 ms batch timeout, writing to a sink port the load generator will
+/// open.
+async fn start_collector() -> (Ports, u16, Collector) {
+    let ports = Ports::new();
+    let sink = free_port();
+    let config = pipeline_config(
+        &ports,
+        &format!("http://127.0.0.1:{sink}/api/v1/write"),
+        "50ms",
+    );
+    let collector = Collector::start(&config, ports.telemetry)
+        .await
+        .expect("collector");
+    (ports, sink, collector)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_adds_up_and_series_are_exactly_as_many_as_asked() {
     for (series, expected) in [(None, 2000.0), (Some("10000"), 10000.0)] {
-        let ports = Ports::new();
-        let sink = free_port();
-        let config = pipeline_config(
-            &ports,
-            &format!("http://127.0.0.1:{sink}/api/v1/write"),
-            "50ms",
-        );
-        let collector = Collector::start(&config, ports.telemetry)
-            .await
-            .expect("collector");
+        let (ports, sink, collector) = start_collector().await;
         let extra: Vec<&str> = series.map_or(Vec::new(), |s| vec!["--series", s]);
         let report = run_loadgen(&ports, sink, collector.process.pid(), &extra);
         assert_eq!(report["series"], expected, "{report:?}");
@@ -94,16 +101,7 @@ async fn the_report_adds_up_and_series_are_exactly_as_many_as_asked() {
 /// the collector does, and reports request and delivery latencies that are in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_offers_its_schedule_and_reports_latencies() {
-    let ports = Ports::new();
-    let sink = free_port();
-    let config = pipeline_config(
-        &ports,
-        &format!("http://127.0.0.1:{sink}/api/v1/write"),
-        "50ms",
-    );
-    let collector = Collector::start(&config, ports.telemetry)
-        .await
-        .expect("collector");
+    let (ports, sink, collector) = start_collector().await;
     // 2 clients × 1000 points every 200 ms for 2 s: 10 requests each.
     let report = run_loadgen(&ports, sink, collector.process.pid(), &["--rate", "10000"]);
     assert_eq!(report["rate_points_per_s"], 10000.0, "{report:?}");
