@@ -264,6 +264,19 @@ fn stamp(req: &mut ExportMetricsServiceRequest) {
     }
 }
 
+/// Refused requests by gRPC code.
+type RefusedByCode = Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>;
+
+/// Counts a refused request under its gRPC code.
+fn count_refusal(refused: &AtomicU64, by_code: &RefusedByCode, status: &tonic::Status) {
+    refused.fetch_add(1, Ordering::Relaxed);
+    *by_code
+        .lock()
+        .expect("not poisoned")
+        .entry(format!("{:?}", status.code()))
+        .or_default() += 1;
+}
+
 /// One client of the open-loop mode.
 struct OpenLoop {
     client: MetricsServiceClient<tonic::transport::Channel>,
@@ -278,6 +291,7 @@ struct OpenLoop {
     sent_points: Arc<AtomicU64>,
     refused: Arc<AtomicU64>,
     offered: Arc<AtomicU64>,
+    by_code: RefusedByCode,
 }
 
 /// Sends a request every `interval` until `dur` is over, each on its own task, and waits for
@@ -295,17 +309,19 @@ async fn open_loop(o: OpenLoop) {
         stamp(&mut req);
         o.offered.fetch_add(o.points as u64, Ordering::Relaxed);
         let mut client = o.client.clone();
-        let (latency, sent, refused) =
-            (o.latency.clone(), o.sent_points.clone(), o.refused.clone());
+        let (latency, sent, refused, by_code) = (
+            o.latency.clone(),
+            o.sent_points.clone(),
+            o.refused.clone(),
+            o.by_code.clone(),
+        );
         let (points, was_due, measure) = (o.points, due, due.into_std() >= o.start + o.warm_up);
         inflight.spawn(async move {
             match client.export(req).await {
                 Ok(_) => {
                     sent.fetch_add(points as u64, Ordering::Relaxed);
                 }
-                Err(_) => {
-                    refused.fetch_add(1, Ordering::Relaxed);
-                }
+                Err(status) => count_refusal(&refused, &by_code, &status),
             }
             if measure {
                 latency.record(was_due.elapsed());
@@ -362,7 +378,7 @@ impl Latencies {
         self.micros.lock().expect("not poisoned").push(us);
     }
 
-    /// The `q` quantile in milliseconds (nearest rank), or `None` with no samples.
+    /// Each quantile of `qs` in milliseconds (nearest rank), or `None` with no samples.
     fn quantiles(&self, qs: &[f64]) -> Option<Vec<f64>> {
         let mut v = self.micros.lock().expect("not poisoned").clone();
         if v.is_empty() {
@@ -465,8 +481,7 @@ async fn main() {
     let sent_points = Arc::new(AtomicU64::new(0));
     let offered = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
-    let refused_by_code: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>> =
-        Arc::default();
+    let refused_by_code: RefusedByCode = Arc::default();
     let cpu0 = args.pid.and_then(cpu_seconds);
     let start = Instant::now();
     let peak_rss_kb = Arc::new(AtomicU64::new(0));
@@ -502,8 +517,6 @@ async fn main() {
                 .await
                 .expect("connect to collector")
                 .max_encoding_message_size(64 << 20);
-            let mut req = build_request(points, w, 0);
-            let mut window = 0;
             if let Some(rate) = rate {
                 open_loop(OpenLoop {
                     client,
@@ -518,10 +531,13 @@ async fn main() {
                     sent_points,
                     refused,
                     offered,
+                    by_code,
                 })
                 .await;
                 return;
             }
+            let mut req = build_request(points, w, 0);
+            let mut window = 0;
             while start.elapsed() < dur {
                 if windows > 1 {
                     // Series rotate: each request carries the client's next window.
@@ -535,12 +551,7 @@ async fn main() {
                         sent_points.fetch_add(points as u64, Ordering::Relaxed);
                     }
                     Err(status) => {
-                        refused.fetch_add(1, Ordering::Relaxed);
-                        *by_code
-                            .lock()
-                            .expect("not poisoned")
-                            .entry(format!("{:?}", status.code()))
-                            .or_default() += 1;
+                        count_refusal(&refused, &by_code, &status);
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 }
