@@ -7,7 +7,10 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use vla_e2e::{Collector, Ports, free_port, loadgen_binary, parse_exposition, pipeline_config};
+use vla_e2e::{
+    Collector, Ports, free_port, loadgen_binary, parse_exposition, pipeline_config,
+    pipeline_config_with,
+};
 
 /// Runs the load generator for 2 s and parses its `key value` report.
 fn run_loadgen(
@@ -118,4 +121,73 @@ async fn open_loop_offers_its_schedule_and_reports_latencies() {
     // Delivery waits for the batch timeout (50 ms here), so it is never below it.
     let (d50, d99) = (report["delivery_p50_ms"], report["delivery_p99_ms"]);
     assert!(d50 >= 45.0 && d50 <= d99, "{report:?}");
+}
+
+/// `--temporality delta`: the sums and histograms arrive as deltas that `deltatocumulative`
+/// accumulates, every one of them in order, into cumulative series whose totals are the sum
+/// of what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_mode_sends_deltas_in_order_that_accumulate() {
+    let ports = Ports::new();
+    let sink = free_port();
+    let config = pipeline_config_with(
+        &ports,
+        &format!("http://127.0.0.1:{sink}/api/v1/write"),
+        "50ms",
+        "deltatocumulative",
+        "{ max_stale: 5m }",
+    );
+    let collector = Collector::start(&config, ports.telemetry)
+        .await
+        .expect("collector");
+    let report = run_loadgen(
+        &ports,
+        sink,
+        collector.process.pid(),
+        &["--temporality", "delta"],
+    );
+    assert_eq!(report["delta"], 1.0, "{report:?}");
+    let accepted = report["points_accepted"];
+    assert!(
+        accepted >= 4000.0,
+        "more than one request per client: {report:?}"
+    );
+    assert_eq!(report["rw_samples_received"], accepted * 3.6, "{report:?}");
+    let telemetry = reqwest::get(format!("http://127.0.0.1:{}/metrics", ports.telemetry))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted = |result: &str| {
+        parse_exposition(&telemetry)
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("vla_collector_processor_deltatocumulative_data_points_total{")
+                    && k.contains(&format!("result=\"{result}\""))
+            })
+            .map(|(_, v)| *v)
+            .sum::<f64>()
+    };
+    // 40 % sums and 20 % histograms are deltas, all accumulated, none out of order.
+    assert_eq!(counted("accumulated"), accepted * 0.6, "{telemetry}");
+    assert_eq!(counted("out_of_order"), 0.0, "{telemetry}");
+    // Each histogram point counts 12 observations: the cumulative counts at the scrape
+    // endpoint add up to 12 per histogram point sent (20 % of them).
+    let scrape = reqwest::get(format!("http://127.0.0.1:{}/metrics", ports.scrape))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counts: f64 = parse_exposition(&scrape)
+        .iter()
+        .filter(|(k, _)| k.starts_with("vla_load_metric") && k.contains("_count{"))
+        .map(|(_, v)| *v)
+        .sum();
+    assert_eq!(
+        counts,
+        accepted * 0.2 * 12.0,
+        "histogram counts at the scrape endpoint"
+    );
 }

@@ -26,6 +26,11 @@
 //! at the sink, for the oldest sample of each remote-write request). The first second is a
 //! warm-up and is left out.
 //!
+//! Temporality: `--temporality delta` sends the sums and histograms as deltas (each point
+//! starts where the series' previous point ended; the first has no start), so a collector
+//! running `deltatocumulative` does its per-stream work on 60 % of the points. The default is
+//! cumulative.
+//!
 //! Overload: `--sink-delay 200ms` makes the sink a slow backend (each request is answered
 //! after the delay), so the collector can deliver only so much; with enough `--concurrency`
 //! the clients offer many times that. `points_offered / points_accepted` is the overload
@@ -59,6 +64,8 @@ struct Args {
     /// Open loop at this many data points per second in all (`None`: closed loop, each
     /// client sends its next request when the last one is answered).
     rate: Option<f64>,
+    /// How sums and histograms are sent.
+    temporality: AggregationTemporality,
 }
 
 fn parse_args() -> Args {
@@ -72,6 +79,7 @@ fn parse_args() -> Args {
         sink_delay: Duration::ZERO,
         series: None,
         rate: None,
+        temporality: AggregationTemporality::Cumulative,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -95,6 +103,13 @@ fn parse_args() -> Args {
                 assert!(rate > 0.0 && rate.is_finite(), "--rate must be above 0");
                 a.rate = Some(rate);
             }
+            "--temporality" => {
+                a.temporality = match val().as_str() {
+                    "cumulative" => AggregationTemporality::Cumulative,
+                    "delta" => AggregationTemporality::Delta,
+                    other => panic!("--temporality is cumulative or delta, not {other}"),
+                }
+            }
             "--collector-pid" => a.pid = Some(val().parse().expect("pid")),
             "--sink-delay" => {
                 let v = val();
@@ -102,7 +117,7 @@ fn parse_args() -> Args {
             }
             "-h" | "--help" => {
                 println!(
-                    "vla-loadgen [--grpc ADDR] [--sink ADDR] [--sink-delay 0ms] [--duration 10s] [--points-per-request 1000] [--concurrency 4] [--series N] [--rate POINTS_PER_S] [--collector-pid PID]"
+                    "vla-loadgen [--grpc ADDR] [--sink ADDR] [--sink-delay 0ms] [--duration 10s] [--points-per-request 1000] [--concurrency 4] [--series N] [--rate POINTS_PER_S] [--temporality cumulative|delta] [--collector-pid PID]"
                 );
                 std::process::exit(0);
             }
@@ -158,8 +173,13 @@ fn windows(series: Option<usize>, points: usize, concurrency: usize) -> usize {
 
 /// The request: `points` data points, 40/40/20 gauge/sum/histogram, up to 100 series per
 /// metric (fewer in small requests, so the mix holds); `window` selects which of the client's
-/// series sets (its `customer_id`s) it carries.
-fn build_request(points: usize, worker: usize, window: usize) -> ExportMetricsServiceRequest {
+/// series sets (its `customer_id`s) it carries; sums and histograms have `temporality`.
+fn build_request(
+    points: usize,
+    worker: usize,
+    window: usize,
+    temporality: AggregationTemporality,
+) -> ExportMetricsServiceRequest {
     let per_metric = (points / 10).clamp(1, 100);
     let offset = window * per_metric;
     let mut metrics = Vec::new();
@@ -186,7 +206,7 @@ fn build_request(points: usize, worker: usize, window: usize) -> ExportMetricsSe
             }),
             2 | 3 => metric::Data::Sum(Sum {
                 data_points: (0..n).map(number).collect(),
-                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                aggregation_temporality: temporality as i32,
                 is_monotonic: true,
             }),
             _ => metric::Data::Histogram(Histogram {
@@ -200,7 +220,7 @@ fn build_request(points: usize, worker: usize, window: usize) -> ExportMetricsSe
                         ..Default::default()
                     })
                     .collect(),
-                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                aggregation_temporality: temporality as i32,
             }),
         };
         let unit = if m % 5 == 4 { "s" } else { "1" };
@@ -235,7 +255,10 @@ fn build_request(points: usize, worker: usize, window: usize) -> ExportMetricsSe
     }
 }
 
-fn stamp(req: &mut ExportMetricsServiceRequest) {
+/// Sets every point's time to now and, when `start` is not 0, the start time of the sums and
+/// histograms to `start` (a delta's interval begins where the series' last one ended).
+/// Returns the time set.
+fn stamp(req: &mut ExportMetricsServiceRequest, start: u64) -> u64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -251,16 +274,39 @@ fn stamp(req: &mut ExportMetricsServiceRequest) {
                 .data_points
                 .iter_mut()
                 .for_each(|p| p.time_unix_nano = now),
-            Some(metric::Data::Sum(s)) => s
-                .data_points
-                .iter_mut()
-                .for_each(|p| p.time_unix_nano = now),
-            Some(metric::Data::Histogram(h)) => h
-                .data_points
-                .iter_mut()
-                .for_each(|p| p.time_unix_nano = now),
+            Some(metric::Data::Sum(s)) => s.data_points.iter_mut().for_each(|p| {
+                p.time_unix_nano = now;
+                p.start_time_unix_nano = start;
+            }),
+            Some(metric::Data::Histogram(h)) => h.data_points.iter_mut().for_each(|p| {
+                p.time_unix_nano = now;
+                p.start_time_unix_nano = start;
+            }),
             _ => {}
         }
+    }
+    now
+}
+
+/// Each of a client's windows: the time its series were last stamped, the start of their
+/// next delta (0 before the first, and always for cumulative points, which carry none here).
+struct Starts {
+    last: Vec<u64>,
+    delta: bool,
+}
+
+impl Starts {
+    fn new(windows: usize, temporality: AggregationTemporality) -> Self {
+        Self {
+            last: vec![0; windows.max(1)],
+            delta: temporality == AggregationTemporality::Delta,
+        }
+    }
+
+    /// Stamps `req`, which carries window `window`.
+    fn stamp(&mut self, req: &mut ExportMetricsServiceRequest, window: usize) {
+        let start = if self.delta { self.last[window] } else { 0 };
+        self.last[window] = stamp(req, start);
     }
 }
 
@@ -283,6 +329,7 @@ struct OpenLoop {
     points: usize,
     worker: usize,
     windows: usize,
+    temporality: AggregationTemporality,
     interval: Duration,
     start: Instant,
     dur: Duration,
@@ -301,12 +348,13 @@ async fn open_loop(o: OpenLoop) {
     let phase = o.interval.mul_f64(o.worker as f64 / 8.0 % 1.0);
     let mut due = tokio::time::Instant::from_std(o.start) + phase;
     let mut window = 0;
+    let mut starts = Starts::new(o.windows, o.temporality);
     let mut inflight = tokio::task::JoinSet::new();
     while due.duration_since(tokio::time::Instant::from_std(o.start)) < o.dur {
         tokio::time::sleep_until(due).await;
         window = (window + 1) % o.windows.max(1);
-        let mut req = build_request(o.points, o.worker, window);
-        stamp(&mut req);
+        let mut req = build_request(o.points, o.worker, window, o.temporality);
+        starts.stamp(&mut req, window);
         o.offered.fetch_add(o.points as u64, Ordering::Relaxed);
         let mut client = o.client.clone();
         let (latency, sent, refused, by_code) = (
@@ -511,7 +559,7 @@ async fn main() {
             refused_by_code.clone(),
         );
         let latency = request_latency.clone();
-        let (rate, concurrency) = (args.rate, args.concurrency);
+        let (rate, concurrency, temporality) = (args.rate, args.concurrency, args.temporality);
         workers.push(tokio::spawn(async move {
             let mut client = MetricsServiceClient::connect(format!("http://{grpc}"))
                 .await
@@ -523,6 +571,7 @@ async fn main() {
                     points,
                     worker: w,
                     windows,
+                    temporality,
                     interval: Duration::from_secs_f64(points as f64 * concurrency as f64 / rate),
                     start,
                     dur,
@@ -536,15 +585,16 @@ async fn main() {
                 .await;
                 return;
             }
-            let mut req = build_request(points, w, 0);
+            let mut req = build_request(points, w, 0, temporality);
             let mut window = 0;
+            let mut starts = Starts::new(windows, temporality);
             while start.elapsed() < dur {
                 if windows > 1 {
                     // Series rotate: each request carries the client's next window.
                     window = (window + 1) % windows;
-                    req = build_request(points, w, window);
+                    req = build_request(points, w, window, temporality);
                 }
-                stamp(&mut req);
+                starts.stamp(&mut req, window);
                 offered.fetch_add(points as u64, Ordering::Relaxed);
                 match client.export(req.clone()).await {
                     Ok(_) => {
@@ -591,6 +641,10 @@ async fn main() {
             println!("delivery_p99_ms       {:.0}", q[1]);
         }
     }
+    println!(
+        "delta                 {}",
+        u8::from(args.temporality == AggregationTemporality::Delta)
+    );
     println!("duration_s            {wall:.2}");
     println!("points_offered        {offered}");
     println!("points_accepted       {points}");
