@@ -32,8 +32,9 @@
 //! none).
 //!
 //! `prepare` translates the batch, splits its series into `shards` groups by a stable hash of
-//! their labels (so one series always goes through the same sender and its samples stay in
-//! order) and cuts each shard into requests of at most `max_samples_per_send` samples: one
+//! their point's identity, shared labels and family name (so one series always goes through
+//! the same sender and its samples stay in order, and a histogram's series travel together)
+//! and cuts each shard into requests of at most `max_samples_per_send` samples: one
 //! driver lane per shard. `send` POSTs one request: 2xx is success; 5xx, 429 (with its
 //! `Retry-After`), timeouts and transport errors are retryable (the driver retries exactly
 //! that request); other 4xx are permanent: the request's points are counted dropped with the

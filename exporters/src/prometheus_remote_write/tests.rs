@@ -241,6 +241,57 @@ fn shards_split_by_series_and_requests_respect_max_samples() {
     assert_eq!(sharded, again);
 }
 
+/// A point's series (a histogram's buckets, sum and count) go to one shard, one after another,
+/// so the compressor sees their shared labels side by side; the points still spread over the
+/// shards.
+#[test]
+fn a_points_series_share_a_shard_side_by_side() {
+    let ids: Vec<String> = (0..40).map(|i| format!("c{i}")).collect();
+    let metrics = ids
+        .iter()
+        .map(|id| {
+            fixtures::histogram(
+                "vla.inference.duration",
+                "s",
+                &[0.1, 1.0],
+                &[3, 4, 1],
+                2.5,
+                &[("customer.id", id.as_str())],
+            )
+        })
+        .collect();
+    let batch = MetricBatch::new("otlp".into(), vec![fixtures::resource("api", metrics)]);
+    let shards = encode_decode(&batch, 4, 2000);
+    let mut points_seen = std::collections::BTreeSet::new();
+    for shard in &shards {
+        assert!(!shard.is_empty(), "40 points spread over every shard");
+        let ids: Vec<String> = shard
+            .iter()
+            .flat_map(|r| &r.timeseries)
+            .map(|t| {
+                let id = t.labels.iter().find(|l| l.name == "customer_id");
+                id.map(|l| l.value.clone()).unwrap_or_default()
+            })
+            .collect();
+        // Each point's 5 series (3 buckets, sum, count) form one run in its shard.
+        let mut runs: Vec<(&String, usize)> = Vec::new();
+        for id in &ids {
+            match runs.last_mut() {
+                Some((last, n)) if *last == id => *n += 1,
+                _ => runs.push((id, 1)),
+            }
+        }
+        for (id, n) in runs {
+            assert_eq!(
+                n, 5,
+                "point {id}: its series are not side by side in {ids:?}"
+            );
+            assert!(points_seen.insert(id.clone()), "point {id} in two places");
+        }
+    }
+    assert_eq!(points_seen.len(), 40);
+}
+
 #[test]
 fn a_bucket_le_replaces_an_attribute_named_le() {
     let batch = MetricBatch::new(
