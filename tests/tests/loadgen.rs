@@ -48,13 +48,19 @@ fn run_loadgen(
 /// A collector with a 50 ms batch timeout, writing to a sink port the load generator will
 /// open.
 async fn start_collector() -> (Ports, u16, Collector) {
+    start_collector_with(None).await
+}
+
+/// [`start_collector`] with `processor` (its type and one line of YAML settings) before
+/// `batch`.
+async fn start_collector_with(processor: Option<(&str, &str)>) -> (Ports, u16, Collector) {
     let ports = Ports::new();
     let sink = free_port();
-    let config = pipeline_config(
-        &ports,
-        &format!("http://127.0.0.1:{sink}/api/v1/write"),
-        "50ms",
-    );
+    let url = format!("http://127.0.0.1:{sink}/api/v1/write");
+    let config = match processor {
+        Some((name, section)) => pipeline_config_with(&ports, &url, "50ms", name, section),
+        None => pipeline_config(&ports, &url, "50ms"),
+    };
     let collector = Collector::start(&config, ports.telemetry)
         .await
         .expect("collector");
@@ -128,18 +134,8 @@ async fn open_loop_offers_its_schedule_and_reports_latencies() {
 /// of what was sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_mode_sends_deltas_in_order_that_accumulate() {
-    let ports = Ports::new();
-    let sink = free_port();
-    let config = pipeline_config_with(
-        &ports,
-        &format!("http://127.0.0.1:{sink}/api/v1/write"),
-        "50ms",
-        "deltatocumulative",
-        "{ max_stale: 5m }",
-    );
-    let collector = Collector::start(&config, ports.telemetry)
-        .await
-        .expect("collector");
+    let (ports, sink, collector) =
+        start_collector_with(Some(("deltatocumulative", "{ max_stale: 5m }"))).await;
     let report = run_loadgen(
         &ports,
         sink,
