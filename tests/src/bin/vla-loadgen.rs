@@ -29,7 +29,10 @@
 //! Temporality: `--temporality delta` sends the sums and histograms as deltas (each point
 //! starts where the series' previous point ended; the first has no start), so a collector
 //! running `deltatocumulative` does its per-stream work on 60 % of the points. The default is
-//! cumulative.
+//! cumulative. With `--rate`, requests for one window may be in flight at once and arrive out
+//! of order (the collector drops such deltas and counts them): use it with `--series` large
+//! enough for many windows, or closed loop as `bench/run` does. A refused request leaves a
+//! gap, which `deltatocumulative` accepts.
 //!
 //! Overload: `--sink-delay 200ms` makes the sink a slow backend (each request is answered
 //! after the delay), so the collector can deliver only so much; with enough `--concurrency`

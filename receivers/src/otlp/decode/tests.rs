@@ -204,7 +204,8 @@ fn decodes_what_prost_encodes() {
     assert!(agree(&[]).is_some_and(|r| r.resource_metrics.is_empty()));
 }
 
-/// Repeated scalars unpacked, a message field twice (merged), a scalar twice (the last wins),
+/// Repeated scalars unpacked, a message field twice (merged: the resource, an attribute's
+/// value), a scalar twice (the last wins),
 /// the `data` oneof twice with the same variant (merged) and with another (replaced), and
 /// unknown fields of every wire type including a group.
 #[test]
@@ -242,6 +243,15 @@ fn follows_protobuf_merge_rules() {
     field(1, VARINT, &mut point);
     point.push(7);
     field(95, END_GROUP, &mut point);
+    // An attribute whose value comes twice: a string, then an empty AnyValue, which merges
+    // into the first and leaves it as it was.
+    let mut value = Vec::new();
+    len(1, b"x", &mut value);
+    let mut kv = Vec::new();
+    len(1, b"k", &mut kv);
+    len(2, &value, &mut kv);
+    len(2, &[], &mut kv);
+    len(9, &kv, &mut point);
     let mut hist = Vec::new();
     len(1, &point, &mut hist);
     let mut metric = Vec::new();
@@ -255,7 +265,15 @@ fn follows_protobuf_merge_rules() {
     len(9, &hist, &mut replaced);
     len(5, &[], &mut replaced);
     len(2, &replaced, &mut sm);
+    // The resource twice: its attributes, then its dropped count, merged into one.
     let mut rm = Vec::new();
+    let mut attr = Vec::new();
+    len(1, b"service.name", &mut attr);
+    len(2, &value, &mut attr);
+    let mut resource = Vec::new();
+    len(1, &attr, &mut resource);
+    len(1, &resource, &mut rm);
+    len(1, &[0x10, 0x03], &mut rm);
     len(2, &sm, &mut rm);
     let mut req = Vec::new();
     len(1, &rm, &mut req);
@@ -269,6 +287,18 @@ fn follows_protobuf_merge_rules() {
     assert_eq!(h.data_points.len(), 2, "the second histogram merged in");
     assert_eq!(h.data_points[0].bucket_counts, vec![1, 2, 3]);
     assert_eq!(h.data_points[0].count, 6);
+    assert_eq!(
+        vla_pipeline::attr_str(&h.data_points[0].attributes, "k"),
+        Some("x")
+    );
+    let resource = decoded.resource_metrics[0]
+        .resource
+        .as_ref()
+        .expect("resource");
+    assert_eq!(
+        (resource.attributes.len(), resource.dropped_attributes_count),
+        (1, 3)
+    );
     assert!(matches!(metrics[1].data, Some(metric::Data::Gauge(_))));
 }
 
