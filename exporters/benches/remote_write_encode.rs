@@ -2,9 +2,8 @@
 //! points, 200 points of a 12-bucket histogram; ≈3.8 samples per point), the workload of the
 //! performance budget in `docs/benchmarks.md`. Throughput is in data points.
 //!
-//! - `decode_otlp`: the receiver's decode of the request (`vla_receivers::otlp::decode`, into
-//!   owned strings) and the drop of the decoded batch; `decode_otlp_prost` the same with
-//!   prost's generated decoder; `drop_decoded` the drop alone;
+//! - `decode_otlp`: the receiver's decode of the request (prost, into owned strings) and the
+//!   drop of the decoded batch; `drop_decoded` the drop alone;
 //! - `translate_encode_snappy` (series cache hit): the steady state, every label set cached
 //!   from the batch before;
 //! - `series_cache_miss`: the same with a new encoder, so every label set is translated,
@@ -112,17 +111,8 @@ fn bench(c: &mut Criterion) {
         resource_metrics: batch.resource_metrics().to_vec(),
     }
     .encode_to_vec();
-    group.bench_function("decode_otlp_prost_1000_points", |b| {
-        b.iter(|| ExportMetricsServiceRequest::decode(std::hint::black_box(&request[..])).unwrap());
-    });
-    assert_eq!(
-        vla_receivers::otlp::decode::decode_request(&request).unwrap(),
-        ExportMetricsServiceRequest::decode(&request[..]).unwrap()
-    );
     group.bench_function("decode_otlp_1000_points", |b| {
-        b.iter(|| {
-            vla_receivers::otlp::decode::decode_request(std::hint::black_box(&request)).unwrap()
-        });
+        b.iter(|| ExportMetricsServiceRequest::decode(std::hint::black_box(&request[..])).unwrap());
     });
     group.bench_function("drop_decoded_1000_points", |b| {
         b.iter_batched(

@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{PROTOBUF, big_request, both, post, sample_request, start_with};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
 use vla_pipeline::memory::{LimitMode, Limits, MemoryLimiter};
 use vla_pipeline::{MetricBatch, SelfMetrics};
@@ -16,8 +17,7 @@ use vla_pipeline::{MetricBatch, SelfMetrics};
 /// What one `sample_request()` holds once decoded, as the receiver decodes it.
 fn decoded_bytes() -> u64 {
     let body = sample_request().encode_to_vec();
-    // As the receiver decodes it (its strings have their exact capacity; prost's have at least 8).
-    let request = vla_receivers::otlp::decode::decode_request(body.as_slice()).unwrap();
+    let request = ExportMetricsServiceRequest::decode(body.as_slice()).unwrap();
     MetricBatch::new("otlp".into(), request.resource_metrics).memory_bytes()
 }
 

@@ -45,6 +45,13 @@ fn run_loadgen(
         .collect()
 }
 
+/// The collector's scrape endpoint, parsed as `series → value`.
+async fn scrape(ports: &Ports) -> BTreeMap<String, f64> {
+    let url = format!("http://127.0.0.1:{}/metrics", ports.scrape);
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    parse_exposition(&text)
+}
+
 /// A collector with a 50 ms batch timeout, writing to a sink port the load generator will
 /// open.
 async fn start_collector() -> (Ports, u16, Collector) {
@@ -87,14 +94,8 @@ async fn the_report_adds_up_and_series_are_exactly_as_many_as_asked() {
         // The scrape endpoint holds one Prometheus series per sample kind of each OTLP series
         // it saw (3.6 per series), plus one target_info per client. With `--series`, the run
         // must have gone round every window at least once for this to hold.
-        let scrape = reqwest::get(format!("http://127.0.0.1:{}/metrics", ports.scrape))
+        let load_series = scrape(&ports)
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let families = parse_exposition(&scrape);
-        let load_series = families
             .keys()
             .filter(|k| k.starts_with("vla_load_metric"))
             .count() as f64;
@@ -149,14 +150,9 @@ async fn delta_mode_sends_deltas_in_order_that_accumulate() {
         "more than one request per client: {report:?}"
     );
     assert_eq!(report["rw_samples_received"], accepted * 3.6, "{report:?}");
-    let telemetry = reqwest::get(format!("http://127.0.0.1:{}/metrics", ports.telemetry))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let telemetry = collector.self_metrics().await.expect("self-metrics");
     let counted = |result: &str| {
-        parse_exposition(&telemetry)
+        telemetry
             .iter()
             .filter(|(k, _)| {
                 k.starts_with("vla_collector_processor_deltatocumulative_data_points_total{")
@@ -166,17 +162,12 @@ async fn delta_mode_sends_deltas_in_order_that_accumulate() {
             .sum::<f64>()
     };
     // 40 % sums and 20 % histograms are deltas, all accumulated, none out of order.
-    assert_eq!(counted("accumulated"), accepted * 0.6, "{telemetry}");
-    assert_eq!(counted("out_of_order"), 0.0, "{telemetry}");
+    assert_eq!(counted("accumulated"), accepted * 0.6, "{telemetry:?}");
+    assert_eq!(counted("out_of_order"), 0.0, "{telemetry:?}");
     // Each histogram point counts 12 observations: the cumulative counts at the scrape
     // endpoint add up to 12 per histogram point sent (20 % of them).
-    let scrape = reqwest::get(format!("http://127.0.0.1:{}/metrics", ports.scrape))
+    let counts: f64 = scrape(&ports)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let counts: f64 = parse_exposition(&scrape)
         .iter()
         .filter(|(k, _)| k.starts_with("vla_load_metric") && k.contains("_count{"))
         .map(|(_, v)| *v)

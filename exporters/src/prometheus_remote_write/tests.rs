@@ -84,6 +84,36 @@ fn encode_decode(batch: &MetricBatch, shards: usize, max: usize) -> Vec<Vec<Writ
         .collect()
 }
 
+/// A batch of one gauge `name`, a point for each `(attributes, timestamp ms, value)`.
+fn timed_gauge(
+    name: &str,
+    points: impl IntoIterator<
+        Item = (
+            Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
+            i64,
+            f64,
+        ),
+    >,
+) -> MetricBatch {
+    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
+    use opentelemetry_proto::tonic::metrics::v1::{Gauge, Metric, NumberDataPoint, metric};
+    let data_points = points
+        .into_iter()
+        .map(|(attributes, ms, value)| NumberDataPoint {
+            attributes,
+            time_unix_nano: ms as u64 * 1_000_000,
+            value: Some(Value::AsDouble(value)),
+            ..Default::default()
+        })
+        .collect();
+    let metric = Metric {
+        name: name.into(),
+        data: Some(metric::Data::Gauge(Gauge { data_points })),
+        ..Default::default()
+    };
+    MetricBatch::new("otlp".into(), vec![fixtures::resource("api", vec![metric])])
+}
+
 fn all_series(shards: &[Vec<WriteRequest>]) -> Vec<super::proto::TimeSeries> {
     let mut out: Vec<_> = shards
         .iter()
@@ -1038,12 +1068,10 @@ async fn driver_retries_5xx_then_delivers_once_and_drops_400_counted() {
 mod properties {
     use std::collections::BTreeMap;
 
-    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
-    use opentelemetry_proto::tonic::metrics::v1::{Gauge, Metric, NumberDataPoint, metric};
     use proptest::prelude::*;
     use vla_pipeline::{MetricBatch, fixtures};
 
-    use super::encode_decode;
+    use super::{encode_decode, timed_gauge};
 
     /// Label names the translator keeps as they are (it collapses runs of underscores and
     /// trims a trailing one, so neither is generated here).
@@ -1070,21 +1098,13 @@ mod properties {
     }
 
     fn batch(points: &[Point]) -> MetricBatch {
-        let data_points = points
-            .iter()
-            .map(|p| NumberDataPoint {
-                attributes: p.attrs.iter().map(|(k, v)| fixtures::kv(k, v)).collect(),
-                time_unix_nano: p.ms as u64 * 1_000_000,
-                value: Some(Value::AsDouble(p.value)),
-                ..Default::default()
-            })
-            .collect();
-        let metric = Metric {
-            name: "prop.gauge".into(),
-            data: Some(metric::Data::Gauge(Gauge { data_points })),
-            ..Default::default()
-        };
-        MetricBatch::new("otlp".into(), vec![fixtures::resource("api", vec![metric])])
+        timed_gauge(
+            "prop.gauge",
+            points.iter().map(|p| {
+                let attrs = p.attrs.iter().map(|(k, v)| fixtures::kv(k, v)).collect();
+                (attrs, p.ms, p.value)
+            }),
+        )
     }
 
     /// (labels, value bits, timestamp) as the encoder must deliver them.
@@ -1153,24 +1173,13 @@ mod properties {
 /// shard sorted by time.
 #[test]
 fn only_a_series_going_back_in_time_reorders_its_shard() {
-    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
-    use opentelemetry_proto::tonic::metrics::v1::{Gauge, Metric, NumberDataPoint, metric};
     let batch = |points: &[(&str, i64)]| {
-        let data_points = points
-            .iter()
-            .map(|(client, ms)| NumberDataPoint {
-                attributes: fixtures::attrs(&[("client", client)]),
-                time_unix_nano: *ms as u64 * 1_000_000,
-                value: Some(Value::AsDouble(*ms as f64)),
-                ..Default::default()
-            })
-            .collect();
-        let metric = Metric {
-            name: "order.gauge".into(),
-            data: Some(metric::Data::Gauge(Gauge { data_points })),
-            ..Default::default()
-        };
-        MetricBatch::new("otlp".into(), vec![fixtures::resource("api", vec![metric])])
+        timed_gauge(
+            "order.gauge",
+            points
+                .iter()
+                .map(|&(client, ms)| (fixtures::attrs(&[("client", client)]), ms, ms as f64)),
+        )
     };
     let order = |points: &[(&str, i64)]| -> Vec<(String, i64)> {
         encode_decode(&batch(points), 1, 100)

@@ -15,7 +15,6 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
 
-use super::decode::decode_request;
 use super::{HttpConfig, Intake, RequestError};
 
 /// The OTLP/HTTP path for metrics.
@@ -248,10 +247,12 @@ fn zstd(raw: &[u8], limit: usize) -> Result<Bytes, RequestError> {
 
 fn decode(format: BodyFormat, body: &[u8]) -> Result<ExportMetricsServiceRequest, RequestError> {
     match format {
-        BodyFormat::Protobuf => decode_request(body).map_err(|source| RequestError::Malformed {
-            what: "protobuf body",
-            source: Box::new(source),
-        }),
+        BodyFormat::Protobuf => {
+            ExportMetricsServiceRequest::decode(body).map_err(|source| RequestError::Malformed {
+                what: "protobuf body",
+                source: Box::new(source),
+            })
+        }
         BodyFormat::Json => {
             serde_json::from_slice(body).map_err(|source| RequestError::Malformed {
                 what: "JSON body",

@@ -47,7 +47,6 @@
 //! accepting connections, finishes the requests in flight and returns.
 
 mod config;
-pub mod decode;
 mod error;
 mod grpc;
 mod http;
