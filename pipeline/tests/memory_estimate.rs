@@ -18,6 +18,9 @@ use vla_pipeline::MetricBatch;
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
+/// The allocator's counts are global: one test measures at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn kv(k: &str, v: String) -> KeyValue {
     KeyValue {
         key: k.to_owned(),
@@ -93,6 +96,7 @@ fn request() -> Vec<u8> {
 
 #[test]
 fn the_estimate_matches_what_decoding_allocates() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let body = request();
     let region = Region::new(GLOBAL);
     let decoded = ExportMetricsServiceRequest::decode(body.as_slice()).expect("decodes");
@@ -116,4 +120,36 @@ fn the_estimate_matches_what_decoding_allocates() {
         after.bytes_allocated, after.bytes_deallocated,
         "everything decoded is freed with the batch"
     );
+}
+
+#[test]
+fn an_encoded_batch_holds_its_bytes_and_the_estimate_says_so() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let body = request();
+    let region = Region::new(GLOBAL);
+    let batch =
+        MetricBatch::from_request("otlp".into(), bytes::Bytes::copy_from_slice(&body)).unwrap();
+    let change = region.change();
+    let allocated = (change.bytes_allocated - change.bytes_deallocated) as u64;
+    let blocks = (change.allocations - change.deallocations) as u64;
+    assert!(batch.is_encoded());
+    assert_eq!(batch.data_points(), 1000);
+    let expected = allocated + 16 * blocks;
+    let estimate = batch.memory_bytes();
+    assert!(
+        estimate.abs_diff(expected) <= expected / 20,
+        "estimate {estimate} B for {allocated} B in {blocks} blocks (encoded {} B)",
+        body.len()
+    );
+    let decoded = MetricBatch::new(
+        "otlp".into(),
+        ExportMetricsServiceRequest::decode(body.as_slice())
+            .unwrap()
+            .resource_metrics,
+    );
+    eprintln!(
+        "1000 points: encoded {estimate} B, decoded {} B",
+        decoded.memory_bytes()
+    );
+    assert!(estimate * 4 < decoded.memory_bytes());
 }

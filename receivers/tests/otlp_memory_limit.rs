@@ -9,16 +9,16 @@ mod common;
 use std::time::Duration;
 
 use common::{PROTOBUF, big_request, both, post, sample_request, start_with};
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
 use vla_pipeline::memory::{LimitMode, Limits, MemoryLimiter};
 use vla_pipeline::{MetricBatch, SelfMetrics};
 
-/// What one `sample_request()` holds once decoded, as the receiver decodes it.
-fn decoded_bytes() -> u64 {
+/// What one `sample_request()` holds, as the receiver keeps it (encoded).
+fn held_bytes() -> u64 {
     let body = sample_request().encode_to_vec();
-    let request = ExportMetricsServiceRequest::decode(body.as_slice()).unwrap();
-    MetricBatch::new("otlp".into(), request.resource_metrics).memory_bytes()
+    let batch = MetricBatch::from_request("otlp".into(), body.into()).unwrap();
+    assert!(batch.is_encoded());
+    batch.memory_bytes()
 }
 
 const REFUSED: &str = "collector is at its memory limit, retry later";
@@ -51,7 +51,7 @@ fn start_limited(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_the_limit_both_transports_refuse_retryably_until_the_pipeline_lets_go() {
-    let one = decoded_bytes();
+    let one = held_bytes();
     // One request's batch reaches the soft limit.
     let (mut h, limiter) = start_limited(one * 2, one);
     let mut client = h.grpc_client().await;
@@ -92,10 +92,10 @@ async fn over_the_limit_both_transports_refuse_retryably_until_the_pipeline_lets
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_that_does_not_fit_below_the_soft_limit_is_refused_after_decoding_and_counted() {
-    let one = decoded_bytes();
+async fn a_batch_that_does_not_fit_below_the_soft_limit_is_refused_after_reading_and_counted() {
+    let one = held_bytes();
     // Room for three small requests: after one, a typical (small) batch still fits, so the
-    // big one is read and decoded, does not fit, and is refused.
+    // big one is read and checked, does not fit, and is refused.
     let (mut h, _limiter) = start_limited(one * 3, 0);
     let resp = post(&h, PROTOBUF, None, sample_request().encode_to_vec()).await;
     assert_eq!(resp.status(), 200);

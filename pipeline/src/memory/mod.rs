@@ -226,6 +226,18 @@ impl Reservation {
         Arc::ptr_eq(&self.limiter, &other.limiter)
     }
 
+    /// Holds `bytes` more, whether or not they fit (a batch decoded to be changed grows).
+    pub(crate) fn grow(&mut self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let before = self.limiter.used.fetch_add(bytes, Ordering::AcqRel);
+        self.limiter
+            .peak
+            .fetch_max(before.saturating_add(bytes), Ordering::Relaxed);
+        self.bytes += bytes;
+    }
+
     /// Takes over `other`'s bytes (both on the same limiter; checked by the caller).
     pub(crate) fn absorb(&mut self, mut other: Reservation) {
         debug_assert!(self.same_limiter(&other));
@@ -250,7 +262,7 @@ impl Drop for Reservation {
 
 /// The heap bytes one allocation costs beyond its contents (the allocator's header and size
 /// class rounding), an average for small blocks.
-const ALLOC_OVERHEAD: usize = 16;
+pub(crate) const ALLOC_OVERHEAD: usize = 16;
 
 /// A vector's or string's heap block: `capacity` elements of `T`, plus the overhead.
 fn block<T>(capacity: usize) -> usize {

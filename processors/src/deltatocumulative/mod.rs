@@ -551,13 +551,8 @@ fn is_delta(m: &Metric) -> bool {
 
 impl Processor for DeltaToCumulative {
     fn process(&mut self, batch: &mut MetricBatch) {
-        let has_delta = batch
-            .resource_metrics()
-            .iter()
-            .flat_map(|rm| &rm.scope_metrics)
-            .flat_map(|sm| &sm.metrics)
-            .any(is_delta);
-        if !has_delta {
+        // Known without decoding a batch still encoded as received.
+        if !batch.has_delta() {
             return;
         }
         let now = unix_secs(batch.meta().received_at);

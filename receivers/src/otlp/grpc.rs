@@ -1,7 +1,7 @@
 //! OTLP/gRPC: the opentelemetry-proto `MetricsService` on a tonic server.
 //!
-//! tonic decodes, decompresses and size-checks the message before our handler runs, and
-//! answers problems there with `INTERNAL`, `OUT_OF_RANGE` or `RESOURCE_EXHAUSTED`. OTLP
+//! tonic decompresses and size-checks the message before our handler runs (which checks and
+//! keeps its bytes: [`vla_pipeline::MetricBatch::from_request`]), and answers problems there with `INTERNAL`, `OUT_OF_RANGE` or `RESOURCE_EXHAUSTED`. OTLP
 //! clients retry the last two, so an over-size request would be resent forever. [`Guarded`]
 //! rewrites those answers through [`RequestError`] (the one mapping to a gRPC status) into
 //! `INVALID_ARGUMENT`, and counts and logs them like every other invalid request.
@@ -11,11 +11,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Buf;
+use bytes::{Buf, Bytes};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::SERVICE_NAME;
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
 use prost::Message;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{Body, Service as TowerService, StdError};
@@ -91,15 +89,20 @@ struct Export {
     intake: Arc<Intake>,
 }
 
-impl UnaryService<ExportMetricsServiceRequest> for Export {
+impl UnaryService<Bytes> for Export {
     type Response = ExportMetricsServiceResponse;
     type Future = BoxFuture<'static, Result<Response<Self::Response>, Status>>;
 
-    fn call(&mut self, request: Request<ExportMetricsServiceRequest>) -> Self::Future {
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let intake = self.intake.clone();
         Box::pin(async move {
-            let request = request.into_inner();
-            intake.export(request.resource_metrics).await?;
+            let exported = intake
+                .export_encoded(request.into_inner(), "gRPC message")
+                .await;
+            if let Err(e) = &exported {
+                intake.note_unless_refused(e);
+            }
+            exported?;
             Ok(Response::new(ExportMetricsServiceResponse {
                 partial_success: None,
             }))
@@ -107,16 +110,16 @@ impl UnaryService<ExportMetricsServiceRequest> for Export {
     }
 }
 
-/// tonic's prost codec, except that the request is decoded from one contiguous slice rather
-/// than through `DecodeBuf`: prost reads a field's tag, length and bytes with several `Buf`
-/// calls each, which cost far less on `&[u8]` than through `DecodeBuf` → `BytesMut`. Decode
-/// errors are answered as tonic's codec answers them (`INTERNAL` with prost's message).
+/// tonic's prost codec for the response; the request is handed over as its bytes, which
+/// [`Intake::export_encoded`] checks and keeps (the batch decodes them when a stage reads
+/// it). tonic's buffer for the message holds the message and little more (it reserves the
+/// message's length), so the bytes are not copied.
 #[derive(Debug, Clone, Copy, Default)]
 struct SliceCodec;
 
 impl Codec for SliceCodec {
     type Encode = ExportMetricsServiceResponse;
-    type Decode = ExportMetricsServiceRequest;
+    type Decode = Bytes;
     type Encoder = SliceCodec;
     type Decoder = SliceCodec;
 
@@ -140,22 +143,12 @@ impl Encoder for SliceCodec {
 }
 
 impl Decoder for SliceCodec {
-    type Item = ExportMetricsServiceRequest;
+    type Item = Bytes;
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
         let len = buf.remaining();
-        // tonic hands over one message in one `BytesMut`, so the chunk is the whole message.
-        let decoded = if buf.chunk().len() == len {
-            let decoded = ExportMetricsServiceRequest::decode(buf.chunk());
-            buf.advance(len);
-            decoded
-        } else {
-            ExportMetricsServiceRequest::decode(buf.copy_to_bytes(len))
-        };
-        decoded
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
+        Ok(Some(buf.copy_to_bytes(len)))
     }
 }
 

@@ -173,9 +173,27 @@ async fn handle(
     }
     let raw = read_body(body, limit).await?;
     let plain = decompress(raw, encoding, limit)?;
-    let request = decode(format, &plain)?;
-    drop(plain);
-    state.intake.export(request.resource_metrics).await?;
+    match format {
+        BodyFormat::Protobuf => {
+            // A body read whole may be a slice of the connection's read buffer: the batch
+            // keeps a copy of its own.
+            let owned = if encoding == Encoding::Identity {
+                Bytes::copy_from_slice(&plain)
+            } else {
+                plain
+            };
+            state.intake.export_encoded(owned, "protobuf body").await?;
+        }
+        BodyFormat::Json => {
+            let request: ExportMetricsServiceRequest =
+                serde_json::from_slice(&plain).map_err(|source| RequestError::Malformed {
+                    what: "JSON body",
+                    source: Box::new(source),
+                })?;
+            drop(plain);
+            state.intake.export(request.resource_metrics).await?;
+        }
+    }
     Ok(format)
 }
 
@@ -243,23 +261,6 @@ fn zstd(raw: &[u8], limit: usize) -> Result<Bytes, RequestError> {
         }
     }
     Ok(Bytes::from(out))
-}
-
-fn decode(format: BodyFormat, body: &[u8]) -> Result<ExportMetricsServiceRequest, RequestError> {
-    match format {
-        BodyFormat::Protobuf => {
-            ExportMetricsServiceRequest::decode(body).map_err(|source| RequestError::Malformed {
-                what: "protobuf body",
-                source: Box::new(source),
-            })
-        }
-        BodyFormat::Json => {
-            serde_json::from_slice(body).map_err(|source| RequestError::Malformed {
-                what: "JSON body",
-                source: Box::new(source),
-            })
-        }
-    }
 }
 
 /// `200` with an empty `ExportMetricsServiceResponse` (no partial success) in `format`.

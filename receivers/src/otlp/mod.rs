@@ -303,7 +303,11 @@ impl Intake {
         &self,
         resource_metrics: Vec<ResourceMetrics>,
     ) -> Result<(), RequestError> {
-        let batch = MetricBatch::new(self.id.clone(), resource_metrics);
+        self.send(MetricBatch::new(self.id.clone(), resource_metrics))
+            .await
+    }
+
+    async fn send(&self, batch: MetricBatch) -> Result<(), RequestError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -312,6 +316,23 @@ impl Intake {
             self.note(&e);
             e
         })
+    }
+
+    /// Checks an encoded `ExportMetricsServiceRequest` (`what`, for the error) and sends its
+    /// data into the pipelines, kept encoded ([`MetricBatch::from_request`]). A request that
+    /// does not decode is malformed (for the caller to note, as every invalid request).
+    pub(crate) async fn export_encoded(
+        &self,
+        request: bytes::Bytes,
+        what: &'static str,
+    ) -> Result<(), RequestError> {
+        let batch = MetricBatch::from_request(self.id.clone(), request).map_err(|source| {
+            RequestError::Malformed {
+                what,
+                source: Box::new(source),
+            }
+        })?;
+        self.send(batch).await
     }
 
     /// Whether a memory limiter refuses everything now; the refusal is counted (per request:
