@@ -96,7 +96,9 @@ fn request() -> Vec<u8> {
 
 #[test]
 fn the_estimate_matches_what_decoding_allocates() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let body = request();
     let region = Region::new(GLOBAL);
     let decoded = ExportMetricsServiceRequest::decode(body.as_slice()).expect("decodes");
@@ -124,7 +126,9 @@ fn the_estimate_matches_what_decoding_allocates() {
 
 #[test]
 fn an_encoded_batch_holds_its_bytes_and_the_estimate_says_so() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let body = request();
     let region = Region::new(GLOBAL);
     let batch =

@@ -544,7 +544,10 @@ mod tests {
         assert_eq!(batch.encoded_len(), request(both.clone()).len());
 
         batch.resource_metrics_mut().truncate(1);
-        assert!(!batch.is_encoded(), "a change makes the decoded data the batch");
+        assert!(
+            !batch.is_encoded(),
+            "a change makes the decoded data the batch"
+        );
         assert_eq!(batch.data_points(), 3);
         assert!(!batch.has_delta());
         assert_eq!(batch.into_resource_metrics(), cumulative("a"));
@@ -553,7 +556,8 @@ mod tests {
     /// An encoded batch and a decoded one merge into a decoded one, in order, either way.
     #[test]
     fn encoded_and_decoded_batches_merge() {
-        let mut encoded = MetricBatch::from_request("otlp".into(), request(cumulative("a"))).unwrap();
+        let mut encoded =
+            MetricBatch::from_request("otlp".into(), request(cumulative("a"))).unwrap();
         encoded.append(MetricBatch::new("otlp".into(), cumulative("b")));
         assert!(!encoded.is_encoded());
         let mut decoded = MetricBatch::new("otlp".into(), cumulative("b"));
@@ -564,7 +568,8 @@ mod tests {
         assert_eq!(encoded.into_resource_metrics(), ab);
         assert_eq!(decoded.into_resource_metrics(), ba);
         // Appending an empty batch leaves an encoded one encoded.
-        let mut encoded = MetricBatch::from_request("otlp".into(), request(cumulative("a"))).unwrap();
+        let mut encoded =
+            MetricBatch::from_request("otlp".into(), request(cumulative("a"))).unwrap();
         encoded.append(MetricBatch::new("otlp".into(), Vec::new()));
         assert!(encoded.is_encoded());
     }
@@ -604,7 +609,11 @@ mod tests {
         // (Growth from the change itself is not accounted, as for any batch.)
         batch.for_each_point_mut(|_, _| {});
         assert_eq!(limiter.used(), batch.memory_bytes());
-        assert!(limiter.used() > 2 * encoded, "{} after {encoded}", limiter.used());
+        assert!(
+            limiter.used() > 2 * encoded,
+            "{} after {encoded}",
+            limiter.used()
+        );
         drop(batch);
         assert_eq!(limiter.used(), 0);
     }

@@ -7,8 +7,8 @@ use opentelemetry_proto::tonic::common::v1::{
 use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge,
-    Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, Sum, exemplar,
-    metric, number_data_point,
+    Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, Sum, exemplar, metric,
+    number_data_point,
 };
 use prost::Message;
 
