@@ -35,7 +35,7 @@ pub mod fixtures;
 
 pub use batch::{
     BatchMeta, MetricBatch, MetricKind, PointContext, ResourceMetricsMut, attr_str,
-    count_data_points, kind_of, metric_data_points, remove_attr, upsert_str,
+    count_data_points, is_delta, kind_of, metric_data_points, remove_attr, upsert_str,
 };
 pub use component::{
     BoxFuture, ComponentId, ExportError, ExportReport, Exporter, PrepareError, Prepared, Processor,

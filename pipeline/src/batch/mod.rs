@@ -169,17 +169,11 @@ impl MetricBatch {
         if self.is_encoded() {
             return self.encoded_delta;
         }
-        const DELTA: i32 = AggregationTemporality::Delta as i32;
         self.resource_metrics()
             .iter()
             .flat_map(|rm| &rm.scope_metrics)
             .flat_map(|sm| &sm.metrics)
-            .any(|m| match &m.data {
-                Some(metric::Data::Sum(s)) => s.aggregation_temporality == DELTA,
-                Some(metric::Data::Histogram(h)) => h.aggregation_temporality == DELTA,
-                Some(metric::Data::ExponentialHistogram(h)) => h.aggregation_temporality == DELTA,
-                _ => false,
-            })
+            .any(is_delta)
     }
 
     /// The decoded data, taken out to be changed: the encoded bytes are let go (the decoded
@@ -414,6 +408,18 @@ pub fn kind_of(data: Option<&metric::Data>) -> MetricKind {
         Some(metric::Data::ExponentialHistogram(_)) => MetricKind::ExponentialHistogram,
         Some(metric::Data::Summary(_)) => MetricKind::Summary,
         None => MetricKind::Empty,
+    }
+}
+
+/// Whether a metric is a sum or histogram of delta temporality (what `deltatocumulative`
+/// converts).
+pub fn is_delta(m: &Metric) -> bool {
+    const DELTA: i32 = AggregationTemporality::Delta as i32;
+    match &m.data {
+        Some(metric::Data::Sum(s)) => s.aggregation_temporality == DELTA,
+        Some(metric::Data::Histogram(h)) => h.aggregation_temporality == DELTA,
+        Some(metric::Data::ExponentialHistogram(h)) => h.aggregation_temporality == DELTA,
+        _ => false,
     }
 }
 

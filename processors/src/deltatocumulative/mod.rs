@@ -34,7 +34,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use serde::Deserialize;
 use vla_pipeline::config::ConfigProblem;
 use vla_pipeline::self_metrics::{Counter, Gauge};
-use vla_pipeline::{ComponentId, MetricBatch, Processor, SelfMetrics};
+use vla_pipeline::{ComponentId, MetricBatch, Processor, SelfMetrics, is_delta};
 
 mod state;
 mod storage;
@@ -536,16 +536,6 @@ impl DeltaToCumulative {
                 tracing::warn!(error = %e, "deltatocumulative could not write its snapshot; the journal keeps growing until one succeeds");
             }
         }
-    }
-}
-
-fn is_delta(m: &Metric) -> bool {
-    const DELTA: i32 = AggregationTemporality::Delta as i32;
-    match &m.data {
-        Some(metric::Data::Sum(s)) => s.aggregation_temporality == DELTA,
-        Some(metric::Data::Histogram(h)) => h.aggregation_temporality == DELTA,
-        Some(metric::Data::ExponentialHistogram(h)) => h.aggregation_temporality == DELTA,
-        _ => false,
     }
 }
 

@@ -29,7 +29,7 @@ use super::{GrpcConfig, Intake, RequestError};
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 
 /// `MetricsService` on tonic's server machinery (framing, gzip, size limit, status answers),
-/// as the generated `MetricsServiceServer` does it, but with [`SliceCodec`].
+/// as the generated `MetricsServiceServer` does it, but with [`BytesCodec`].
 #[derive(Clone)]
 struct MetricsServer {
     intake: Arc<Intake>,
@@ -76,7 +76,7 @@ where
         };
         let limit = self.limit;
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(SliceCodec)
+            let mut grpc = tonic::server::Grpc::new(BytesCodec)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(limit);
             Ok(grpc.unary(export, request).await)
@@ -115,24 +115,24 @@ impl UnaryService<Bytes> for Export {
 /// it). tonic's buffer for the message holds the message and little more (it reserves the
 /// message's length), so the bytes are not copied.
 #[derive(Debug, Clone, Copy, Default)]
-struct SliceCodec;
+struct BytesCodec;
 
-impl Codec for SliceCodec {
+impl Codec for BytesCodec {
     type Encode = ExportMetricsServiceResponse;
     type Decode = Bytes;
-    type Encoder = SliceCodec;
-    type Decoder = SliceCodec;
+    type Encoder = BytesCodec;
+    type Decoder = BytesCodec;
 
     fn encoder(&mut self) -> Self::Encoder {
-        SliceCodec
+        BytesCodec
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        SliceCodec
+        BytesCodec
     }
 }
 
-impl Encoder for SliceCodec {
+impl Encoder for BytesCodec {
     type Item = ExportMetricsServiceResponse;
     type Error = Status;
 
@@ -142,7 +142,7 @@ impl Encoder for SliceCodec {
     }
 }
 
-impl Decoder for SliceCodec {
+impl Decoder for BytesCodec {
     type Item = Bytes;
     type Error = Status;
 

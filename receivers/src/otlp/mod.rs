@@ -286,7 +286,7 @@ fn endpoint<C>(
     }))
 }
 
-/// What both transports share: hand decoded data to the pipelines, count and log rejects.
+/// What both transports share: hand requests to the pipelines, count and log rejects.
 #[derive(Clone)]
 pub(crate) struct Intake {
     id: ComponentId,

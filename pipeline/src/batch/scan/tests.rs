@@ -6,14 +6,14 @@ use opentelemetry_proto::tonic::common::v1::{
 };
 use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge,
-    Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, Sum, exemplar, metric,
+    Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram,
+    HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, Sum, exemplar, metric,
     number_data_point,
 };
 use prost::Message;
 
 use super::*;
-use crate::batch::count_data_points;
+use crate::batch::{count_data_points, is_delta};
 use crate::fixtures;
 fn any(v: any_value::Value) -> Option<AnyValue> {
     Some(AnyValue { value: Some(v) })
@@ -186,18 +186,12 @@ fn everything() -> ExportMetricsServiceRequest {
 
 /// Whether prost's decode has a delta metric, as `deltatocumulative` decides it.
 fn prost_has_delta(request: &ExportMetricsServiceRequest) -> bool {
-    const DELTA: i32 = AggregationTemporality::Delta as i32;
     request
         .resource_metrics
         .iter()
         .flat_map(|rm| &rm.scope_metrics)
         .flat_map(|sm| &sm.metrics)
-        .any(|m| match &m.data {
-            Some(metric::Data::Sum(s)) => s.aggregation_temporality == DELTA,
-            Some(metric::Data::Histogram(h)) => h.aggregation_temporality == DELTA,
-            Some(metric::Data::ExponentialHistogram(h)) => h.aggregation_temporality == DELTA,
-            _ => false,
-        })
+        .any(is_delta)
 }
 
 /// The scan's promise: a plain request decodes with prost, with the scanned point count and
