@@ -2,11 +2,15 @@
 
 #![allow(missing_docs)]
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value,
+};
+use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint, metric, number_data_point,
-    summary_data_point,
+    AggregationTemporality, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge,
+    Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    Summary, SummaryDataPoint, exemplar, metric, number_data_point, summary_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
@@ -236,5 +240,227 @@ pub async fn export_once(
     match first_refusal {
         Some(e) if refused == requests && report.sent == 0 => Err(e),
         _ => Ok(report),
+    }
+}
+
+fn any(v: any_value::Value) -> Option<AnyValue> {
+    Some(AnyValue { value: Some(v) })
+}
+
+/// A request with every field of every message of the OTLP metrics schema (each attribute
+/// value kind, exemplars, summaries, exponential histograms, a metric without data), for
+/// tests of what reads encoded requests.
+pub fn every_field_request() -> ExportMetricsServiceRequest {
+    use any_value::Value as V;
+    let exemplar = Exemplar {
+        filtered_attributes: attrs(&[("trace", "t")]),
+        time_unix_nano: 7,
+        span_id: vec![1, 2, 3, 4, 5, 6, 7, 8],
+        trace_id: vec![9; 16],
+        value: Some(exemplar::Value::AsInt(-3)),
+    };
+    let attributes = vec![
+        KeyValue {
+            key: "s".into(),
+            value: any(V::StringValue("ü".into())),
+            key_strindex: 0,
+        },
+        KeyValue {
+            key: "b".into(),
+            value: any(V::BoolValue(true)),
+            key_strindex: 3,
+        },
+        KeyValue {
+            key: "i".into(),
+            value: any(V::IntValue(-42)),
+            ..Default::default()
+        },
+        KeyValue {
+            key: "d".into(),
+            value: any(V::DoubleValue(2.5)),
+            ..Default::default()
+        },
+        KeyValue {
+            key: "a".into(),
+            value: any(V::ArrayValue(ArrayValue {
+                values: vec![AnyValue {
+                    value: Some(V::IntValue(1)),
+                }],
+            })),
+            ..Default::default()
+        },
+        KeyValue {
+            key: "m".into(),
+            value: any(V::KvlistValue(KeyValueList {
+                values: attrs(&[("k", "v")]),
+            })),
+            ..Default::default()
+        },
+        KeyValue {
+            key: "y".into(),
+            value: any(V::BytesValue(vec![0, 255])),
+            ..Default::default()
+        },
+        KeyValue {
+            key: "x".into(),
+            value: any(V::StringValueStrindex(5)),
+            ..Default::default()
+        },
+        KeyValue {
+            key: "none".into(),
+            value: None,
+            ..Default::default()
+        },
+    ];
+    let number = NumberDataPoint {
+        attributes: attributes.clone(),
+        start_time_unix_nano: 1,
+        time_unix_nano: 2,
+        exemplars: vec![exemplar.clone()],
+        flags: 1,
+        value: Some(number_data_point::Value::AsInt(i64::MIN)),
+    };
+    let histogram_point = HistogramDataPoint {
+        attributes,
+        start_time_unix_nano: 3,
+        time_unix_nano: 4,
+        count: 6,
+        sum: Some(-1.5),
+        bucket_counts: vec![1, 2, 3],
+        explicit_bounds: vec![0.5, 1.0],
+        exemplars: vec![exemplar],
+        flags: 0,
+        min: Some(0.1),
+        max: Some(f64::INFINITY),
+    };
+    let exponential = ExponentialHistogram {
+        data_points: vec![ExponentialHistogramDataPoint {
+            scale: -2,
+            zero_count: 1,
+            positive: Some(Buckets {
+                offset: -1,
+                bucket_counts: vec![1, 2],
+            }),
+            ..Default::default()
+        }],
+        aggregation_temporality: 1,
+    };
+    let metrics = vec![
+        Metric {
+            name: "g".into(),
+            description: "a gauge".into(),
+            unit: "1".into(),
+            metadata: attrs(&[("meta", "data")]),
+            data: Some(metric::Data::Gauge(Gauge {
+                data_points: vec![
+                    number.clone(),
+                    NumberDataPoint {
+                        value: Some(number_data_point::Value::AsDouble(f64::NAN)),
+                        ..NumberDataPoint::default()
+                    },
+                ],
+            })),
+        },
+        Metric {
+            name: "s".into(),
+            data: Some(metric::Data::Sum(Sum {
+                data_points: vec![number],
+                aggregation_temporality: 2,
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        },
+        Metric {
+            name: "h".into(),
+            data: Some(metric::Data::Histogram(Histogram {
+                data_points: vec![histogram_point],
+                aggregation_temporality: 1,
+            })),
+            ..Default::default()
+        },
+        Metric {
+            name: "e".into(),
+            data: Some(metric::Data::ExponentialHistogram(exponential)),
+            ..Default::default()
+        },
+        summary("q", "ms", &[(0.5, 2.0)], 4, 9.0, &[("x", "y")]),
+        Metric {
+            name: "no data".into(),
+            ..Default::default()
+        },
+    ];
+    let mut rm = resource_with(&[("service.name", "api")], metrics);
+    rm.schema_url = "https://schema/1".into();
+    rm.scope_metrics[0].schema_url = "https://schema/2".into();
+    rm.scope_metrics[0].scope = Some(InstrumentationScope {
+        name: "scope".into(),
+        version: "1.0".into(),
+        attributes: attrs(&[("a", "b")]),
+        dropped_attributes_count: 2,
+    });
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![
+            rm,
+            ResourceMetrics::default(),
+            resource(
+                "other",
+                vec![
+                    delta_sum("d", "", true, &[(1.0, &[("a", "b")])]),
+                    histogram("lat", "s", &[0.1], &[1, 2], 0.3, &[("m", "x")]),
+                ],
+            ),
+        ],
+    }
+}
+
+/// Random damage to encoded requests, for differential tests of what reads them: each call
+/// flips, overwrites, inserts, deletes, duplicates or truncates bytes, one to three times.
+/// Deterministic for a seed.
+#[derive(Debug, Clone)]
+pub struct Damage(u64);
+
+impl Damage {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+
+    /// A number below `n` (xorshift).
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n.max(1) as u64) as usize
+    }
+
+    /// A damaged copy of `bytes` (never empty).
+    pub fn damage(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut bytes = bytes.to_vec();
+        if bytes.is_empty() {
+            bytes.push(0x0a);
+        }
+        for _ in 0..=self.below(3) {
+            let at = self.below(bytes.len());
+            let last = at.min(bytes.len() - 1);
+            match self.below(6) {
+                0 => bytes[last] ^= 1 << self.below(8),
+                1 => bytes[last] = self.below(256) as u8,
+                2 => bytes.insert(at, self.below(256) as u8),
+                3 => {
+                    let end = (at + self.below(16)).min(bytes.len());
+                    bytes.drain(at..end);
+                }
+                4 => {
+                    let end = (at + self.below(64)).min(bytes.len());
+                    let copy = bytes[at..end].to_vec();
+                    let to = self.below(bytes.len());
+                    bytes.splice(to..to, copy);
+                }
+                _ => bytes.truncate(at),
+            }
+            if bytes.is_empty() {
+                bytes.push(0x0a);
+            }
+        }
+        bytes
     }
 }

@@ -1290,3 +1290,39 @@ fn a_series_that_stops_gets_one_stale_marker_never_older_than_its_last_sample() 
     plain.encode(&gauges(&["a"], ms(t0))).unwrap();
     assert!(!plain.encoder.tracks_staleness());
 }
+
+/// A batch still encoded (translated from its bytes, its series keyed by encoded attributes)
+/// gives the request bodies of its decode byte for byte: on the first pass, where every
+/// series is new to the encoder's cache, and on the second, where every one is cached.
+#[test]
+fn an_encoded_batch_writes_the_bodies_of_its_decode() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    let request = ExportMetricsServiceRequest {
+        resource_metrics: mixed_batch().into_resource_metrics(),
+    }
+    .encode_to_vec();
+    let encoded = MetricBatch::from_request("otlp".into(), request.into()).unwrap();
+    assert!(encoded.is_encoded());
+    let decoded = MetricBatch::new("otlp".into(), encoded.resource_metrics().to_vec())
+        .with_received_at(encoded.meta().received_at);
+    let bodies = |batch: &MetricBatch| {
+        let mut translator = Translator::new(TranslateOptions::default());
+        let mut encoder = encode::ShardedEncoder::new(4, 3);
+        let mut passes = Vec::new();
+        for _ in 0..2 {
+            encoder.reset();
+            translator.translate(batch, &mut encoder);
+            encoder.finish();
+            let shards: Vec<Vec<Vec<u8>>> = encoder
+                .shards()
+                .iter()
+                .map(|s| s.filled().iter().map(|r| r.body.clone()).collect())
+                .collect();
+            passes.push(shards);
+        }
+        passes
+    };
+    let from_bytes = bodies(&encoded);
+    assert!(from_bytes[0].iter().flatten().count() > 1);
+    assert_eq!(from_bytes, bodies(&decoded));
+}

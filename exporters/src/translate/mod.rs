@@ -63,6 +63,7 @@ mod names;
 mod point_key;
 mod sink;
 mod walk;
+mod wire;
 
 pub use claims::{Claimant, MetricIdentity, NameCollision};
 pub use exponential::{

@@ -6,6 +6,10 @@ use hashbrown::HashMap;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 use super::labels::LabelSet;
+use super::wire::{Fields, Wire};
+
+/// Set in the context id of a key read from encoded attributes.
+const ENCODED_KEY: u64 = 1 << 63;
 
 /// Contexts per generation of the intern map. When the current generation is full it becomes
 /// the previous one; a context found only there moves back with its id, so contexts in use
@@ -72,6 +76,37 @@ impl PointKeys {
     pub(super) fn point_key(&mut self, context_id: u64, attrs: &[KeyValue]) -> Option<&[u8]> {
         write_point_key(&mut self.point_key, context_id, attrs).then_some(self.point_key.as_slice())
     }
+
+    /// The key of a point in context `context_id` read from its encoded message, whose
+    /// attributes are field `field`: the context id with its top bit set (ids count up from
+    /// 0, so no key of a decoded point starts the same), then every attribute's encoded bytes,
+    /// length-prefixed. Equal bytes decode to equal attributes, so one key always stands for
+    /// one label set; the same attributes encoded differently get two keys of one label set.
+    pub(super) fn encoded_point_key(&mut self, context_id: u64, point: &[u8], field: u32) -> &[u8] {
+        let out = &mut self.point_key;
+        out.clear();
+        out.extend_from_slice(&(context_id | ENCODED_KEY).to_le_bytes());
+        for (f, value) in Fields::new(point) {
+            if f == field
+                && let Wire::Len(kv) = value
+            {
+                put_len(out, kv.len());
+                out.extend_from_slice(kv);
+            }
+        }
+        out
+    }
+}
+
+/// A length in a key: one byte, or 255 and eight.
+fn put_len(out: &mut Vec<u8>, len: usize) {
+    match u8::try_from(len) {
+        Ok(b) if b < u8::MAX => out.push(b),
+        _ => {
+            out.push(u8::MAX);
+            out.extend_from_slice(&(len as u64).to_le_bytes());
+        }
+    }
 }
 
 /// Writes the key of a point's label input: the context id, then every attribute's key and
@@ -80,15 +115,6 @@ impl PointKeys {
 /// rare and not worth keying.
 fn write_point_key(out: &mut Vec<u8>, context_id: u64, attrs: &[KeyValue]) -> bool {
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
-    fn put_len(out: &mut Vec<u8>, len: usize) {
-        match u8::try_from(len) {
-            Ok(b) if b < u8::MAX => out.push(b),
-            _ => {
-                out.push(u8::MAX);
-                out.extend_from_slice(&(len as u64).to_le_bytes());
-            }
-        }
-    }
     out.clear();
     out.extend_from_slice(&context_id.to_le_bytes());
     for kv in attrs {

@@ -851,3 +851,288 @@ fn claims_are_bounded_by_the_name_cache() {
     assert!(t.translate(&gauge, &mut sink).dropped.is_empty());
     assert_eq!(sample_names(&sink), ["x"]);
 }
+
+/// A sink with a series cache, as the remote-write encoder keeps one: it remembers the
+/// shared labels of every point key it is told about and answers later points with them.
+/// A sample as `(all labels incl. __name__, value bits, timestamp)`, so NaNs compare.
+type BitsRow = (Vec<(String, String)>, u64, i64);
+
+#[derive(Default)]
+struct CachingCollect {
+    rows: Vec<BitsRow>,
+    families: Vec<(String, PromType)>,
+    known: std::collections::HashMap<Vec<u8>, Vec<(String, String)>>,
+    pending: Option<(Vec<u8>, u64)>,
+    hit: Option<(u64, Vec<(String, String)>)>,
+    hits: usize,
+}
+
+impl SampleSink for CachingCollect {
+    fn sample(&mut self, s: &Sample<'_>) {
+        let shared = match &self.hit {
+            Some((id, labels)) if *id == s.label_set_id => labels.clone(),
+            _ => s
+                .labels
+                .iter()
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect(),
+        };
+        if let Some((key, _)) = self.pending.take_if(|(_, id)| *id == s.label_set_id) {
+            self.known.insert(key, shared.clone());
+        }
+        let mut labels = shared;
+        if let Some((name, value)) = s.extra {
+            labels.retain(|(n, _)| n != name);
+            labels.push((name.to_owned(), value.to_owned()));
+        }
+        labels.push(("__name__".to_owned(), s.name.to_owned()));
+        labels.sort();
+        self.rows.push((labels, s.value.to_bits(), s.timestamp_ms));
+        if self.families.last().is_none_or(|(n, _)| n != s.family.name) {
+            self.families.push((s.family.name.to_owned(), s.family.ty));
+        }
+    }
+
+    fn uses_point_cache(&self) -> bool {
+        true
+    }
+
+    fn cached_point(&mut self, key: &[u8], label_set_id: u64) -> bool {
+        match self.known.get(key) {
+            Some(labels) => {
+                self.hit = Some((label_set_id, labels.clone()));
+                self.hits += 1;
+                true
+            }
+            None => {
+                self.pending = Some((key.to_vec(), label_set_id));
+                false
+            }
+        }
+    }
+}
+
+/// What a translation produced, comparable across walks and sinks.
+type Outcome = (
+    Vec<BitsRow>,
+    Vec<(String, PromType)>,
+    u64,
+    u64,
+    Vec<(&'static str, u64)>,
+    bool,
+);
+
+fn outcome_of(rows: Vec<Row>, families: Vec<(String, PromType)>, stats: TranslateStats) -> Outcome {
+    let mut dropped = stats.dropped;
+    dropped.sort_unstable();
+    (
+        rows.into_iter()
+            .map(|(l, v, t)| (l, v.to_bits(), t))
+            .collect(),
+        families,
+        stats.points,
+        stats.samples,
+        dropped,
+        stats.collision.is_some(),
+    )
+}
+
+/// The rows and families a caching sink got since the last call (its cache stays).
+fn caching_outcome(sink: &mut CachingCollect, stats: TranslateStats) -> Outcome {
+    let mut dropped = stats.dropped;
+    dropped.sort_unstable();
+    (
+        std::mem::take(&mut sink.rows),
+        std::mem::take(&mut sink.families),
+        stats.points,
+        stats.samples,
+        dropped,
+        stats.collision.is_some(),
+    )
+}
+
+/// A cumulative request touching what the encoded walk reads itself: two resources (one with
+/// attributes for `target_info`, one with a namespace and an instance), two scopes, gauges
+/// with double, int, missing and "no recorded value" points, a point without a timestamp,
+/// series repeated within the request, attributes that collide once sanitised, an
+/// UpDownCounter of unit `1`, histograms with and without a sum and with fewer counts than
+/// bounds, and a summary and an exponential histogram (left to the decoded walk).
+fn cumulative_request()
+-> opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {
+    use opentelemetry_proto::tonic::metrics::v1::{
+        ExponentialHistogram, ExponentialHistogramDataPoint, ScopeMetrics, metric,
+        number_data_point,
+    };
+    let mut gauge = fixtures::gauge(
+        "vla.gpu.temperature",
+        "Cel",
+        &[
+            (71.0, &[("gpu", "0"), ("model", "pi0")]),
+            (72.0, &[("gpu", "1"), ("model", "pi0")]),
+            (73.0, &[("gpu", "0"), ("model", "pi0")]),
+            (1.0, &[("a.b", "x"), ("a_b", "y")]),
+            (2.0, &[]),
+        ],
+    );
+    if let Some(metric::Data::Gauge(g)) = &mut gauge.data {
+        g.data_points[1].value = Some(number_data_point::Value::AsInt(-7));
+        g.data_points[2].time_unix_nano = T0_NANOS + 1_000_000_000;
+        g.data_points[3].flags = 1;
+        g.data_points[4].value = None;
+        let mut untimed = g.data_points[0].clone();
+        untimed.time_unix_nano = 0;
+        g.data_points.push(untimed);
+    }
+    let mut histogram = fixtures::histogram(
+        "vla.inference.duration",
+        "s",
+        &[0.1, 0.5, 1.0],
+        &[1, 2, 3, 4],
+        2.5,
+        &[("model", "pi0")],
+    );
+    if let Some(metric::Data::Histogram(h)) = &mut histogram.data {
+        let mut short = h.data_points[0].clone();
+        short.bucket_counts.truncate(2);
+        short.sum = None;
+        short.attributes = fixtures::attrs(&[("model", "octo")]);
+        h.data_points.push(short);
+        let mut stale = h.data_points[0].clone();
+        stale.flags = 1;
+        stale.time_unix_nano += 5_000_000_000;
+        h.data_points.push(stale);
+    }
+    let exponential = Metric {
+        name: "vla.exp".into(),
+        unit: "s".into(),
+        data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: vec![ExponentialHistogramDataPoint {
+                attributes: fixtures::attrs(&[("model", "pi0")]),
+                time_unix_nano: T0_NANOS,
+                count: 3,
+                scale: 1,
+                zero_count: 1,
+                positive: Some(
+                    opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets {
+                        offset: 0,
+                        bucket_counts: vec![1, 1],
+                    },
+                ),
+                ..Default::default()
+            }],
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+        })),
+        ..Default::default()
+    };
+    let mut first = fixtures::resource_with(
+        &[("service.name", "api"), ("host.name", "gpu-1")],
+        vec![
+            gauge,
+            fixtures::cumulative_sum("vla.queue.depth", "1", false, &[(3.0, &[("q", "a")])]),
+            fixtures::cumulative_sum("vla.requests", "", true, &[(9.0, &[("q", "a")])]),
+        ],
+    );
+    first.scope_metrics.push(ScopeMetrics {
+        scope: None,
+        metrics: vec![
+            histogram,
+            fixtures::summary(
+                "vla.rtt",
+                "ms",
+                &[(0.5, 2.0), (0.9, 4.0)],
+                4,
+                9.0,
+                &[("x", "y")],
+            ),
+            exponential,
+        ],
+        schema_url: String::new(),
+    });
+    let second = fixtures::resource_with(
+        &[
+            ("service.name", "api"),
+            ("service.namespace", "vla"),
+            ("service.instance.id", "i-1"),
+        ],
+        vec![fixtures::gauge(
+            "vla.gpu.temperature",
+            "Cel",
+            &[(60.0, &[("gpu", "0"), ("model", "pi0")])],
+        )],
+    );
+    opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {
+        resource_metrics: vec![first, second],
+    }
+}
+
+/// The walk over encoded requests gives the decoded walk's samples, families, counts and
+/// drops, in the same order, for every request the batch's scan keeps encoded: well-formed
+/// ones and thousands damaged at random (fields duplicated, lengths changed, unknown fields
+/// inserted). Each batch is translated twice, so the second pass answers from the sink's
+/// cache of encoded point keys.
+#[test]
+fn the_encoded_walk_translates_as_the_decoded_one() {
+    use prost::Message;
+    let seeds = [
+        fixtures::every_field_request().encode_to_vec(),
+        cumulative_request().encode_to_vec(),
+    ];
+    let options = [
+        TranslateOptions::default(),
+        TranslateOptions {
+            namespace: Some("ns".into()),
+            extra_labels: vec![("region".into(), "eu".into()), ("job".into(), "x".into())],
+            target_info: false,
+            scope_info: false,
+            exponential: ExponentialHistograms::Native,
+        },
+    ];
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+    let mut damage = fixtures::Damage::new(0x2545_f491_4f6c_dd1d);
+    let (mut compared, mut hits) = (0, 0);
+    for i in 0..20_000 {
+        let seed = &seeds[i % seeds.len()];
+        let bytes = if i < seeds.len() {
+            seed.clone()
+        } else {
+            damage.damage(seed)
+        };
+        let Ok(encoded) = MetricBatch::from_request("otlp".into(), bytes.clone().into()) else {
+            continue;
+        };
+        if !encoded.is_encoded() {
+            continue;
+        }
+        let encoded = encoded.with_received_at(at);
+        let decoded = MetricBatch::new("otlp".into(), encoded.resource_metrics().to_vec())
+            .with_received_at(at);
+        let options = &options[i / seeds.len() % options.len()];
+        let (mut plain, mut raw, mut owned_cached) = (
+            Translator::new(options.clone()),
+            Translator::new(options.clone()),
+            Translator::new(options.clone()).decoded_walk_only(),
+        );
+        let (mut raw_sink, mut owned_sink) = (CachingCollect::default(), CachingCollect::default());
+        for pass in 0..2 {
+            let mut expected = Collect::default();
+            let stats = plain.translate(&decoded, &mut expected);
+            let expected = outcome_of(expected.0, expected.1, stats);
+            let stats = raw.translate(&encoded, &mut raw_sink);
+            let got = caching_outcome(&mut raw_sink, stats);
+            assert_eq!(got, expected, "pass {pass} of {bytes:?}");
+            let stats = owned_cached.translate(&encoded, &mut owned_sink);
+            let got_owned = caching_outcome(&mut owned_sink, stats);
+            assert_eq!(
+                got_owned, expected,
+                "decoded walk, pass {pass} of {bytes:?}"
+            );
+        }
+        compared += 1;
+        hits += raw_sink.hits;
+    }
+    eprintln!("{compared} encoded requests compared, {hits} cache hits");
+    assert!(
+        compared > 1_000 && hits > 1_000,
+        "{compared} compared, {hits} hits"
+    );
+}

@@ -163,6 +163,14 @@ impl MetricBatch {
         !self.encoded.is_empty()
     }
 
+    /// The encoded `ExportMetricsServiceRequest`s of a batch still held encoded, in order
+    /// (their concatenated `resource_metrics` are [`MetricBatch::resource_metrics`]); `None`
+    /// once it is decoded for a change. Each one is known to decode with prost ([`scan`]),
+    /// so a reader that follows prost's rules can walk them without checking again.
+    pub fn encoded_requests(&self) -> Option<&[Bytes]> {
+        self.is_encoded().then_some(self.encoded.as_slice())
+    }
+
     /// Whether a sum or histogram in it has delta temporality (known without decoding an
     /// encoded batch).
     pub fn has_delta(&self) -> bool {

@@ -2,12 +2,13 @@
 //! Prometheus samples each point yields, handed to a sink.
 
 mod points;
+mod raw;
 
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use hashbrown::HashMap;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use vla_pipeline::MetricBatch;
 
 use super::DROP_NAME_COLLISION;
@@ -88,6 +89,51 @@ impl TranslateStats {
     }
 }
 
+/// A point's attributes: decoded, or the point's encoded message and the number of its
+/// `attributes` field (7 in a number point, 9 in a histogram point).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Attrs<'a> {
+    Decoded(&'a [KeyValue]),
+    Encoded { point: &'a [u8], field: u32 },
+}
+
+/// The timestamps of one resource's points: milliseconds, with the batch's arrival time for
+/// points without one, and the latest of them (the time of the resource's `target_info`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Clock {
+    fallback_ms: i64,
+    latest_ms: Option<i64>,
+}
+
+impl Clock {
+    fn new(fallback_ms: i64) -> Self {
+        Self {
+            fallback_ms,
+            latest_ms: None,
+        }
+    }
+
+    /// A point's time in milliseconds (the fallback for 0, "not set").
+    pub(super) fn ms(&self, nanos: u64) -> i64 {
+        if nanos == 0 {
+            self.fallback_ms
+        } else {
+            i64::try_from(nanos / 1_000_000).unwrap_or(i64::MAX)
+        }
+    }
+
+    /// Notes a point's time.
+    pub(super) fn note(&mut self, ms: i64) {
+        if self.latest_ms.is_none_or(|l| ms > l) {
+            self.latest_ms = Some(ms);
+        }
+    }
+
+    fn latest(&self) -> i64 {
+        self.latest_ms.unwrap_or(self.fallback_ms)
+    }
+}
+
 /// Translates batches; keeps caches (names, label keys, buffers) between batches.
 #[derive(Debug)]
 pub struct Translator {
@@ -105,6 +151,11 @@ pub struct Translator {
     keys: PointKeys,
     /// The current scope's context id, when the sink caches series.
     context_id: Option<u64>,
+    /// Reused buffers of the walk over encoded requests.
+    raw: raw::Scratch,
+    /// Whether encoded batches are translated from their bytes (off only in tests, to
+    /// compare with the decoded walk).
+    raw_path: bool,
 }
 
 const SERVICE_NAME: &str = "service.name";
@@ -131,6 +182,8 @@ impl Translator {
             scratch: String::new(),
             keys: PointKeys::default(),
             context_id: None,
+            raw: raw::Scratch::default(),
+            raw_path: true,
         };
         translator.reset_claims();
         translator
@@ -142,6 +195,13 @@ impl Translator {
         if self.options.target_info {
             self.claims.reserve_target_info(&self.target_info_name);
         }
+    }
+
+    /// The same translator, reading encoded batches decoded (to compare the two walks).
+    #[cfg(test)]
+    pub(crate) fn decoded_walk_only(mut self) -> Self {
+        self.raw_path = false;
+        self
     }
 
     /// The options it translates with.
@@ -217,45 +277,66 @@ impl Translator {
             .duration_since(UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0);
+        if self.raw_path
+            && sink.uses_point_cache()
+            && let Some(requests) = batch.encoded_requests()
+        {
+            for request in requests {
+                self.translate_raw(request, fallback_ms, &mut stats, sink);
+            }
+            return stats;
+        }
         for rm in batch.resource_metrics() {
             let resource_attrs: &[KeyValue] = rm
                 .resource
                 .as_ref()
                 .map_or(&[], |r| r.attributes.as_slice());
-            self.labels.clear();
-            self.push_context(resource_attrs);
-            let resource_mark = self.labels.seal();
-            let mut latest_ms: Option<i64> = None;
+            let resource_mark = self.begin_resource(resource_attrs);
+            let mut clock = Clock::new(fallback_ms);
             for sm in &rm.scope_metrics {
-                self.labels.truncate(resource_mark);
-                if self.options.scope_info
-                    && let Some(scope) = &sm.scope
-                {
-                    self.labels
-                        .push("otel_scope_name", &scope.name, prio::CONTEXT);
-                    self.labels
-                        .push("otel_scope_version", &scope.version, prio::CONTEXT);
-                }
-                let scope_mark = self.labels.seal();
-                self.context_id = if sink.uses_point_cache() {
-                    Some(self.keys.context_id(&self.labels))
-                } else {
-                    None
-                };
+                let scope_mark = self.begin_scope(resource_mark, sm.scope.as_ref(), sink);
                 for m in &sm.metrics {
-                    self.metric(m, scope_mark, fallback_ms, &mut latest_ms, &mut stats, sink);
+                    self.metric(m, scope_mark, &mut clock, &mut stats, sink);
                 }
             }
             if self.options.target_info {
-                self.target_info(
-                    resource_attrs,
-                    latest_ms.unwrap_or(fallback_ms),
-                    &mut stats,
-                    sink,
-                );
+                self.target_info(resource_attrs, clock.latest(), &mut stats, sink);
             }
         }
         stats
+    }
+
+    /// Starts a resource: its context labels, sealed.
+    fn begin_resource(&mut self, resource_attrs: &[KeyValue]) -> super::labels::Mark {
+        self.labels.clear();
+        self.push_context(resource_attrs);
+        self.labels.seal()
+    }
+
+    /// Starts a scope of the resource begun at `resource_mark`: its labels, sealed, and its
+    /// context id when the sink caches series.
+    fn begin_scope(
+        &mut self,
+        resource_mark: super::labels::Mark,
+        scope: Option<&InstrumentationScope>,
+        sink: &impl SampleSink,
+    ) -> super::labels::Mark {
+        self.labels.truncate(resource_mark);
+        if self.options.scope_info
+            && let Some(scope) = scope
+        {
+            self.labels
+                .push("otel_scope_name", &scope.name, prio::CONTEXT);
+            self.labels
+                .push("otel_scope_version", &scope.version, prio::CONTEXT);
+        }
+        let scope_mark = self.labels.seal();
+        self.context_id = if sink.uses_point_cache() {
+            Some(self.keys.context_id(&self.labels))
+        } else {
+            None
+        };
+        scope_mark
     }
 
     /// External labels, `job` and `instance`.
@@ -332,17 +413,32 @@ impl Translator {
     fn point_labels_cached(
         &mut self,
         scope_mark: super::labels::Mark,
-        attrs: &[KeyValue],
+        attrs: Attrs<'_>,
         sink: &mut impl SampleSink,
     ) {
-        if let Some(ctx) = self.context_id
-            && let Some(key) = self.keys.point_key(ctx, attrs)
-            && sink.cached_point(key, self.label_set_id + 1)
-        {
-            self.label_set_id += 1;
-            return;
+        if let Some(ctx) = self.context_id {
+            let key = match attrs {
+                Attrs::Decoded(attrs) => self.keys.point_key(ctx, attrs),
+                Attrs::Encoded { point, field } => {
+                    Some(self.keys.encoded_point_key(ctx, point, field))
+                }
+            };
+            if let Some(key) = key
+                && sink.cached_point(key, self.label_set_id + 1)
+            {
+                self.label_set_id += 1;
+                return;
+            }
         }
-        self.point_labels(scope_mark, attrs);
+        match attrs {
+            Attrs::Decoded(attrs) => self.point_labels(scope_mark, attrs),
+            Attrs::Encoded { point, field } => {
+                let mut decoded = std::mem::take(&mut self.raw.attrs);
+                raw::decode_attributes(point, field, &mut decoded);
+                self.point_labels(scope_mark, &decoded);
+                self.raw.attrs = decoded;
+            }
+        }
     }
 
     fn point_labels(&mut self, scope_mark: super::labels::Mark, attrs: &[KeyValue]) {

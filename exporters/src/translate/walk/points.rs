@@ -3,7 +3,7 @@
 //! exponential scales below -4, points without a value).
 
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Metric, NumberDataPoint, metric, number_data_point,
+    AggregationTemporality, HistogramDataPoint, Metric, NumberDataPoint, metric, number_data_point,
 };
 
 use super::super::labels::Mark;
@@ -13,11 +13,11 @@ use super::super::{
     DROP_DELTA, DROP_NO_VALUE, DROP_UNSPECIFIED_TEMPORALITY, DROP_UNSUPPORTED_SCHEMA,
     ExponentialHistograms, STALE_NAN_BITS, exponential,
 };
-use super::{TranslateStats, Translator};
+use super::{Attrs, Clock, TranslateStats, Translator};
 
 /// Whether points of this temporality can be sent; delta and unspecified ones are counted
 /// as dropped (a pipeline needs the `deltatocumulative` processor before the exporter).
-fn cumulative(temporality: i32, points: usize, stats: &mut TranslateStats) -> bool {
+pub(super) fn cumulative(temporality: i32, points: usize, stats: &mut TranslateStats) -> bool {
     if temporality == AggregationTemporality::Cumulative as i32 {
         return true;
     }
@@ -36,24 +36,11 @@ impl Translator {
         &mut self,
         m: &Metric,
         scope_mark: Mark,
-        fallback_ms: i64,
-        latest_ms: &mut Option<i64>,
+        clock: &mut Clock,
         stats: &mut TranslateStats,
         sink: &mut impl SampleSink,
     ) {
         let Some(data) = &m.data else { return };
-        let ms = |nanos: u64| -> i64 {
-            if nanos == 0 {
-                fallback_ms
-            } else {
-                i64::try_from(nanos / 1_000_000).unwrap_or(i64::MAX)
-            }
-        };
-        let mut note_ts = |t: i64| {
-            if latest_ms.is_none_or(|l| t > l) {
-                *latest_ms = Some(t);
-            }
-        };
         let stale = f64::from_bits(STALE_NAN_BITS);
         match data {
             metric::Data::Gauge(g) => {
@@ -69,15 +56,9 @@ impl Translator {
                     ty: PromType::Gauge,
                     help: &m.description,
                 };
-                self.number_points(
-                    &g.data_points,
-                    family,
-                    ms,
-                    &mut note_ts,
-                    scope_mark,
-                    stats,
-                    sink,
-                );
+                for p in &g.data_points {
+                    self.number_point(NumberPoint::of(p), family, clock, scope_mark, stats, sink);
+                }
             }
             metric::Data::Sum(s) => {
                 if !cumulative(s.aggregation_temporality, s.data_points.len(), stats) {
@@ -105,15 +86,9 @@ impl Translator {
                     ty,
                     help: &m.description,
                 };
-                self.number_points(
-                    &s.data_points,
-                    family,
-                    ms,
-                    &mut note_ts,
-                    scope_mark,
-                    stats,
-                    sink,
-                );
+                for p in &s.data_points {
+                    self.number_point(NumberPoint::of(p), family, clock, scope_mark, stats, sink);
+                }
             }
             metric::Data::Histogram(h) => {
                 if !cumulative(h.aggregation_temporality, h.data_points.len(), stats) {
@@ -138,19 +113,8 @@ impl Translator {
                 };
                 let names = [&*bucket, &*sum_name, &*count_name];
                 for p in &h.data_points {
-                    self.point_labels_cached(scope_mark, &p.attributes, sink);
-                    self.les.update(p.explicit_bounds.iter().copied());
-                    let ts = ms(p.time_unix_nano);
-                    note_ts(ts);
-                    let buckets = p.explicit_bounds.len().min(p.bucket_counts.len());
-                    let cumulative = p.bucket_counts.iter().take(buckets).scan(0u64, |acc, c| {
-                        *acc = acc.saturating_add(*c);
-                        Some(*acc)
-                    });
-                    let (count, sum, no_value) = (p.count, p.sum, p.flags & 1 != 0);
-                    self.classic(
-                        sink, family, names, ts, cumulative, count, sum, no_value, stats,
-                    );
+                    let point = HistogramPoint::of(p);
+                    self.histogram_point(&point, family, names, clock, scope_mark, stats, sink);
                 }
             }
             metric::Data::Summary(s) => {
@@ -168,11 +132,11 @@ impl Translator {
                     help: &m.description,
                 };
                 for p in &s.data_points {
-                    self.point_labels_cached(scope_mark, &p.attributes, sink);
+                    self.point_labels_cached(scope_mark, Attrs::Decoded(&p.attributes), sink);
                     self.quantiles
                         .update(p.quantile_values.iter().map(|q| q.quantile));
-                    let ts = ms(p.time_unix_nano);
-                    note_ts(ts);
+                    let ts = clock.ms(p.time_unix_nano);
+                    clock.note(ts);
                     let no_value = p.flags & 1 != 0;
                     let v = |x: f64| if no_value { stale } else { x };
                     let mut emit = |name: &str, extra: Option<(&'static str, &str)>, value: f64| {
@@ -216,15 +180,15 @@ impl Translator {
                     self.les.update(bounds.iter().copied());
                 }
                 for p in &h.data_points {
-                    let ts = ms(p.time_unix_nano);
+                    let ts = clock.ms(p.time_unix_nano);
                     let no_value = p.flags & 1 != 0;
                     let Some(bounds) = &classic else {
                         let Some(native) = exponential::to_native(p, ts, no_value) else {
                             stats.drop(DROP_UNSUPPORTED_SCHEMA, 1);
                             continue;
                         };
-                        self.point_labels_cached(scope_mark, &p.attributes, sink);
-                        note_ts(ts);
+                        self.point_labels_cached(scope_mark, Attrs::Decoded(&p.attributes), sink);
+                        clock.note(ts);
                         sink.native_histogram(
                             &Sample {
                                 family,
@@ -241,8 +205,8 @@ impl Translator {
                         stats.points += 1;
                         continue;
                     };
-                    self.point_labels_cached(scope_mark, &p.attributes, sink);
-                    note_ts(ts);
+                    self.point_labels_cached(scope_mark, Attrs::Decoded(&p.attributes), sink);
+                    clock.note(ts);
                     let counts = exponential::to_classic(p, bounds);
                     let names = [&*bucket, &*sum_name, &*count_name];
                     let (count, sum) = (p.count, p.sum);
@@ -330,38 +294,109 @@ impl Translator {
         });
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn number_points(
+    /// The sample of one gauge or sum point.
+    pub(super) fn number_point(
         &mut self,
-        points: &[NumberDataPoint],
+        p: NumberPoint<'_>,
         family: Family<'_>,
-        ms: impl Fn(u64) -> i64,
-        note_ts: &mut impl FnMut(i64),
+        clock: &mut Clock,
         scope_mark: Mark,
         stats: &mut TranslateStats,
         sink: &mut impl SampleSink,
     ) {
-        for p in points {
-            let value = if p.flags & 1 != 0 {
-                f64::from_bits(STALE_NAN_BITS)
-            } else {
-                match p.value {
-                    // Any NaN a client sends is the plain NaN: never the stale marker's bits.
-                    Some(number_data_point::Value::AsDouble(d)) if d.is_nan() => f64::NAN,
-                    Some(number_data_point::Value::AsDouble(d)) => d,
-                    Some(number_data_point::Value::AsInt(i)) => i as f64,
-                    None => {
-                        stats.drop(DROP_NO_VALUE, 1);
-                        continue;
-                    }
+        let value = if p.flags & 1 != 0 {
+            f64::from_bits(STALE_NAN_BITS)
+        } else {
+            match p.value {
+                // Any NaN a client sends is the plain NaN: never the stale marker's bits.
+                Some(number_data_point::Value::AsDouble(d)) if d.is_nan() => f64::NAN,
+                Some(number_data_point::Value::AsDouble(d)) => d,
+                Some(number_data_point::Value::AsInt(i)) => i as f64,
+                None => {
+                    stats.drop(DROP_NO_VALUE, 1);
+                    return;
                 }
-            };
-            self.point_labels_cached(scope_mark, &p.attributes, sink);
-            let ts = ms(p.time_unix_nano);
-            note_ts(ts);
-            self.emit(sink, family, ts, family.name, None, value);
-            stats.samples += 1;
-            stats.points += 1;
+            }
+        };
+        self.point_labels_cached(scope_mark, p.attrs, sink);
+        let ts = clock.ms(p.time_unix_nano);
+        clock.note(ts);
+        self.emit(sink, family, ts, family.name, None, value);
+        stats.samples += 1;
+        stats.points += 1;
+    }
+
+    /// The series of one histogram point; `names` are the bucket, sum and count names.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn histogram_point(
+        &mut self,
+        p: &HistogramPoint<'_>,
+        family: Family<'_>,
+        names: [&str; 3],
+        clock: &mut Clock,
+        scope_mark: Mark,
+        stats: &mut TranslateStats,
+        sink: &mut impl SampleSink,
+    ) {
+        self.point_labels_cached(scope_mark, p.attrs, sink);
+        self.les.update(p.explicit_bounds.iter().copied());
+        let ts = clock.ms(p.time_unix_nano);
+        clock.note(ts);
+        let buckets = p.explicit_bounds.len().min(p.bucket_counts.len());
+        let cumulative = p.bucket_counts.iter().take(buckets).scan(0u64, |acc, c| {
+            *acc = acc.saturating_add(*c);
+            Some(*acc)
+        });
+        let no_value = p.flags & 1 != 0;
+        self.classic(
+            sink, family, names, ts, cumulative, p.count, p.sum, no_value, stats,
+        );
+    }
+}
+
+/// The fields of a gauge or sum point that its sample is made of, read from a decoded point
+/// or from its bytes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct NumberPoint<'a> {
+    pub attrs: Attrs<'a>,
+    pub time_unix_nano: u64,
+    pub flags: u32,
+    pub value: Option<number_data_point::Value>,
+}
+
+impl<'a> NumberPoint<'a> {
+    fn of(p: &'a NumberDataPoint) -> Self {
+        Self {
+            attrs: Attrs::Decoded(&p.attributes),
+            time_unix_nano: p.time_unix_nano,
+            flags: p.flags,
+            value: p.value,
+        }
+    }
+}
+
+/// The fields of a histogram point that its series are made of.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HistogramPoint<'a> {
+    pub attrs: Attrs<'a>,
+    pub time_unix_nano: u64,
+    pub flags: u32,
+    pub count: u64,
+    pub sum: Option<f64>,
+    pub bucket_counts: &'a [u64],
+    pub explicit_bounds: &'a [f64],
+}
+
+impl<'a> HistogramPoint<'a> {
+    fn of(p: &'a HistogramDataPoint) -> Self {
+        Self {
+            attrs: Attrs::Decoded(&p.attributes),
+            time_unix_nano: p.time_unix_nano,
+            flags: p.flags,
+            count: p.count,
+            sum: p.sum,
+            bucket_counts: &p.bucket_counts,
+            explicit_bounds: &p.explicit_bounds,
         }
     }
 }

@@ -1,188 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value,
-};
-use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
-use opentelemetry_proto::tonic::metrics::v1::{
-    Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram,
-    HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, Sum, exemplar, metric,
-    number_data_point,
-};
 use prost::Message;
 
 use super::*;
 use crate::batch::{count_data_points, is_delta};
 use crate::fixtures;
-fn any(v: any_value::Value) -> Option<AnyValue> {
-    Some(AnyValue { value: Some(v) })
-}
-
-/// A request with every field of every message the decoder writes out, and some of each
-/// message it hands to prost.
-fn everything() -> ExportMetricsServiceRequest {
-    use any_value::Value as V;
-    let exemplar = Exemplar {
-        filtered_attributes: fixtures::attrs(&[("trace", "t")]),
-        time_unix_nano: 7,
-        span_id: vec![1, 2, 3, 4, 5, 6, 7, 8],
-        trace_id: vec![9; 16],
-        value: Some(exemplar::Value::AsInt(-3)),
-    };
-    let attributes = vec![
-        KeyValue {
-            key: "s".into(),
-            value: any(V::StringValue("ü".into())),
-            key_strindex: 0,
-        },
-        KeyValue {
-            key: "b".into(),
-            value: any(V::BoolValue(true)),
-            key_strindex: 3,
-        },
-        KeyValue {
-            key: "i".into(),
-            value: any(V::IntValue(-42)),
-            ..Default::default()
-        },
-        KeyValue {
-            key: "d".into(),
-            value: any(V::DoubleValue(2.5)),
-            ..Default::default()
-        },
-        KeyValue {
-            key: "a".into(),
-            value: any(V::ArrayValue(ArrayValue {
-                values: vec![AnyValue {
-                    value: Some(V::IntValue(1)),
-                }],
-            })),
-            ..Default::default()
-        },
-        KeyValue {
-            key: "m".into(),
-            value: any(V::KvlistValue(KeyValueList {
-                values: fixtures::attrs(&[("k", "v")]),
-            })),
-            ..Default::default()
-        },
-        KeyValue {
-            key: "y".into(),
-            value: any(V::BytesValue(vec![0, 255])),
-            ..Default::default()
-        },
-        KeyValue {
-            key: "x".into(),
-            value: any(V::StringValueStrindex(5)),
-            ..Default::default()
-        },
-        KeyValue {
-            key: "none".into(),
-            value: None,
-            ..Default::default()
-        },
-    ];
-    let number = NumberDataPoint {
-        attributes: attributes.clone(),
-        start_time_unix_nano: 1,
-        time_unix_nano: 2,
-        exemplars: vec![exemplar.clone()],
-        flags: 1,
-        value: Some(number_data_point::Value::AsInt(i64::MIN)),
-    };
-    let histogram_point = HistogramDataPoint {
-        attributes,
-        start_time_unix_nano: 3,
-        time_unix_nano: 4,
-        count: 6,
-        sum: Some(-1.5),
-        bucket_counts: vec![1, 2, 3],
-        explicit_bounds: vec![0.5, 1.0],
-        exemplars: vec![exemplar],
-        flags: 0,
-        min: Some(0.1),
-        max: Some(f64::INFINITY),
-    };
-    let exponential = ExponentialHistogram {
-        data_points: vec![ExponentialHistogramDataPoint {
-            scale: -2,
-            zero_count: 1,
-            positive: Some(Buckets {
-                offset: -1,
-                bucket_counts: vec![1, 2],
-            }),
-            ..Default::default()
-        }],
-        aggregation_temporality: 1,
-    };
-    let metrics = vec![
-        Metric {
-            name: "g".into(),
-            description: "a gauge".into(),
-            unit: "1".into(),
-            metadata: fixtures::attrs(&[("meta", "data")]),
-            data: Some(metric::Data::Gauge(Gauge {
-                data_points: vec![
-                    number.clone(),
-                    NumberDataPoint {
-                        value: Some(number_data_point::Value::AsDouble(f64::NAN)),
-                        ..NumberDataPoint::default()
-                    },
-                ],
-            })),
-        },
-        Metric {
-            name: "s".into(),
-            data: Some(metric::Data::Sum(Sum {
-                data_points: vec![number],
-                aggregation_temporality: 2,
-                is_monotonic: true,
-            })),
-            ..Default::default()
-        },
-        Metric {
-            name: "h".into(),
-            data: Some(metric::Data::Histogram(Histogram {
-                data_points: vec![histogram_point],
-                aggregation_temporality: 1,
-            })),
-            ..Default::default()
-        },
-        Metric {
-            name: "e".into(),
-            data: Some(metric::Data::ExponentialHistogram(exponential)),
-            ..Default::default()
-        },
-        fixtures::summary("q", "ms", &[(0.5, 2.0)], 4, 9.0, &[("x", "y")]),
-        Metric {
-            name: "no data".into(),
-            ..Default::default()
-        },
-    ];
-    let mut rm = fixtures::resource_with(&[("service.name", "api")], metrics);
-    rm.schema_url = "https://schema/1".into();
-    rm.scope_metrics[0].schema_url = "https://schema/2".into();
-    rm.scope_metrics[0].scope = Some(InstrumentationScope {
-        name: "scope".into(),
-        version: "1.0".into(),
-        attributes: fixtures::attrs(&[("a", "b")]),
-        dropped_attributes_count: 2,
-    });
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![
-            rm,
-            ResourceMetrics::default(),
-            fixtures::resource(
-                "other",
-                vec![
-                    fixtures::delta_sum("d", "", true, &[(1.0, &[("a", "b")])]),
-                    fixtures::histogram("lat", "s", &[0.1], &[1, 2], 0.3, &[("m", "x")]),
-                ],
-            ),
-        ],
-    }
-}
 
 /// Whether prost's decode has a delta metric, as `deltatocumulative` decides it.
 fn prost_has_delta(request: &ExportMetricsServiceRequest) -> bool {
@@ -232,7 +55,7 @@ fn len_field(tag: u32, bytes: &[u8], out: &mut Vec<u8>) {
 
 #[test]
 fn every_field_of_the_schema_is_plain() {
-    let request = everything();
+    let request = fixtures::every_field_request();
     let bytes = request.encode_to_vec();
     assert_eq!(check(&bytes), Some(true));
     let s = scan(&bytes).unwrap();
@@ -364,7 +187,7 @@ fn follows_prost_and_leaves_the_rest_to_it() {
 #[test]
 fn agrees_with_prost_on_mutated_requests() {
     let seeds = [
-        everything().encode_to_vec(),
+        fixtures::every_field_request().encode_to_vec(),
         ExportMetricsServiceRequest {
             resource_metrics: vec![fixtures::resource(
                 "api",
@@ -376,39 +199,10 @@ fn agrees_with_prost_on_mutated_requests() {
         }
         .encode_to_vec(),
     ];
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move |n: usize| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng % n.max(1) as u64) as usize
-    };
+    let mut rng = fixtures::Damage::new(0x9e37_79b9_7f4a_7c15);
     let (mut plain, mut left_to_prost, mut refused) = (0, 0, 0);
     for i in 0..20_000 {
-        let mut bytes = seeds[i % seeds.len()].clone();
-        for _ in 0..=next(3) {
-            let at = next(bytes.len());
-            let last = at.min(bytes.len() - 1);
-            match next(6) {
-                0 => bytes[last] ^= 1 << next(8),
-                1 => bytes[last] = next(256) as u8,
-                2 => bytes.insert(at, next(256) as u8),
-                3 => {
-                    let end = (at + next(16)).min(bytes.len());
-                    bytes.drain(at..end);
-                }
-                4 => {
-                    let end = (at + next(64)).min(bytes.len());
-                    let copy = bytes[at..end].to_vec();
-                    let to = next(bytes.len());
-                    bytes.splice(to..to, copy);
-                }
-                _ => bytes.truncate(at),
-            }
-            if bytes.is_empty() {
-                bytes.push(0x0a);
-            }
-        }
+        let bytes = rng.damage(&seeds[i % seeds.len()]);
         match check(&bytes) {
             Some(true) => plain += 1,
             Some(false) => left_to_prost += 1,

@@ -1,0 +1,332 @@
+//! The walk over an encoded request: the same translation as the decoded walk, read from the
+//! request's bytes, so a point whose series the sink has cached costs a read of its fields,
+//! a key of its encoded attributes and a lookup, with nothing allocated.
+//!
+//! Resources and scopes (a few per request) are decoded with prost and set up as the decoded
+//! walk does. Gauges, sums and histograms are read in place, field by field as prost would
+//! (the last of a scalar set twice wins, every occurrence of a repeated field appends, packed
+//! or not); a point's attributes are decoded only when the sink does not know its key.
+//! Summaries, exponential histograms and a metric whose data is anything else are decoded
+//! with prost and go through the decoded walk.
+//! `tests::the_encoded_walk_translates_as_the_decoded_one` holds the two walks to the same
+//! samples on mutated requests.
+
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{Metric, number_data_point};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+
+use super::super::labels::Mark;
+use super::super::names::PromType;
+use super::super::sink::{Family, SampleSink};
+use super::super::wire::{Fields, Wire, push_fixed64, text};
+use super::points::{HistogramPoint, NumberPoint, cumulative};
+use super::{Attrs, Clock, TranslateStats, Translator};
+
+// Field numbers of the OTLP metrics schema (opentelemetry-proto 0.33).
+const REQUEST_RESOURCE_METRICS: u32 = 1;
+const RM_RESOURCE: u32 = 1;
+const RM_SCOPE_METRICS: u32 = 2;
+const SM_SCOPE: u32 = 1;
+const SM_METRICS: u32 = 2;
+const METRIC_NAME: u32 = 1;
+const METRIC_DESCRIPTION: u32 = 2;
+const METRIC_UNIT: u32 = 3;
+const METRIC_GAUGE: u32 = 5;
+const METRIC_SUM: u32 = 7;
+const METRIC_HISTOGRAM: u32 = 9;
+const METRIC_EXPONENTIAL_HISTOGRAM: u32 = 10;
+const METRIC_SUMMARY: u32 = 11;
+/// `data_points` of a gauge, sum or histogram.
+const DATA_POINTS: u32 = 1;
+/// `aggregation_temporality` of a sum or histogram.
+const DATA_TEMPORALITY: u32 = 2;
+const SUM_IS_MONOTONIC: u32 = 3;
+const NUMBER_TIME: u32 = 3;
+const NUMBER_AS_DOUBLE: u32 = 4;
+const NUMBER_AS_INT: u32 = 6;
+const NUMBER_ATTRIBUTES: u32 = 7;
+const NUMBER_FLAGS: u32 = 8;
+const HISTOGRAM_TIME: u32 = 3;
+const HISTOGRAM_COUNT: u32 = 4;
+const HISTOGRAM_SUM: u32 = 5;
+const HISTOGRAM_BUCKET_COUNTS: u32 = 6;
+const HISTOGRAM_EXPLICIT_BOUNDS: u32 = 7;
+const HISTOGRAM_ATTRIBUTES: u32 = 9;
+const HISTOGRAM_FLAGS: u32 = 10;
+
+/// Buffers reused from point to point.
+#[derive(Debug, Default)]
+pub(super) struct Scratch {
+    /// A point's decoded attributes, on a miss.
+    pub attrs: Vec<KeyValue>,
+    bucket_counts: Vec<u64>,
+    /// Bounds as their bits (`push_fixed64`), read as `f64`.
+    bounds_bits: Vec<u64>,
+    bounds: Vec<f64>,
+}
+
+/// Decodes the attributes (field `field`) of an encoded point into `out` (cleared first).
+pub(super) fn decode_attributes(point: &[u8], field: u32, out: &mut Vec<KeyValue>) {
+    out.clear();
+    for (f, value) in Fields::new(point) {
+        if f == field
+            && let Wire::Len(kv) = value
+            && let Ok(kv) = KeyValue::decode(kv)
+        {
+            out.push(kv);
+        }
+    }
+}
+
+/// Decodes every occurrence of message field `field` of `message` as prost does: merged
+/// into one, `None` when there is none.
+fn merged<M: Message + Default>(message: &[u8], field: u32) -> Option<M> {
+    let mut out: Option<M> = None;
+    for (f, value) in Fields::new(message) {
+        if f == field
+            && let Wire::Len(bytes) = value
+        {
+            let m = out.get_or_insert_with(M::default);
+            // A checked request decodes; were it not to, prost keeps what it read.
+            let _ = m.merge(bytes);
+        }
+    }
+    out
+}
+
+/// The occurrences of length-delimited field `field`.
+fn each(message: &[u8], field: u32) -> impl Iterator<Item = &[u8]> {
+    Fields::new(message).filter_map(move |(f, value)| match value {
+        Wire::Len(bytes) if f == field => Some(bytes),
+        _ => None,
+    })
+}
+
+/// What a sum or histogram says besides its points.
+#[derive(Debug, Clone, Copy, Default)]
+struct DataHeader {
+    points: usize,
+    temporality: i32,
+    is_monotonic: bool,
+}
+
+fn data_header(data: &[u8]) -> DataHeader {
+    let mut h = DataHeader::default();
+    for (f, value) in Fields::new(data) {
+        match (f, value) {
+            (DATA_POINTS, Wire::Len(_)) => h.points += 1,
+            // prost reads an enum as `i32` and a bool as "not zero", from the last occurrence.
+            (DATA_TEMPORALITY, Wire::Varint(v)) => h.temporality = v as i32,
+            (SUM_IS_MONOTONIC, Wire::Varint(v)) => h.is_monotonic = v != 0,
+            _ => {}
+        }
+    }
+    h
+}
+
+impl Translator {
+    /// Translates one encoded `ExportMetricsServiceRequest`.
+    pub(super) fn translate_raw(
+        &mut self,
+        request: &[u8],
+        fallback_ms: i64,
+        stats: &mut TranslateStats,
+        sink: &mut impl SampleSink,
+    ) {
+        for rm in each(request, REQUEST_RESOURCE_METRICS) {
+            let resource: Option<Resource> = merged(rm, RM_RESOURCE);
+            let resource_attrs: &[KeyValue] = resource.as_ref().map_or(&[], |r| &r.attributes);
+            let resource_mark = self.begin_resource(resource_attrs);
+            let mut clock = Clock::new(fallback_ms);
+            for sm in each(rm, RM_SCOPE_METRICS) {
+                let scope: Option<InstrumentationScope> = merged(sm, SM_SCOPE);
+                let scope_mark = self.begin_scope(resource_mark, scope.as_ref(), sink);
+                for m in each(sm, SM_METRICS) {
+                    self.raw_metric(m, scope_mark, &mut clock, stats, sink);
+                }
+            }
+            if self.options.target_info {
+                self.target_info(resource_attrs, clock.latest(), stats, sink);
+            }
+        }
+    }
+
+    fn raw_metric(
+        &mut self,
+        m: &[u8],
+        scope_mark: Mark,
+        clock: &mut Clock,
+        stats: &mut TranslateStats,
+        sink: &mut impl SampleSink,
+    ) {
+        let (mut name, mut description, mut unit) = ("", "", "");
+        let mut data = None;
+        let mut data_fields = 0;
+        for (f, value) in Fields::new(m) {
+            match (f, value) {
+                (METRIC_NAME, Wire::Len(b)) => name = text(b),
+                (METRIC_DESCRIPTION, Wire::Len(b)) => description = text(b),
+                (METRIC_UNIT, Wire::Len(b)) => unit = text(b),
+                (
+                    METRIC_GAUGE
+                    | METRIC_SUM
+                    | METRIC_HISTOGRAM
+                    | METRIC_EXPONENTIAL_HISTOGRAM
+                    | METRIC_SUMMARY,
+                    Wire::Len(b),
+                ) => {
+                    data = Some((f, b));
+                    data_fields += 1;
+                }
+                _ => {}
+            }
+        }
+        match data {
+            None => {}
+            Some((METRIC_GAUGE, gauge)) if data_fields == 1 => {
+                let points = each(gauge, DATA_POINTS).count();
+                let Some(names) = self.family_names(name, unit, PromType::Gauge, points, stats)
+                else {
+                    return;
+                };
+                let base = names.base.clone();
+                let family = Family {
+                    name: &base,
+                    ty: PromType::Gauge,
+                    help: description,
+                };
+                for p in each(gauge, DATA_POINTS) {
+                    self.number_point(number_point(p), family, clock, scope_mark, stats, sink);
+                }
+            }
+            Some((METRIC_SUM, sum)) if data_fields == 1 => {
+                let h = data_header(sum);
+                if !cumulative(h.temporality, h.points, stats) {
+                    return;
+                }
+                let ty = if h.is_monotonic {
+                    PromType::Counter
+                } else {
+                    PromType::Gauge
+                };
+                // As the decoded walk: `1` is no `_ratio` on an UpDownCounter.
+                let unit = if !h.is_monotonic && unit.trim() == "1" {
+                    ""
+                } else {
+                    unit
+                };
+                let Some(names) = self.family_names(name, unit, ty, h.points, stats) else {
+                    return;
+                };
+                let base = names.base.clone();
+                let family = Family {
+                    name: &base,
+                    ty,
+                    help: description,
+                };
+                for p in each(sum, DATA_POINTS) {
+                    self.number_point(number_point(p), family, clock, scope_mark, stats, sink);
+                }
+            }
+            Some((METRIC_HISTOGRAM, histogram)) if data_fields == 1 => {
+                let h = data_header(histogram);
+                if !cumulative(h.temporality, h.points, stats) {
+                    return;
+                }
+                let Some(names) =
+                    self.family_names(name, unit, PromType::Histogram, h.points, stats)
+                else {
+                    return;
+                };
+                let (base, bucket, sum_name, count_name) = (
+                    names.base.clone(),
+                    names.bucket.clone(),
+                    names.sum.clone(),
+                    names.count.clone(),
+                );
+                let family = Family {
+                    name: &base,
+                    ty: PromType::Histogram,
+                    help: description,
+                };
+                let names = [&*bucket, &*sum_name, &*count_name];
+                let mut scratch = std::mem::take(&mut self.raw);
+                for p in each(histogram, DATA_POINTS) {
+                    let point = histogram_point(p, &mut scratch);
+                    self.histogram_point(&point, family, names, clock, scope_mark, stats, sink);
+                }
+                // Attributes decoded on a miss went to `self.raw.attrs` meanwhile.
+                scratch.attrs = std::mem::take(&mut self.raw.attrs);
+                self.raw = scratch;
+            }
+            Some(_) => {
+                // Summaries, exponential histograms, and data set twice (which prost merges).
+                if let Ok(metric) = Metric::decode(m) {
+                    self.metric(&metric, scope_mark, clock, stats, sink);
+                }
+            }
+        }
+    }
+}
+
+/// A gauge or sum point read from its bytes.
+fn number_point(p: &[u8]) -> NumberPoint<'_> {
+    let mut point = NumberPoint {
+        attrs: Attrs::Encoded {
+            point: p,
+            field: NUMBER_ATTRIBUTES,
+        },
+        time_unix_nano: 0,
+        flags: 0,
+        value: None,
+    };
+    for (f, value) in Fields::new(p) {
+        match (f, value) {
+            (NUMBER_TIME, Wire::I64(v)) => point.time_unix_nano = v,
+            (NUMBER_AS_DOUBLE, Wire::I64(v)) => {
+                point.value = Some(number_data_point::Value::AsDouble(f64::from_bits(v)));
+            }
+            (NUMBER_AS_INT, Wire::I64(v)) => {
+                point.value = Some(number_data_point::Value::AsInt(v as i64));
+            }
+            (NUMBER_FLAGS, Wire::Varint(v)) => point.flags = v as u32,
+            _ => {}
+        }
+    }
+    point
+}
+
+/// A histogram point read from its bytes; its buckets and bounds go into `scratch`.
+fn histogram_point<'a>(p: &'a [u8], scratch: &'a mut Scratch) -> HistogramPoint<'a> {
+    scratch.bucket_counts.clear();
+    scratch.bounds_bits.clear();
+    let (mut time_unix_nano, mut flags, mut count, mut sum) = (0, 0, 0, None);
+    for (f, value) in Fields::new(p) {
+        match (f, value) {
+            (HISTOGRAM_TIME, Wire::I64(v)) => time_unix_nano = v,
+            (HISTOGRAM_COUNT, Wire::I64(v)) => count = v,
+            (HISTOGRAM_SUM, Wire::I64(v)) => sum = Some(f64::from_bits(v)),
+            (HISTOGRAM_BUCKET_COUNTS, v) => push_fixed64(v, &mut scratch.bucket_counts),
+            (HISTOGRAM_EXPLICIT_BOUNDS, v) => push_fixed64(v, &mut scratch.bounds_bits),
+            (HISTOGRAM_FLAGS, Wire::Varint(v)) => flags = v as u32,
+            _ => {}
+        }
+    }
+    scratch.bounds.clear();
+    scratch
+        .bounds
+        .extend(scratch.bounds_bits.iter().map(|&b| f64::from_bits(b)));
+    HistogramPoint {
+        attrs: Attrs::Encoded {
+            point: p,
+            field: HISTOGRAM_ATTRIBUTES,
+        },
+        time_unix_nano,
+        flags,
+        count,
+        sum,
+        bucket_counts: &scratch.bucket_counts,
+        explicit_bounds: &scratch.bounds,
+    }
+}

@@ -1,0 +1,133 @@
+//! A reader of protobuf fields in place, for the walk over encoded requests: the fields of one
+//! message, in order, with length-delimited ones as slices of the buffer.
+//!
+//! It reads what [`vla_pipeline::MetricBatch::encoded_requests`] hands out, which the batch's
+//! scan has checked by prost's rules, so it does not check again: it stops at the first thing
+//! it cannot read (not reached for a checked request) and knows nothing of groups, which a
+//! checked request does not hold.
+
+/// A field's value, by wire type.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Wire<'a> {
+    Varint(u64),
+    I64(u64),
+    Len(&'a [u8]),
+    I32,
+}
+
+/// The fields of one message: `(field number, value)`.
+#[derive(Debug, Clone)]
+pub(super) struct Fields<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    pub(super) fn new(message: &'a [u8]) -> Self {
+        Self { rest: message }
+    }
+
+    fn read(&mut self) -> Option<(u32, Wire<'a>)> {
+        let key = varint(&mut self.rest)?;
+        let field = u32::try_from(key >> 3).ok()?;
+        let value = match key & 7 {
+            0 => Wire::Varint(varint(&mut self.rest)?),
+            1 => {
+                let (v, rest) = self.rest.split_first_chunk::<8>()?;
+                self.rest = rest;
+                Wire::I64(u64::from_le_bytes(*v))
+            }
+            2 => {
+                let len = usize::try_from(varint(&mut self.rest)?).ok()?;
+                let v = self.rest.get(..len)?;
+                self.rest = self.rest.get(len..)?;
+                Wire::Len(v)
+            }
+            5 => {
+                self.rest = self.rest.get(4..)?;
+                Wire::I32
+            }
+            _ => return None,
+        };
+        Some((field, value))
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = (u32, Wire<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let field = self.read();
+        if field.is_none() {
+            self.rest = &[];
+        }
+        field
+    }
+}
+
+/// A varint (at most ten bytes).
+fn varint(buf: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for i in 0..10 {
+        let (&b, rest) = buf.split_first()?;
+        *buf = rest;
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// The values of a repeated `fixed64` / `double` field, packed or one per field, as prost
+/// collects them: every occurrence appends.
+pub(super) fn push_fixed64(value: Wire<'_>, out: &mut Vec<u64>) {
+    match value {
+        Wire::I64(v) => out.push(v),
+        Wire::Len(packed) => out.extend(
+            packed
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())),
+        ),
+        Wire::Varint(_) | Wire::I32 => {}
+    }
+}
+
+/// A string field's text (checked UTF-8 by the scan; empty if it were not).
+pub(super) fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_each_wire_type_and_stops_at_what_it_cannot_read() {
+        let mut buf = Vec::new();
+        prost::encoding::encode_varint(1 << 3, &mut buf);
+        prost::encoding::encode_varint(300, &mut buf);
+        buf.push(2 << 3 | 1);
+        buf.extend_from_slice(&7u64.to_le_bytes());
+        buf.push(3 << 3 | 2);
+        buf.push(2);
+        buf.extend_from_slice(b"hi");
+        buf.push(4 << 3 | 5);
+        buf.extend_from_slice(&9u32.to_le_bytes());
+        // A length past the end.
+        buf.push(5 << 3 | 2);
+        buf.push(9);
+        let fields: Vec<_> = Fields::new(&buf).collect();
+        assert!(matches!(fields[0], (1, Wire::Varint(300))));
+        assert!(matches!(fields[1], (2, Wire::I64(7))));
+        assert!(matches!(fields[2], (3, Wire::Len(b"hi"))));
+        assert!(matches!(fields[3], (4, Wire::I32)));
+        assert_eq!(fields.len(), 4);
+        let mut out = Vec::new();
+        push_fixed64(Wire::I64(1), &mut out);
+        push_fixed64(
+            Wire::Len(&[2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0]),
+            &mut out,
+        );
+        assert_eq!(out, [1, 2, 3]);
+    }
+}
