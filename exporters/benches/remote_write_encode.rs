@@ -2,17 +2,17 @@
 //! points, 200 points of a 12-bucket histogram; ≈3.8 samples per point), the workload of the
 //! performance budget in `docs/benchmarks.md`. Throughput is in data points.
 //!
-//! - `decode_otlp`: the receiver's decode of the request (prost, into owned strings) and the
-//!   drop of the decoded batch; `drop_decoded` the drop alone;
-//! - `translate_encode_snappy` (series cache hit): the steady state, every label set cached
-//!   from the batch before;
+//! - `decode_otlp`: prost's decode of the request (into owned strings), what a decoded batch
+//!   costs before translation; `drop_decoded` the drop of the decode alone;
+//! - `translate_encode_snappy` (series cache hit): a decoded batch in the steady state, every
+//!   label set cached from the batch before;
 //! - `series_cache_miss`: the same with a new encoder, so every label set is translated,
 //!   encoded and cached;
-//! - `snappy`: only the compression of the batch's request bodies;
-//! - `borrowed_walk`: the floor of a zero-copy decode (not built yet, see `docs/benchmarks.md`):
-//!   a walk over the same request bytes that reads every point's timestamp, value and bucket
-//!   counts and hashes its attribute bytes (plus its resource, scope and metric) into one
-//!   series-cache lookup, with no owned strings, so no allocation and nothing to drop.
+//! - `encoded_translate_encode_snappy` and `encoded_series_cache_miss`: the same two for the
+//!   batch the receivers hand on, kept as the request's bytes and translated from them (the
+//!   whole exporter's work: no decode before it);
+//! - `scan_request`: the receivers' check of the request bytes (`MetricBatch::from_request`);
+//! - `snappy`: only the compression of the batch's request bodies.
 //!
 //! `cargo bench -p vla-exporters --bench remote_write_encode`
 
@@ -149,146 +149,32 @@ fn bench(c: &mut Criterion) {
             }
         });
     });
-    let mut walk = BorrowedWalk::default();
-    assert_eq!(walk.walk(&request), 1000);
-    assert_eq!(walk.series.len(), 1000, "one cache entry per point");
-    assert_eq!(walk.buckets.len(), 13, "the last point is a histogram's");
-    group.bench_function("borrowed_walk_1000_points", |b| {
-        b.iter(|| walk.walk(std::hint::black_box(&request)));
+    // The receivers' shape: the request kept as its bytes, translated from them.
+    let from_bytes = MetricBatch::from_request("otlp".into(), request.clone().into()).unwrap();
+    assert!(from_bytes.is_encoded());
+    let mut bytes_encoder = BatchEncoder::new(&config);
+    bytes_encoder.encode(&from_bytes).unwrap();
+    group.bench_function("encoded_translate_encode_snappy_1000_points", |b| {
+        b.iter(|| {
+            bytes_encoder
+                .encode(std::hint::black_box(&from_bytes))
+                .unwrap()
+        });
+    });
+    group.bench_function("encoded_series_cache_miss_1000_points", |b| {
+        b.iter_batched(
+            || BatchEncoder::new(&config),
+            |mut fresh| fresh.encode(std::hint::black_box(&from_bytes)).unwrap(),
+            BatchSize::SmallInput,
+        );
+    });
+    group.bench_function("scan_request_1000_points", |b| {
+        b.iter(|| {
+            MetricBatch::from_request("otlp".into(), std::hint::black_box(request.clone().into()))
+                .unwrap()
+        });
     });
     group.finish();
-}
-
-/// A protobuf field as the walk sees it.
-enum Field<'a> {
-    Varint(u64),
-    Fixed64(u64),
-    Bytes(&'a [u8]),
-}
-
-/// Calls `f` with each field of message `buf` (wire types 0, 1, 2 and 5; 5 is skipped).
-fn fields<'a>(mut buf: &'a [u8], mut f: impl FnMut(u64, Field<'a>)) {
-    fn varint(buf: &mut &[u8]) -> u64 {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let Some((&b, rest)) = buf.split_first() else {
-                return v;
-            };
-            *buf = rest;
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                break;
-            }
-        }
-        v
-    }
-    while !buf.is_empty() {
-        let key = varint(&mut buf);
-        let field = match key & 7 {
-            0 => Field::Varint(varint(&mut buf)),
-            1 => {
-                let (v, rest) = buf.split_at(8.min(buf.len()));
-                buf = rest;
-                Field::Fixed64(u64::from_le_bytes(v.try_into().unwrap_or([0; 8])))
-            }
-            2 => {
-                let len = (varint(&mut buf) as usize).min(buf.len());
-                let (v, rest) = buf.split_at(len);
-                buf = rest;
-                Field::Bytes(v)
-            }
-            _ => {
-                buf = buf.get(4..).unwrap_or_default();
-                continue;
-            }
-        };
-        f(key >> 3, field);
-    }
-}
-
-/// The series cache a zero-copy decode would look points up in: hashes of a point's encoded
-/// identity (resource, scope, metric name and attribute bytes).
-#[derive(Default)]
-struct BorrowedWalk {
-    series: hashbrown::HashSet<u64, foldhash::fast::FixedState>,
-    buckets: Vec<u64>,
-    bounds: Vec<f64>,
-    checksum: u64,
-}
-
-impl BorrowedWalk {
-    /// Walks an `ExportMetricsServiceRequest`; returns the data points seen.
-    fn walk(&mut self, request: &[u8]) -> usize {
-        use std::hash::{BuildHasher, Hasher};
-        let state = foldhash::fast::FixedState::with_seed(7);
-        let mut points = 0;
-        fields(request, |_, rm| {
-            let Field::Bytes(rm) = rm else { return };
-            let mut context = state.build_hasher();
-            fields(rm, |tag, f| match (tag, f) {
-                (1, Field::Bytes(resource)) => context.write(resource),
-                (2, Field::Bytes(sm)) => {
-                    let mut scope = context.clone();
-                    fields(sm, |tag, f| match (tag, f) {
-                        (1, Field::Bytes(s)) => scope.write(s),
-                        (2, Field::Bytes(metric)) => {
-                            let mut identity = scope.clone();
-                            fields(metric, |tag, f| match (tag, f) {
-                                (1 | 3, Field::Bytes(name)) => identity.write(name),
-                                (kind @ (5 | 7 | 9), Field::Bytes(data)) => {
-                                    fields(data, |tag, f| {
-                                        if let (1, Field::Bytes(point)) = (tag, f) {
-                                            points += 1;
-                                            self.point(&identity, kind == 9, point);
-                                        }
-                                    });
-                                }
-                                _ => {}
-                            });
-                        }
-                        _ => {}
-                    });
-                }
-                _ => {}
-            });
-        });
-        points
-    }
-
-    /// One number or histogram data point: its attribute bytes hashed onto `identity`, one
-    /// lookup, and its time, value and buckets read.
-    fn point(&mut self, identity: &foldhash::fast::FoldHasher, histogram: bool, point: &[u8]) {
-        use std::hash::Hasher;
-        let mut h = identity.clone();
-        let (mut time, mut value) = (0u64, 0u64);
-        self.buckets.clear();
-        self.bounds.clear();
-        fields(point, |tag, f| match (histogram, tag, f) {
-            // NumberDataPoint: attributes 7, time 3, as_double 4, as_int 6; HistogramDataPoint:
-            // attributes 9, time 3, sum 5, bucket_counts 6, explicit_bounds 7.
-            (false, 7, Field::Bytes(kv)) | (true, 9, Field::Bytes(kv)) => h.write(kv),
-            (_, 3, Field::Fixed64(t)) => time = t,
-            // flags: NumberDataPoint 8, HistogramDataPoint 10.
-            (false, 8, Field::Varint(flags)) | (true, 10, Field::Varint(flags)) => time ^= flags,
-            (false, 4 | 6, Field::Fixed64(v)) | (true, 5, Field::Fixed64(v)) => value = v,
-            (true, 6, Field::Bytes(packed)) => self.buckets.extend(
-                packed
-                    .chunks_exact(8)
-                    .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))),
-            ),
-            (true, 7, Field::Bytes(packed)) => self.bounds.extend(
-                packed
-                    .chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))),
-            ),
-            _ => {}
-        });
-        let key = h.finish();
-        self.series.insert(key);
-        self.checksum = self
-            .checksum
-            .wrapping_add(time ^ value ^ (self.buckets.len() + self.bounds.len()) as u64);
-    }
 }
 
 criterion_group!(benches, bench);

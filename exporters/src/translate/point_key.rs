@@ -6,7 +6,7 @@ use hashbrown::HashMap;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 use super::labels::LabelSet;
-use super::wire::{Fields, Wire};
+use super::walk::EncodedAttrs;
 
 /// Set in the context id of a key read from encoded attributes.
 const ENCODED_KEY: u64 = 1 << 63;
@@ -77,23 +77,16 @@ impl PointKeys {
         write_point_key(&mut self.point_key, context_id, attrs).then_some(self.point_key.as_slice())
     }
 
-    /// The key of a point in context `context_id` read from its encoded message, whose
-    /// attributes are field `field`: the context id with its top bit set (ids count up from
-    /// 0, so no key of a decoded point starts the same), then every attribute's encoded bytes,
-    /// length-prefixed. Equal bytes decode to equal attributes, so one key always stands for
-    /// one label set; the same attributes encoded differently get two keys of one label set.
-    pub(super) fn encoded_point_key(&mut self, context_id: u64, point: &[u8], field: u32) -> &[u8] {
+    /// The key of a point in context `context_id` read from its encoded message: the context
+    /// id with its top bit set (ids count up from 0, so no key of a decoded point starts the
+    /// same), then the records of its attributes, as encoded. Equal bytes decode to equal
+    /// attributes, so one key always stands for one label set; the same attributes encoded
+    /// differently get two keys of one label set.
+    pub(super) fn encoded_point_key(&mut self, context_id: u64, attrs: EncodedAttrs<'_>) -> &[u8] {
         let out = &mut self.point_key;
         out.clear();
         out.extend_from_slice(&(context_id | ENCODED_KEY).to_le_bytes());
-        for (f, value) in Fields::new(point) {
-            if f == field
-                && let Wire::Len(kv) = value
-            {
-                put_len(out, kv.len());
-                out.extend_from_slice(kv);
-            }
-        }
+        attrs.write_records(out);
         out
     }
 }

@@ -26,6 +26,26 @@ impl<'a> Fields<'a> {
         Self { rest: message }
     }
 
+    /// Bytes not read yet.
+    pub(super) fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+
+    /// The next field with its whole record (key, length and value bytes).
+    #[inline]
+    pub(super) fn next_record(&mut self) -> Option<(u32, Wire<'a>, &'a [u8])> {
+        let start = self.rest;
+        let Some((field, value)) = self.read() else {
+            self.rest = &[];
+            return None;
+        };
+        let record = start
+            .get(..start.len() - self.rest.len())
+            .unwrap_or_default();
+        Some((field, value, record))
+    }
+
+    #[inline]
     fn read(&mut self) -> Option<(u32, Wire<'a>)> {
         let key = varint(&mut self.rest)?;
         let field = u32::try_from(key >> 3).ok()?;
@@ -55,6 +75,7 @@ impl<'a> Fields<'a> {
 impl<'a> Iterator for Fields<'a> {
     type Item = (u32, Wire<'a>);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let field = self.read();
         if field.is_none() {
@@ -65,6 +86,7 @@ impl<'a> Iterator for Fields<'a> {
 }
 
 /// A varint (at most ten bytes).
+#[inline]
 fn varint(buf: &mut &[u8]) -> Option<u64> {
     let mut value = 0u64;
     for i in 0..10 {

@@ -4,6 +4,8 @@
 mod points;
 mod raw;
 
+pub(super) use raw::EncodedAttrs;
+
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
@@ -89,12 +91,11 @@ impl TranslateStats {
     }
 }
 
-/// A point's attributes: decoded, or the point's encoded message and the number of its
-/// `attributes` field (7 in a number point, 9 in a histogram point).
+/// A point's attributes: decoded, or encoded ([`raw::EncodedAttrs`]).
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Attrs<'a> {
     Decoded(&'a [KeyValue]),
-    Encoded { point: &'a [u8], field: u32 },
+    Encoded(raw::EncodedAttrs<'a>),
 }
 
 /// The timestamps of one resource's points: milliseconds, with the batch's arrival time for
@@ -419,9 +420,7 @@ impl Translator {
         if let Some(ctx) = self.context_id {
             let key = match attrs {
                 Attrs::Decoded(attrs) => self.keys.point_key(ctx, attrs),
-                Attrs::Encoded { point, field } => {
-                    Some(self.keys.encoded_point_key(ctx, point, field))
-                }
+                Attrs::Encoded(attrs) => Some(self.keys.encoded_point_key(ctx, attrs)),
             };
             if let Some(key) = key
                 && sink.cached_point(key, self.label_set_id + 1)
@@ -432,9 +431,9 @@ impl Translator {
         }
         match attrs {
             Attrs::Decoded(attrs) => self.point_labels(scope_mark, attrs),
-            Attrs::Encoded { point, field } => {
+            Attrs::Encoded(attrs) => {
                 let mut decoded = std::mem::take(&mut self.raw.attrs);
-                raw::decode_attributes(point, field, &mut decoded);
+                attrs.decode_into(&mut decoded);
                 self.point_labels(scope_mark, &decoded);
                 self.raw.attrs = decoded;
             }

@@ -66,15 +66,89 @@ pub(super) struct Scratch {
     bounds: Vec<f64>,
 }
 
-/// Decodes the attributes (field `field`) of an encoded point into `out` (cleared first).
-pub(super) fn decode_attributes(point: &[u8], field: u32, out: &mut Vec<KeyValue>) {
-    out.clear();
-    for (f, value) in Fields::new(point) {
-        if f == field
-            && let Wire::Len(kv) = value
-            && let Ok(kv) = KeyValue::decode(kv)
-        {
-            out.push(kv);
+/// A point's attributes as encoded: the records (key, length and `KeyValue` bytes) of its
+/// `attributes` field `field` found in `records`, which is either exactly those records, one
+/// after another (`contiguous`: encoders write a message's fields in order, so a repeated
+/// field's records sit together), or the whole point.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::translate) struct EncodedAttrs<'a> {
+    records: &'a [u8],
+    field: u32,
+    contiguous: bool,
+}
+
+impl EncodedAttrs<'_> {
+    /// Appends the attribute records, in order, to a key.
+    pub(in crate::translate) fn write_records(&self, out: &mut Vec<u8>) {
+        if self.contiguous {
+            out.extend_from_slice(self.records);
+            return;
+        }
+        let mut fields = Fields::new(self.records);
+        while let Some((f, _, record)) = fields.next_record() {
+            if f == self.field {
+                out.extend_from_slice(record);
+            }
+        }
+    }
+
+    /// The attributes, decoded into `out` (cleared first).
+    pub(super) fn decode_into(&self, out: &mut Vec<KeyValue>) {
+        out.clear();
+        for (f, value) in Fields::new(self.records) {
+            if f == self.field
+                && let Wire::Len(kv) = value
+                && let Ok(kv) = KeyValue::decode(kv)
+            {
+                out.push(kv);
+            }
+        }
+    }
+}
+
+/// Where a point's attribute records are, followed while its fields are read.
+struct AttrSpan {
+    field: u32,
+    start: usize,
+    end: usize,
+    /// 0: none yet, 1: in the run of attribute records, 2: past it, 3: scattered.
+    state: u8,
+}
+
+impl AttrSpan {
+    fn new(field: u32) -> Self {
+        Self {
+            field,
+            start: 0,
+            end: 0,
+            state: 0,
+        }
+    }
+
+    /// Notes the field that took the point's bytes `from..to`.
+    #[inline]
+    fn note(&mut self, f: u32, from: usize, to: usize) {
+        match (f == self.field, self.state) {
+            (true, 0) => {
+                (self.start, self.end, self.state) = (from, to, 1);
+            }
+            (true, 1) => self.end = to,
+            (true, _) => self.state = 3,
+            (false, 1) => self.state = 2,
+            (false, _) => {}
+        }
+    }
+
+    fn attrs(self, point: &[u8]) -> EncodedAttrs<'_> {
+        let (records, contiguous) = if self.state == 3 {
+            (point, false)
+        } else {
+            (point.get(self.start..self.end).unwrap_or_default(), true)
+        };
+        EncodedAttrs {
+            records,
+            field: self.field,
+            contiguous,
         }
     }
 }
@@ -272,29 +346,33 @@ impl Translator {
 
 /// A gauge or sum point read from its bytes.
 fn number_point(p: &[u8]) -> NumberPoint<'_> {
-    let mut point = NumberPoint {
-        attrs: Attrs::Encoded {
-            point: p,
-            field: NUMBER_ATTRIBUTES,
-        },
-        time_unix_nano: 0,
-        flags: 0,
-        value: None,
-    };
-    for (f, value) in Fields::new(p) {
-        match (f, value) {
-            (NUMBER_TIME, Wire::I64(v)) => point.time_unix_nano = v,
+    let (mut time_unix_nano, mut flags, mut value) = (0, 0, None);
+    let mut span = AttrSpan::new(NUMBER_ATTRIBUTES);
+    let mut fields = Fields::new(p);
+    loop {
+        let from = p.len() - fields.remaining();
+        let Some((f, v, _)) = fields.next_record() else {
+            break;
+        };
+        span.note(f, from, p.len() - fields.remaining());
+        match (f, v) {
+            (NUMBER_TIME, Wire::I64(v)) => time_unix_nano = v,
             (NUMBER_AS_DOUBLE, Wire::I64(v)) => {
-                point.value = Some(number_data_point::Value::AsDouble(f64::from_bits(v)));
+                value = Some(number_data_point::Value::AsDouble(f64::from_bits(v)));
             }
             (NUMBER_AS_INT, Wire::I64(v)) => {
-                point.value = Some(number_data_point::Value::AsInt(v as i64));
+                value = Some(number_data_point::Value::AsInt(v as i64));
             }
-            (NUMBER_FLAGS, Wire::Varint(v)) => point.flags = v as u32,
+            (NUMBER_FLAGS, Wire::Varint(v)) => flags = v as u32,
             _ => {}
         }
     }
-    point
+    NumberPoint {
+        attrs: Attrs::Encoded(span.attrs(p)),
+        time_unix_nano,
+        flags,
+        value,
+    }
 }
 
 /// A histogram point read from its bytes; its buckets and bounds go into `scratch`.
@@ -302,7 +380,14 @@ fn histogram_point<'a>(p: &'a [u8], scratch: &'a mut Scratch) -> HistogramPoint<
     scratch.bucket_counts.clear();
     scratch.bounds_bits.clear();
     let (mut time_unix_nano, mut flags, mut count, mut sum) = (0, 0, 0, None);
-    for (f, value) in Fields::new(p) {
+    let mut span = AttrSpan::new(HISTOGRAM_ATTRIBUTES);
+    let mut fields = Fields::new(p);
+    loop {
+        let from = p.len() - fields.remaining();
+        let Some((f, value, _)) = fields.next_record() else {
+            break;
+        };
+        span.note(f, from, p.len() - fields.remaining());
         match (f, value) {
             (HISTOGRAM_TIME, Wire::I64(v)) => time_unix_nano = v,
             (HISTOGRAM_COUNT, Wire::I64(v)) => count = v,
@@ -318,15 +403,56 @@ fn histogram_point<'a>(p: &'a [u8], scratch: &'a mut Scratch) -> HistogramPoint<
         .bounds
         .extend(scratch.bounds_bits.iter().map(|&b| f64::from_bits(b)));
     HistogramPoint {
-        attrs: Attrs::Encoded {
-            point: p,
-            field: HISTOGRAM_ATTRIBUTES,
-        },
+        attrs: Attrs::Encoded(span.attrs(p)),
         time_unix_nano,
         flags,
         count,
         sum,
         bucket_counts: &scratch.bucket_counts,
         explicit_bounds: &scratch.bounds,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(field: u32, bytes: &[u8], out: &mut Vec<u8>) {
+        prost::encoding::encode_varint(u64::from(field << 3 | 2), out);
+        prost::encoding::encode_varint(bytes.len() as u64, out);
+        out.extend_from_slice(bytes);
+    }
+
+    /// Attributes in one run (as encoders write them) or scattered among the point's other
+    /// fields give the same key and the same decoded attributes.
+    #[test]
+    fn scattered_attributes_key_as_contiguous_ones() {
+        let kv = |k: &str, v: &str| vla_pipeline::fixtures::kv(k, v).encode_to_vec();
+        let (a, b) = (kv("model", "pi0"), kv("gpu", "1"));
+        let mut time = vec![(NUMBER_TIME << 3 | 1) as u8];
+        time.extend_from_slice(&5u64.to_le_bytes());
+        let mut run = time.clone();
+        record(NUMBER_ATTRIBUTES, &a, &mut run);
+        record(NUMBER_ATTRIBUTES, &b, &mut run);
+        let mut scattered = Vec::new();
+        record(NUMBER_ATTRIBUTES, &a, &mut scattered);
+        scattered.extend_from_slice(&time);
+        record(NUMBER_ATTRIBUTES, &b, &mut scattered);
+        let (p, q) = (number_point(&run), number_point(&scattered));
+        let (Attrs::Encoded(p_attrs), Attrs::Encoded(q_attrs)) = (p.attrs, q.attrs) else {
+            panic!("encoded attributes");
+        };
+        assert!(p_attrs.contiguous && !q_attrs.contiguous);
+        let (mut p_key, mut q_key) = (Vec::new(), Vec::new());
+        p_attrs.write_records(&mut p_key);
+        q_attrs.write_records(&mut q_key);
+        assert_eq!(p_key, q_key);
+        assert_eq!(p_key, run[9..]);
+        let (mut p_kvs, mut q_kvs) = (Vec::new(), Vec::new());
+        p_attrs.decode_into(&mut p_kvs);
+        q_attrs.decode_into(&mut q_kvs);
+        assert_eq!(p_kvs, q_kvs);
+        assert_eq!(p_kvs.len(), 2);
+        assert_eq!((p.time_unix_nano, q.time_unix_nano), (5, 5));
     }
 }
