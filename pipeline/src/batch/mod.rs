@@ -10,8 +10,10 @@
 //! ([`scan`]), batches merge by concatenating them (two encoded requests one after the other
 //! are one request holding both), and a batch that passes only through stages that do not
 //! look inside (`batch`, `deltatocumulative` when it holds no delta) waits in the queues at
-//! its encoded size (about a fifth of the decoded one). The first read decodes it once; a
-//! change drops the bytes, and the decoded data is the batch from then on.
+//! its encoded size (about a fifth of the decoded one). A reader can walk the bytes
+//! ([`MetricBatch::encoded_requests`], as the remote-write exporter does); the first read of
+//! the decoded data decodes it once; a change drops the bytes, and the decoded data is the
+//! batch from then on.
 
 mod scan;
 
