@@ -6,6 +6,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, HistogramDataPoint, Metric, NumberDataPoint, metric, number_data_point,
 };
 
+use std::sync::Arc;
+
 use super::super::labels::Mark;
 use super::super::names::PromType;
 use super::super::sink::{Family, Sample, SampleSink};
@@ -17,7 +19,7 @@ use super::{Attrs, Clock, TranslateStats, Translator};
 
 /// Whether points of this temporality can be sent; delta and unspecified ones are counted
 /// as dropped (a pipeline needs the `deltatocumulative` processor before the exporter).
-pub(super) fn cumulative(temporality: i32, points: usize, stats: &mut TranslateStats) -> bool {
+fn cumulative(temporality: i32, points: usize, stats: &mut TranslateStats) -> bool {
     if temporality == AggregationTemporality::Cumulative as i32 {
         return true;
     }
@@ -45,15 +47,13 @@ impl Translator {
         match data {
             metric::Data::Gauge(g) => {
                 let points = g.data_points.len();
-                let Some(names) =
-                    self.family_names(&m.name, &m.unit, PromType::Gauge, points, stats)
+                let Some((base, ty)) = self.number_family(&m.name, &m.unit, None, points, stats)
                 else {
                     return;
                 };
-                let base = names.base.clone();
                 let family = Family {
                     name: &base,
-                    ty: PromType::Gauge,
+                    ty,
                     help: &m.description,
                 };
                 for p in &g.data_points {
@@ -61,26 +61,12 @@ impl Translator {
                 }
             }
             metric::Data::Sum(s) => {
-                if !cumulative(s.aggregation_temporality, s.data_points.len(), stats) {
-                    return;
-                }
-                let ty = if s.is_monotonic {
-                    PromType::Counter
-                } else {
-                    PromType::Gauge
-                };
-                // `1` becomes `_ratio` on OTel gauges only: an UpDownCounter of unit `1` (a
-                // queue depth, say) is a plain count and gets no suffix.
-                let unit = if !s.is_monotonic && m.unit.trim() == "1" {
-                    ""
-                } else {
-                    &m.unit
-                };
+                let sum = Some((s.aggregation_temporality, s.is_monotonic));
                 let points = s.data_points.len();
-                let Some(names) = self.family_names(&m.name, unit, ty, points, stats) else {
+                let Some((base, ty)) = self.number_family(&m.name, &m.unit, sum, points, stats)
+                else {
                     return;
                 };
-                let base = names.base.clone();
                 let family = Family {
                     name: &base,
                     ty,
@@ -91,21 +77,13 @@ impl Translator {
                 }
             }
             metric::Data::Histogram(h) => {
-                if !cumulative(h.aggregation_temporality, h.data_points.len(), stats) {
-                    return;
-                }
+                let temporality = h.aggregation_temporality;
                 let points = h.data_points.len();
-                let Some(names) =
-                    self.family_names(&m.name, &m.unit, PromType::Histogram, points, stats)
+                let Some([base, bucket, sum_name, count_name]) =
+                    self.histogram_family(&m.name, &m.unit, temporality, points, stats)
                 else {
                     return;
                 };
-                let (base, bucket, sum_name, count_name) = (
-                    names.base.clone(),
-                    names.bucket.clone(),
-                    names.sum.clone(),
-                    names.count.clone(),
-                );
                 let family = Family {
                     name: &base,
                     ty: PromType::Histogram,
@@ -152,21 +130,13 @@ impl Translator {
                 }
             }
             metric::Data::ExponentialHistogram(h) => {
-                if !cumulative(h.aggregation_temporality, h.data_points.len(), stats) {
-                    return;
-                }
+                let temporality = h.aggregation_temporality;
                 let points = h.data_points.len();
-                let Some(names) =
-                    self.family_names(&m.name, &m.unit, PromType::Histogram, points, stats)
+                let Some([base, bucket, sum_name, count_name]) =
+                    self.histogram_family(&m.name, &m.unit, temporality, points, stats)
                 else {
                     return;
                 };
-                let (base, bucket, sum_name, count_name) = (
-                    names.base.clone(),
-                    names.bucket.clone(),
-                    names.sum.clone(),
-                    names.count.clone(),
-                );
                 let family = Family {
                     name: &base,
                     ty: PromType::Histogram,
@@ -292,6 +262,64 @@ impl Translator {
             value,
             timestamp_ms,
         });
+    }
+
+    /// The family name and type of a gauge's points (`sum: None`) or a sum's (`Some`, with
+    /// its temporality and monotonicity), or `None` when they are dropped (counted in
+    /// `stats`): a sum not cumulative, or a name that collides.
+    pub(super) fn number_family(
+        &mut self,
+        name: &str,
+        unit: &str,
+        sum: Option<(i32, bool)>,
+        points: usize,
+        stats: &mut TranslateStats,
+    ) -> Option<(Arc<str>, PromType)> {
+        let (ty, unit) = match sum {
+            None => (PromType::Gauge, unit),
+            Some((temporality, monotonic)) => {
+                if !cumulative(temporality, points, stats) {
+                    return None;
+                }
+                // `1` becomes `_ratio` on OTel gauges only: an UpDownCounter of unit `1` (a
+                // queue depth, say) is a plain count and gets no suffix.
+                let unit = if !monotonic && unit.trim() == "1" {
+                    ""
+                } else {
+                    unit
+                };
+                let ty = if monotonic {
+                    PromType::Counter
+                } else {
+                    PromType::Gauge
+                };
+                (ty, unit)
+            }
+        };
+        let names = self.family_names(name, unit, ty, points, stats)?;
+        Some((names.base.clone(), ty))
+    }
+
+    /// The base, bucket, sum and count names of a histogram's points, or `None` when they
+    /// are dropped (not cumulative, or a name that collides).
+    pub(super) fn histogram_family(
+        &mut self,
+        name: &str,
+        unit: &str,
+        temporality: i32,
+        points: usize,
+        stats: &mut TranslateStats,
+    ) -> Option<[Arc<str>; 4]> {
+        if !cumulative(temporality, points, stats) {
+            return None;
+        }
+        let names = self.family_names(name, unit, PromType::Histogram, points, stats)?;
+        Some([
+            names.base.clone(),
+            names.bucket.clone(),
+            names.sum.clone(),
+            names.count.clone(),
+        ])
     }
 
     /// The sample of one gauge or sum point.

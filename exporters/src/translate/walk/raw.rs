@@ -20,7 +20,7 @@ use super::super::labels::Mark;
 use super::super::names::PromType;
 use super::super::sink::{Family, SampleSink};
 use super::super::wire::{Fields, Wire, push_fixed64, text};
-use super::points::{HistogramPoint, NumberPoint, cumulative};
+use super::points::{HistogramPoint, NumberPoint};
 use super::{Attrs, Clock, TranslateStats, Translator};
 
 // Field numbers of the OTLP metrics schema (opentelemetry-proto 0.33).
@@ -260,14 +260,12 @@ impl Translator {
             None => {}
             Some((METRIC_GAUGE, gauge)) if data_fields == 1 => {
                 let points = each(gauge, DATA_POINTS).count();
-                let Some(names) = self.family_names(name, unit, PromType::Gauge, points, stats)
-                else {
+                let Some((base, ty)) = self.number_family(name, unit, None, points, stats) else {
                     return;
                 };
-                let base = names.base.clone();
                 let family = Family {
                     name: &base,
-                    ty: PromType::Gauge,
+                    ty,
                     help: description,
                 };
                 for p in each(gauge, DATA_POINTS) {
@@ -276,24 +274,10 @@ impl Translator {
             }
             Some((METRIC_SUM, sum)) if data_fields == 1 => {
                 let h = data_header(sum);
-                if !cumulative(h.temporality, h.points, stats) {
-                    return;
-                }
-                let ty = if h.is_monotonic {
-                    PromType::Counter
-                } else {
-                    PromType::Gauge
-                };
-                // As the decoded walk: `1` is no `_ratio` on an UpDownCounter.
-                let unit = if !h.is_monotonic && unit.trim() == "1" {
-                    ""
-                } else {
-                    unit
-                };
-                let Some(names) = self.family_names(name, unit, ty, h.points, stats) else {
+                let kind = Some((h.temporality, h.is_monotonic));
+                let Some((base, ty)) = self.number_family(name, unit, kind, h.points, stats) else {
                     return;
                 };
-                let base = names.base.clone();
                 let family = Family {
                     name: &base,
                     ty,
@@ -305,20 +289,11 @@ impl Translator {
             }
             Some((METRIC_HISTOGRAM, histogram)) if data_fields == 1 => {
                 let h = data_header(histogram);
-                if !cumulative(h.temporality, h.points, stats) {
-                    return;
-                }
-                let Some(names) =
-                    self.family_names(name, unit, PromType::Histogram, h.points, stats)
+                let Some([base, bucket, sum_name, count_name]) =
+                    self.histogram_family(name, unit, h.temporality, h.points, stats)
                 else {
                     return;
                 };
-                let (base, bucket, sum_name, count_name) = (
-                    names.base.clone(),
-                    names.bucket.clone(),
-                    names.sum.clone(),
-                    names.count.clone(),
-                );
                 let family = Family {
                     name: &base,
                     ty: PromType::Histogram,
