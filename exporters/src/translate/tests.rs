@@ -1065,6 +1065,125 @@ fn cumulative_request()
     }
 }
 
+fn wire_key(field: u32, wire_type: u32, out: &mut Vec<u8>) {
+    prost::encoding::encode_varint(u64::from(field << 3 | wire_type), out);
+}
+
+fn len_field(field: u32, bytes: &[u8], out: &mut Vec<u8>) {
+    wire_key(field, 2, out);
+    prost::encoding::encode_varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}
+
+fn fixed64_field(field: u32, v: u64, out: &mut Vec<u8>) {
+    wire_key(field, 1, out);
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn varint_field(field: u32, v: u64, out: &mut Vec<u8>) {
+    wire_key(field, 0, out);
+    prost::encoding::encode_varint(v, out);
+}
+
+/// Unknown fields of the four wire types the scan skips.
+fn unknown_fields(out: &mut Vec<u8>) {
+    varint_field(99, 1, out);
+    fixed64_field(98, 0, out);
+    len_field(97, b"xyz", out);
+    wire_key(96, 5, out);
+    out.extend_from_slice(&[0; 4]);
+}
+
+/// A request no encoder writes but prost decodes, built field by field: the resource in two
+/// parts after its scopes, the scope in two, names and scalars set twice, both number
+/// values, attributes among a point's other fields, flags and temporality past 32 bits, a
+/// monotonic flag of 2, histogram buckets packed and unpacked, an empty packed run, and
+/// unknown fields at every level.
+fn restructured_request() -> Vec<u8> {
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use prost::Message;
+    let kv = |k: &str, v: &str| fixtures::kv(k, v).encode_to_vec();
+    let mut number = Vec::new();
+    len_field(7, &kv("model", "pi0"), &mut number);
+    fixed64_field(3, T0_NANOS - 1, &mut number);
+    fixed64_field(4, 2.5f64.to_bits(), &mut number);
+    fixed64_field(6, (-3i64) as u64, &mut number);
+    unknown_fields(&mut number);
+    len_field(7, &kv("gpu", "1"), &mut number);
+    fixed64_field(3, T0_NANOS, &mut number);
+    varint_field(8, 1 << 33, &mut number);
+    let mut stale = Vec::new();
+    fixed64_field(4, 1.0f64.to_bits(), &mut stale);
+    varint_field(8, (1 << 40) | 1, &mut stale);
+    fixed64_field(3, T0_NANOS, &mut stale);
+    let mut gauge = Vec::new();
+    len_field(1, &number, &mut gauge);
+    unknown_fields(&mut gauge);
+    len_field(1, &stale, &mut gauge);
+    let mut sum = Vec::new();
+    varint_field(2, 1, &mut sum);
+    len_field(1, &number, &mut sum);
+    varint_field(3, 2, &mut sum);
+    varint_field(2, (1 << 35) | 2, &mut sum);
+    let mut hist_point = Vec::new();
+    fixed64_field(6, 1, &mut hist_point);
+    let packed: Vec<u8> = [2u64, 3].iter().flat_map(|c| c.to_le_bytes()).collect();
+    len_field(6, &packed, &mut hist_point);
+    len_field(6, &[], &mut hist_point);
+    fixed64_field(7, 0.5f64.to_bits(), &mut hist_point);
+    len_field(9, &kv("model", "pi0"), &mut hist_point);
+    len_field(7, &1.0f64.to_bits().to_le_bytes(), &mut hist_point);
+    fixed64_field(4, 7, &mut hist_point);
+    fixed64_field(5, 1.0f64.to_bits(), &mut hist_point);
+    fixed64_field(5, 4.5f64.to_bits(), &mut hist_point);
+    fixed64_field(3, T0_NANOS, &mut hist_point);
+    unknown_fields(&mut hist_point);
+    let mut histogram = Vec::new();
+    len_field(1, &hist_point, &mut histogram);
+    varint_field(2, 2, &mut histogram);
+    let metric = |name: &str, data_field: u32, data: &[u8]| {
+        let mut m = Vec::new();
+        len_field(1, b"first name", &mut m);
+        unknown_fields(&mut m);
+        len_field(data_field, data, &mut m);
+        len_field(3, b"s", &mut m);
+        len_field(1, name.as_bytes(), &mut m);
+        len_field(2, b"help", &mut m);
+        m
+    };
+    let mut scope_metrics = Vec::new();
+    len_field(2, &metric("vla.g", 5, &gauge), &mut scope_metrics);
+    len_field(2, &metric("vla.c", 7, &sum), &mut scope_metrics);
+    let scope_name = InstrumentationScope {
+        name: "sdk".into(),
+        ..Default::default()
+    };
+    len_field(1, &scope_name.encode_to_vec(), &mut scope_metrics);
+    len_field(2, &metric("vla.h", 9, &histogram), &mut scope_metrics);
+    let scope_version = InstrumentationScope {
+        version: "2".into(),
+        ..Default::default()
+    };
+    len_field(1, &scope_version.encode_to_vec(), &mut scope_metrics);
+    unknown_fields(&mut scope_metrics);
+    let resource = |k: &str, v: &str| {
+        let mut r = Vec::new();
+        len_field(1, &kv(k, v), &mut r);
+        r
+    };
+    let mut rm = Vec::new();
+    len_field(2, &scope_metrics, &mut rm);
+    len_field(1, &resource("service.name", "api"), &mut rm);
+    unknown_fields(&mut rm);
+    len_field(1, &resource("host.name", "gpu-1"), &mut rm);
+    len_field(2, &scope_metrics, &mut rm);
+    let mut request = Vec::new();
+    len_field(1, &rm, &mut request);
+    unknown_fields(&mut request);
+    len_field(1, &rm, &mut request);
+    request
+}
+
 /// The walk over encoded requests gives the decoded walk's samples, families, counts and
 /// drops, in the same order, for every request the batch's scan keeps encoded: well-formed
 /// ones and thousands damaged at random (fields duplicated, lengths changed, unknown fields
@@ -1076,7 +1195,15 @@ fn the_encoded_walk_translates_as_the_decoded_one() {
     let seeds = [
         fixtures::every_field_request().encode_to_vec(),
         cumulative_request().encode_to_vec(),
+        restructured_request(),
     ];
+    for seed in &seeds {
+        let batch = MetricBatch::from_request("otlp".into(), seed.clone().into()).unwrap();
+        assert!(batch.is_encoded(), "every seed is read from its bytes");
+        let stats = Translator::new(TranslateOptions::default())
+            .translate(&batch, &mut CachingCollect::default());
+        assert!(stats.samples > 5, "every seed gives samples: {stats:?}");
+    }
     let options = [
         TranslateOptions::default(),
         TranslateOptions {
@@ -1127,10 +1254,51 @@ fn the_encoded_walk_translates_as_the_decoded_one() {
                 "decoded walk, pass {pass} of {bytes:?}"
             );
         }
+        // One translator and sink given the batch decoded, as after a processor changed it,
+        // and then encoded again: the two kinds of keys live side by side.
+        let mut expected = Collect::default();
+        let stats = plain.translate(&decoded, &mut expected);
+        let expected = outcome_of(expected.0, expected.1, stats);
+        for batch in [&decoded, &encoded] {
+            let stats = raw.translate(batch, &mut raw_sink);
+            assert_eq!(
+                caching_outcome(&mut raw_sink, stats),
+                expected,
+                "mixed, {bytes:?}"
+            );
+        }
         compared += 1;
         hits += raw_sink.hits;
     }
     eprintln!("{compared} encoded requests compared, {hits} cache hits");
+    // A batch of several requests (merged by the batcher), on one long-lived translator.
+    let mut several = MetricBatch::from_request("otlp".into(), seeds[0].clone().into()).unwrap();
+    for seed in &seeds[1..] {
+        several.append(MetricBatch::from_request("otlp".into(), seed.clone().into()).unwrap());
+    }
+    let several = several.with_received_at(at);
+    assert_eq!(
+        several.encoded_requests().map(<[_]>::len),
+        Some(seeds.len())
+    );
+    let decoded =
+        MetricBatch::new("otlp".into(), several.resource_metrics().to_vec()).with_received_at(at);
+    let (mut plain, mut raw) = (
+        Translator::new(TranslateOptions::default()),
+        Translator::new(TranslateOptions::default()),
+    );
+    let mut raw_sink = CachingCollect::default();
+    for _ in 0..2 {
+        let mut expected = Collect::default();
+        let stats = plain.translate(&decoded, &mut expected);
+        let expected = outcome_of(expected.0, expected.1, stats);
+        let stats = raw.translate(&several, &mut raw_sink);
+        assert_eq!(
+            caching_outcome(&mut raw_sink, stats),
+            expected,
+            "several requests"
+        );
+    }
     assert!(
         compared > 1_000 && hits > 1_000,
         "{compared} compared, {hits} hits"

@@ -301,16 +301,18 @@ impl Translator {
                 };
                 let names = [&*bucket, &*sum_name, &*count_name];
                 let mut scratch = std::mem::take(&mut self.raw);
+                // Misses decode into `self.raw.attrs` meanwhile: give it the grown buffer.
+                self.raw.attrs = std::mem::take(&mut scratch.attrs);
                 for p in each(histogram, DATA_POINTS) {
                     let point = histogram_point(p, &mut scratch);
                     self.histogram_point(&point, family, names, clock, scope_mark, stats, sink);
                 }
-                // Attributes decoded on a miss went to `self.raw.attrs` meanwhile.
                 scratch.attrs = std::mem::take(&mut self.raw.attrs);
                 self.raw = scratch;
             }
             Some(_) => {
-                // Summaries, exponential histograms, and data set twice (which prost merges).
+                // Summaries and exponential histograms. (Data set twice, which prost merges,
+                // does not reach here: the scan leaves such a request to prost.)
                 if let Ok(metric) = Metric::decode(m) {
                     self.metric(&metric, scope_mark, clock, stats, sink);
                 }
