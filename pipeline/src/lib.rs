@@ -29,6 +29,7 @@ pub mod runner;
 pub mod self_metrics;
 mod sender;
 mod series;
+pub mod wire;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;

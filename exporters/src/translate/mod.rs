@@ -63,7 +63,6 @@ mod names;
 mod point_key;
 mod sink;
 mod walk;
-mod wire;
 
 pub use claims::{Claimant, MetricIdentity, NameCollision};
 pub use exponential::{

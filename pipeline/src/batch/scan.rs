@@ -10,6 +10,8 @@
 //! caller decodes with prost, which then gives the data or the error.
 //! `tests::agrees_with_prost_on_mutated_requests` holds it to prost.
 
+use crate::wire::{len_delimited, take, varint};
+
 /// The deepest message nesting it follows (prost allows 100; a request is 7 deep before
 /// attribute values nest).
 const MAX_DEPTH: u32 = 32;
@@ -265,37 +267,6 @@ impl Walker<'_> {
 
 fn expect(wt: u8, wanted: u8) -> Option<()> {
     (wt == wanted).then_some(())
-}
-
-/// A varint as prost reads it: at most ten bytes, the tenth at most 1.
-fn varint(b: &mut &[u8]) -> Option<u64> {
-    let mut value = 0u64;
-    for i in 0..10 {
-        let (&byte, rest) = b.split_first()?;
-        *b = rest;
-        if i == 9 && byte > 1 {
-            return None;
-        }
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte < 0x80 {
-            return Some(value);
-        }
-    }
-    None
-}
-
-fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-    if b.len() < n {
-        return None;
-    }
-    let (head, rest) = b.split_at(n);
-    *b = rest;
-    Some(head)
-}
-
-fn len_delimited<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let len = usize::try_from(varint(b)?).ok()?;
-    take(b, len)
 }
 
 /// Skips an unknown field; groups (deprecated, never in OTLP) are not followed.

@@ -6,8 +6,8 @@
 //! walk does. Gauges, sums and histograms are read in place, field by field as prost would
 //! (the last of a scalar set twice wins, every occurrence of a repeated field appends, packed
 //! or not); a point's attributes are decoded only when the sink does not know its key.
-//! Summaries, exponential histograms and a metric whose data is anything else are decoded
-//! with prost and go through the decoded walk.
+//! Summaries and exponential histograms are decoded with prost and go through the decoded
+//! walk.
 //! `tests::the_encoded_walk_translates_as_the_decoded_one` holds the two walks to the same
 //! samples on mutated requests.
 
@@ -19,9 +19,9 @@ use prost::Message;
 use super::super::labels::Mark;
 use super::super::names::PromType;
 use super::super::sink::{Family, SampleSink};
-use super::super::wire::{Fields, Wire, push_fixed64, text};
 use super::points::{HistogramPoint, NumberPoint};
 use super::{Attrs, Clock, TranslateStats, Translator};
+use vla_pipeline::wire::{Fields, Wire, push_fixed64, text};
 
 // Field numbers of the OTLP metrics schema (opentelemetry-proto 0.33).
 const REQUEST_RESOURCE_METRICS: u32 = 1;
@@ -61,8 +61,6 @@ pub(super) struct Scratch {
     /// A point's decoded attributes, on a miss.
     pub attrs: Vec<KeyValue>,
     bucket_counts: Vec<u64>,
-    /// Bounds as their bits (`push_fixed64`), read as `f64`.
-    bounds_bits: Vec<u64>,
     bounds: Vec<f64>,
 }
 
@@ -235,8 +233,9 @@ impl Translator {
         sink: &mut impl SampleSink,
     ) {
         let (mut name, mut description, mut unit) = ("", "", "");
+        // The scan leaves a metric whose data is set twice (which prost merges) to prost, so
+        // a checked request has one at most.
         let mut data = None;
-        let mut data_fields = 0;
         for (f, value) in Fields::new(m) {
             match (f, value) {
                 (METRIC_NAME, Wire::Len(b)) => name = text(b),
@@ -249,16 +248,13 @@ impl Translator {
                     | METRIC_EXPONENTIAL_HISTOGRAM
                     | METRIC_SUMMARY,
                     Wire::Len(b),
-                ) => {
-                    data = Some((f, b));
-                    data_fields += 1;
-                }
+                ) => data = Some((f, b)),
                 _ => {}
             }
         }
         match data {
             None => {}
-            Some((METRIC_GAUGE, gauge)) if data_fields == 1 => {
+            Some((METRIC_GAUGE, gauge)) => {
                 let points = each(gauge, DATA_POINTS).count();
                 let Some((base, ty)) = self.number_family(name, unit, None, points, stats) else {
                     return;
@@ -272,7 +268,7 @@ impl Translator {
                     self.number_point(number_point(p), family, clock, scope_mark, stats, sink);
                 }
             }
-            Some((METRIC_SUM, sum)) if data_fields == 1 => {
+            Some((METRIC_SUM, sum)) => {
                 let h = data_header(sum);
                 let kind = Some((h.temporality, h.is_monotonic));
                 let Some((base, ty)) = self.number_family(name, unit, kind, h.points, stats) else {
@@ -287,7 +283,7 @@ impl Translator {
                     self.number_point(number_point(p), family, clock, scope_mark, stats, sink);
                 }
             }
-            Some((METRIC_HISTOGRAM, histogram)) if data_fields == 1 => {
+            Some((METRIC_HISTOGRAM, histogram)) => {
                 let h = data_header(histogram);
                 let Some([base, bucket, sum_name, count_name]) =
                     self.histogram_family(name, unit, h.temporality, h.points, stats)
@@ -311,8 +307,7 @@ impl Translator {
                 self.raw = scratch;
             }
             Some(_) => {
-                // Summaries and exponential histograms. (Data set twice, which prost merges,
-                // does not reach here: the scan leaves such a request to prost.)
+                // Summaries and exponential histograms.
                 if let Ok(metric) = Metric::decode(m) {
                     self.metric(&metric, scope_mark, clock, stats, sink);
                 }
@@ -355,7 +350,7 @@ fn number_point(p: &[u8]) -> NumberPoint<'_> {
 /// A histogram point read from its bytes; its buckets and bounds go into `scratch`.
 fn histogram_point<'a>(p: &'a [u8], scratch: &'a mut Scratch) -> HistogramPoint<'a> {
     scratch.bucket_counts.clear();
-    scratch.bounds_bits.clear();
+    scratch.bounds.clear();
     let (mut time_unix_nano, mut flags, mut count, mut sum) = (0, 0, 0, None);
     let mut span = AttrSpan::new(HISTOGRAM_ATTRIBUTES);
     let mut fields = Fields::new(p);
@@ -369,16 +364,14 @@ fn histogram_point<'a>(p: &'a [u8], scratch: &'a mut Scratch) -> HistogramPoint<
             (HISTOGRAM_TIME, Wire::I64(v)) => time_unix_nano = v,
             (HISTOGRAM_COUNT, Wire::I64(v)) => count = v,
             (HISTOGRAM_SUM, Wire::I64(v)) => sum = Some(f64::from_bits(v)),
-            (HISTOGRAM_BUCKET_COUNTS, v) => push_fixed64(v, &mut scratch.bucket_counts),
-            (HISTOGRAM_EXPLICIT_BOUNDS, v) => push_fixed64(v, &mut scratch.bounds_bits),
+            (HISTOGRAM_BUCKET_COUNTS, v) => push_fixed64(v, &mut scratch.bucket_counts, |c| c),
+            (HISTOGRAM_EXPLICIT_BOUNDS, v) => {
+                push_fixed64(v, &mut scratch.bounds, f64::from_bits);
+            }
             (HISTOGRAM_FLAGS, Wire::Varint(v)) => flags = v as u32,
             _ => {}
         }
     }
-    scratch.bounds.clear();
-    scratch
-        .bounds
-        .extend(scratch.bounds_bits.iter().map(|&b| f64::from_bits(b)));
     HistogramPoint {
         attrs: Attrs::Encoded(span.attrs(p)),
         time_unix_nano,

@@ -1,14 +1,15 @@
-//! A reader of protobuf fields in place, for the walk over encoded requests: the fields of one
-//! message, in order, with length-delimited ones as slices of the buffer.
+//! Reading protobuf in place: varints and length-delimited fields as prost reads them, and
+//! the fields of one message, in order, with length-delimited ones as slices of the buffer.
 //!
-//! It reads what [`vla_pipeline::MetricBatch::encoded_requests`] hands out, which the batch's
-//! scan has checked by prost's rules, so it does not check again: it stops at the first thing
-//! it cannot read (not reached for a checked request) and knows nothing of groups, which a
-//! checked request does not hold.
+//! The batch's scan checks requests with the primitives; readers of what
+//! [`crate::MetricBatch::encoded_requests`] hands out (checked by the scan, so not checked
+//! again) walk it with [`Fields`], which stops at the first thing it cannot read (not reached
+//! for a checked request) and knows nothing of groups, which a checked request does not hold.
 
 /// A field's value, by wire type.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Wire<'a> {
+#[allow(missing_docs)]
+pub enum Wire<'a> {
     Varint(u64),
     I64(u64),
     Len(&'a [u8]),
@@ -17,23 +18,24 @@ pub(super) enum Wire<'a> {
 
 /// The fields of one message: `(field number, value)`.
 #[derive(Debug, Clone)]
-pub(super) struct Fields<'a> {
+pub struct Fields<'a> {
     rest: &'a [u8],
 }
 
 impl<'a> Fields<'a> {
-    pub(super) fn new(message: &'a [u8]) -> Self {
+    /// The fields of `message`.
+    pub fn new(message: &'a [u8]) -> Self {
         Self { rest: message }
     }
 
     /// Bytes not read yet.
-    pub(super) fn remaining(&self) -> usize {
+    pub fn remaining(&self) -> usize {
         self.rest.len()
     }
 
     /// The next field with its whole record (key, length and value bytes).
     #[inline]
-    pub(super) fn next_record(&mut self) -> Option<(u32, Wire<'a>, &'a [u8])> {
+    pub fn next_record(&mut self) -> Option<(u32, Wire<'a>, &'a [u8])> {
         let start = self.rest;
         let Some((field, value)) = self.read() else {
             self.rest = &[];
@@ -51,19 +53,12 @@ impl<'a> Fields<'a> {
         let field = u32::try_from(key >> 3).ok()?;
         let value = match key & 7 {
             0 => Wire::Varint(varint(&mut self.rest)?),
-            1 => {
-                let (v, rest) = self.rest.split_first_chunk::<8>()?;
-                self.rest = rest;
-                Wire::I64(u64::from_le_bytes(*v))
-            }
-            2 => {
-                let len = usize::try_from(varint(&mut self.rest)?).ok()?;
-                let v = self.rest.get(..len)?;
-                self.rest = self.rest.get(len..)?;
-                Wire::Len(v)
-            }
+            1 => Wire::I64(u64::from_le_bytes(
+                take(&mut self.rest, 8)?.try_into().ok()?,
+            )),
+            2 => Wire::Len(len_delimited(&mut self.rest)?),
             5 => {
-                self.rest = self.rest.get(4..)?;
+                take(&mut self.rest, 4)?;
                 Wire::I32
             }
             _ => return None,
@@ -85,37 +80,58 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
-/// A varint (at most ten bytes).
+/// A varint as prost reads it: at most ten bytes, the tenth at most 1.
 #[inline]
-fn varint(buf: &mut &[u8]) -> Option<u64> {
+pub fn varint(b: &mut &[u8]) -> Option<u64> {
     let mut value = 0u64;
     for i in 0..10 {
-        let (&b, rest) = buf.split_first()?;
-        *buf = rest;
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b < 0x80 {
+        let (&byte, rest) = b.split_first()?;
+        *b = rest;
+        if i == 9 && byte > 1 {
+            return None;
+        }
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
             return Some(value);
         }
     }
     None
 }
 
+/// The next `n` bytes.
+#[inline]
+pub fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if b.len() < n {
+        return None;
+    }
+    let (head, rest) = b.split_at(n);
+    *b = rest;
+    Some(head)
+}
+
+/// A length-delimited value: its varint length, then that many bytes.
+#[inline]
+pub fn len_delimited<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = usize::try_from(varint(b)?).ok()?;
+    take(b, len)
+}
+
 /// The values of a repeated `fixed64` / `double` field, packed or one per field, as prost
-/// collects them: every occurrence appends.
-pub(super) fn push_fixed64(value: Wire<'_>, out: &mut Vec<u64>) {
+/// collects them (every occurrence appends), each mapped by `f` (`f64::from_bits` for a double).
+pub fn push_fixed64<T>(value: Wire<'_>, out: &mut Vec<T>, f: impl Fn(u64) -> T) {
     match value {
-        Wire::I64(v) => out.push(v),
+        Wire::I64(v) => out.push(f(v)),
         Wire::Len(packed) => out.extend(
             packed
                 .chunks_exact(8)
-                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())),
+                .map(|c| f(u64::from_le_bytes(c.try_into().unwrap_or_default()))),
         ),
         Wire::Varint(_) | Wire::I32 => {}
     }
 }
 
 /// A string field's text (checked UTF-8 by the scan; empty if it were not).
-pub(super) fn text(bytes: &[u8]) -> &str {
+pub fn text(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).unwrap_or_default()
 }
 
@@ -145,11 +161,19 @@ mod tests {
         assert!(matches!(fields[3], (4, Wire::I32)));
         assert_eq!(fields.len(), 4);
         let mut out = Vec::new();
-        push_fixed64(Wire::I64(1), &mut out);
+        push_fixed64(Wire::I64(1), &mut out, |v| v);
         push_fixed64(
             Wire::Len(&[2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0]),
             &mut out,
+            |v| v,
         );
         assert_eq!(out, [1, 2, 3]);
+        let mut doubles = Vec::new();
+        push_fixed64(Wire::I64(2.5f64.to_bits()), &mut doubles, f64::from_bits);
+        assert_eq!(doubles, [2.5]);
+        // prost's limits: a tenth varint byte above 1 is refused.
+        let mut over = [0xff; 10];
+        over[9] = 2;
+        assert_eq!(varint(&mut &over[..]), None);
     }
 }
