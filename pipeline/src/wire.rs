@@ -83,6 +83,20 @@ impl<'a> Iterator for Fields<'a> {
 /// A varint as prost reads it: at most ten bytes, the tenth at most 1.
 #[inline]
 pub fn varint(b: &mut &[u8]) -> Option<u64> {
+    // Most varints of a request are one byte (keys, short lengths, small enums): read those
+    // without the loop.
+    if let Some((&byte, rest)) = b.split_first()
+        && byte < 0x80
+    {
+        *b = rest;
+        return Some(u64::from(byte));
+    }
+    varint_long(b)
+}
+
+/// [`varint`] past its first byte's fast path.
+#[inline(never)]
+fn varint_long(b: &mut &[u8]) -> Option<u64> {
     let mut value = 0u64;
     for i in 0..10 {
         let (&byte, rest) = b.split_first()?;
@@ -130,6 +144,13 @@ pub fn push_fixed64<T>(value: Wire<'_>, out: &mut Vec<T>, f: impl Fn(u64) -> T) 
     }
 }
 
+/// Whether `bytes` are UTF-8, as prost requires of a string field. Attribute keys and values
+/// are short and nearly always ASCII, which is checked inline before the general check.
+#[inline]
+pub fn is_utf8(bytes: &[u8]) -> bool {
+    bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()
+}
+
 /// A string field's text (checked UTF-8 by the scan; empty if it were not).
 pub fn text(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).unwrap_or_default()
@@ -175,5 +196,38 @@ mod tests {
         let mut over = [0xff; 10];
         over[9] = 2;
         assert_eq!(varint(&mut &over[..]), None);
+    }
+
+    #[test]
+    fn one_byte_varints_and_ascii_take_the_fast_paths_with_the_same_answers() {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut buf = Vec::new();
+            prost::encoding::encode_varint(v, &mut buf);
+            buf.push(0x2a);
+            let mut rest = &buf[..];
+            assert_eq!(varint(&mut rest), Some(v), "{v}");
+            assert_eq!(rest, [0x2a], "{v} leaves the next byte");
+        }
+        assert_eq!(varint(&mut &[0x80][..]), None, "a truncated varint");
+        assert_eq!(varint(&mut &[][..]), None);
+        assert!(is_utf8(b""));
+        assert!(is_utf8(b"gpu_id"));
+        assert!(is_utf8("d\u{e9}j\u{e0} \u{1f916}".as_bytes()));
+        assert!(
+            !is_utf8(b"gpu\xff"),
+            "a byte past ASCII that starts nothing"
+        );
+        assert!(!is_utf8(&[0xc3]), "a truncated sequence");
+        assert!(!is_utf8(&[0xed, 0xa0, 0x80]), "a surrogate");
     }
 }

@@ -10,7 +10,7 @@
 //! caller decodes with prost, which then gives the data or the error.
 //! `tests::agrees_with_prost_on_mutated_requests` holds it to prost.
 
-use crate::wire::{len_delimited, take, varint};
+use crate::wire::{is_utf8, len_delimited, take, varint};
 
 /// The deepest message nesting it follows (prost allows 100; a request is 7 deep before
 /// attribute values nest).
@@ -207,7 +207,9 @@ impl Walker<'_> {
                 }
                 Field::Str => {
                     expect(wt, LEN)?;
-                    std::str::from_utf8(len_delimited(b)?).ok()?;
+                    if !is_utf8(len_delimited(b)?) {
+                        return None;
+                    }
                 }
                 Field::Bytes => {
                     expect(wt, LEN)?;
