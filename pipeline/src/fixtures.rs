@@ -17,6 +17,20 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 /// A fixed timestamp (2026-01-01T00:00:00Z) in nanoseconds, so tests are reproducible.
 pub const T0_NANOS: u64 = 1_767_225_600_000_000_000;
 
+/// Varint values at the edges of its byte lengths (one byte, two, ten), for encoder and
+/// reader tests.
+pub const VARINT_EDGES: [u64; 9] = [
+    0,
+    1,
+    127,
+    128,
+    300,
+    16_383,
+    16_384,
+    u32::MAX as u64,
+    u64::MAX,
+];
+
 pub fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.to_owned(),

@@ -200,17 +200,7 @@ mod tests {
 
     #[test]
     fn one_byte_varints_and_ascii_take_the_fast_paths_with_the_same_answers() {
-        for v in [
-            0u64,
-            1,
-            127,
-            128,
-            300,
-            16_383,
-            16_384,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ] {
+        for v in crate::fixtures::VARINT_EDGES {
             let mut buf = Vec::new();
             prost::encoding::encode_varint(v, &mut buf);
             buf.push(0x2a);

@@ -301,17 +301,7 @@ mod tests {
 
     #[test]
     fn varints_match_prost() {
-        for v in [
-            0u64,
-            1,
-            127,
-            128,
-            300,
-            16_383,
-            16_384,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ] {
+        for v in vla_pipeline::fixtures::VARINT_EDGES {
             let mut ours = Vec::new();
             put_varint(&mut ours, v);
             let mut theirs = Vec::new();
