@@ -151,7 +151,7 @@ fn components_with_a_type_prints_its_example_which_validates() {
     let example = String::from_utf8(out.stdout).unwrap();
     assert_eq!(
         example,
-        "processors:\n  batch:\n    send_batch_size: 8192\n    timeout: 200ms\n"
+        "processors:\n  batch:\n    send_batch_size: 2048\n    timeout: 200ms\n"
     );
     // Pasted into a config, it is valid.
     let dir = tempfile::tempdir().unwrap();

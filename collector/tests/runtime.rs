@@ -108,8 +108,12 @@ async fn otlp_http_and_grpc_in_prometheus_out_then_clean_shutdown() {
             2.0,
         ),
         (
-            "vla_collector_exporter_queue_capacity{exporter=\"prometheus\"}",
-            32.0,
+            "vla_collector_exporter_queue_capacity{exporter=\"prometheus\",sizer=\"points\"}",
+            262144.0,
+        ),
+        (
+            "vla_collector_exporter_queue_points{exporter=\"prometheus\"}",
+            0.0,
         ),
         (
             "vla_collector_pipeline_queue_capacity{pipeline=\"metrics\"}",

@@ -6,7 +6,7 @@
 //! exporters:
 //!   prometheusremotewrite:
 //!     endpoint: http://127.0.0.1:9090/api/v1/write
-//!     sending_queue: { queue_size: 32, when_full: block }
+//!     sending_queue: { sizer: points, queue_size: 262144, when_full: block }
 //!     retry_on_failure: { initial_interval: 100ms, max_interval: 30s, max_elapsed_time: 5m }
 //! ```
 
@@ -18,7 +18,7 @@ use serde::de::{self, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use crate::driver::wal::{WalConfig, WalSync, WalWhenFull};
-use crate::driver::{DriverConfig, RetryPolicy, WhenFull};
+use crate::driver::{DriverConfig, MAX_QUEUE_POINTS, QueueSizer, RetryPolicy, WhenFull};
 
 /// One thing wrong with a config, at a YAML path such as `exporters.debug.verbosity`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,21 +270,41 @@ pub enum WhenFullConfig {
 }
 
 /// The `sending_queue` section of an exporter.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SendingQueueConfig {
-    /// Capacity in batches.
-    pub queue_size: usize,
+    /// What `queue_size` counts (default `points`).
+    pub sizer: SizerConfig,
+    /// Capacity, in `sizer` units (default 262144 points, or 32 batches).
+    pub queue_size: Option<usize>,
     /// Behaviour when full.
     pub when_full: WhenFullConfig,
 }
 
-impl Default for SendingQueueConfig {
-    fn default() -> Self {
-        Self {
-            queue_size: DriverConfig::default().queue_size,
-            when_full: WhenFullConfig::Block,
+/// `sending_queue.sizer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SizerConfig {
+    /// Data points.
+    #[default]
+    Points,
+    /// Batches, whatever their size.
+    Batches,
+}
+
+impl SendingQueueConfig {
+    /// What `queue_size` counts.
+    pub fn sizer(&self) -> QueueSizer {
+        match self.sizer {
+            SizerConfig::Points => QueueSizer::Points,
+            SizerConfig::Batches => QueueSizer::Batches,
         }
+    }
+
+    /// The capacity, in [`Self::sizer`] units (the sizer's default when not set).
+    pub fn queue_size(&self) -> usize {
+        self.queue_size
+            .unwrap_or_else(|| self.sizer().default_queue_size())
     }
 }
 
@@ -296,10 +316,19 @@ pub fn driver_config(
     retry: &RetryConfig,
 ) -> Result<DriverConfig, Vec<ConfigProblem>> {
     let mut problems = Vec::new();
-    if queue.queue_size == 0 {
+    let queue_size = queue.queue_size();
+    if queue_size == 0 {
         problems.push(ConfigProblem::new(
             format!("{path}.sending_queue.queue_size"),
             "must be at least 1",
+        ));
+    } else if queue_size > MAX_QUEUE_POINTS {
+        problems.push(ConfigProblem::new(
+            format!("{path}.sending_queue.queue_size"),
+            format!(
+                "must be at most {MAX_QUEUE_POINTS} {}, got {queue_size}",
+                queue.sizer().name()
+            ),
         ));
     }
     if retry.multiplier < 1.0 || !retry.multiplier.is_finite() {
@@ -333,7 +362,8 @@ pub fn driver_config(
         return Err(problems);
     }
     Ok(DriverConfig {
-        queue_size: queue.queue_size,
+        queue_size,
+        sizer: queue.sizer(),
         when_full: match queue.when_full {
             WhenFullConfig::Block => WhenFull::Block,
             WhenFullConfig::Drop => WhenFull::Drop,
@@ -573,8 +603,9 @@ mod tests {
     #[test]
     fn driver_config_checks_every_field() {
         let queue = SendingQueueConfig {
-            queue_size: 0,
+            queue_size: Some(0),
             when_full: WhenFullConfig::Drop,
+            ..SendingQueueConfig::default()
         };
         let retry = RetryConfig {
             multiplier: 0.5,
@@ -596,5 +627,31 @@ mod tests {
         let ok = driver_config("e", &SendingQueueConfig::default(), &RetryConfig::default())
             .expect("defaults valid");
         assert_eq!(ok, DriverConfig::default());
+        assert_eq!((ok.sizer, ok.queue_size), (QueueSizer::Points, 262_144));
+        let batches: SendingQueueConfig =
+            serde_json::from_value(serde_json::json!({ "sizer": "batches" })).expect("parses");
+        let d = driver_config("e", &batches, &RetryConfig::default()).expect("valid");
+        assert_eq!((d.sizer, d.queue_size), (QueueSizer::Batches, 32));
+        let huge = SendingQueueConfig {
+            queue_size: Some(MAX_QUEUE_POINTS + 1),
+            ..SendingQueueConfig::default()
+        };
+        let p = driver_config("e", &huge, &RetryConfig::default()).expect_err("too large");
+        assert_eq!(p[0].path, "e.sending_queue.queue_size");
+        assert_eq!(
+            p[0].message,
+            format!(
+                "must be at most 4294967295 points, got {}",
+                MAX_QUEUE_POINTS + 1
+            )
+        );
+        let unknown =
+            serde_json::from_value::<SendingQueueConfig>(serde_json::json!({ "sizer": "bytes" }))
+                .expect_err("unknown sizer")
+                .to_string();
+        assert!(
+            unknown.contains("points") && unknown.contains("batches"),
+            "{unknown}"
+        );
     }
 }

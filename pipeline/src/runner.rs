@@ -27,7 +27,7 @@ pub struct BatcherConfig {
 impl Default for BatcherConfig {
     fn default() -> Self {
         Self {
-            send_batch_size: 8192,
+            send_batch_size: 2048,
             timeout: Duration::from_millis(200),
         }
     }

@@ -10,7 +10,7 @@
 //! ```yaml
 //! processors:
 //!   batch:
-//!     send_batch_size: 8192   # send as soon as this many data points are pending
+//!     send_batch_size: 2048   # send as soon as this many data points are pending
 //!     timeout: 200ms          # send pending data at the latest this long after it arrived
 //! ```
 
@@ -31,7 +31,7 @@ pub struct Batch;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Send once this many data points are pending (default 8192).
+    /// Send once this many data points are pending (default 2048).
     pub send_batch_size: usize,
     /// Send pending data at the latest this long after the first point arrived (default 200ms).
     #[serde(deserialize_with = "vla_pipeline::config::duration")]
@@ -84,7 +84,7 @@ impl From<&Config> for BatcherConfig {
 
 impl vla_pipeline::registry::Component for Batch {
     const TYPE: &'static str = TYPE;
-    const EXAMPLE: &'static str = "send_batch_size: 8192\ntimeout: 200ms\n";
+    const EXAMPLE: &'static str = "send_batch_size: 2048\ntimeout: 200ms\n";
     type Config = Config;
 
     fn validate(config: &Config, path: &str) -> Vec<ConfigProblem> {
@@ -126,7 +126,7 @@ mod tests {
     #[test]
     fn defaults_match_the_pipeline_batcher() {
         let c = parse(serde_json::json!({})).unwrap();
-        assert_eq!(c.send_batch_size, 8192);
+        assert_eq!(c.send_batch_size, 2048);
         assert_eq!(c.timeout, Duration::from_millis(200));
         assert_eq!(c.batcher_config(), BatcherConfig::default());
         assert!(c.validate("processors.batch").is_empty());

@@ -29,7 +29,7 @@
 //!   attributes/env:
 //!     actions:
 //!       - { key: deployment.environment, value: prod, action: upsert }
-//!   batch: { send_batch_size: 8192, timeout: 200ms }
+//!   batch: { send_batch_size: 2048, timeout: 200ms }
 //! service:
 //!   pipelines:
 //!     metrics: { receivers: [otlp], processors: [attributes/env, batch], exporters: [prometheus] }

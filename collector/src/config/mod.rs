@@ -10,7 +10,7 @@
 //!       grpc: { endpoint: 127.0.0.1:4317 }
 //!       http: { endpoint: 127.0.0.1:4318 }
 //! processors:
-//!   batch: { send_batch_size: 8192, timeout: 200ms }
+//!   batch: { send_batch_size: 2048, timeout: 200ms }
 //! exporters:
 //!   prometheus: { endpoint: 127.0.0.1:9464 }
 //!   prometheusremotewrite: { endpoint: "${env:PROM_RW_URL:-http://127.0.0.1:9090/api/v1/write}" }

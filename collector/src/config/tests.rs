@@ -87,7 +87,7 @@ processors:
 exporters:
   prometheusremotewrite:
     endpoint: ${env:RW_URL}
-    sending_queue: { queue_size: 10, when_full: drop }
+    sending_queue: { sizer: batches, queue_size: 10, when_full: drop }
   prometheus:
   debug/verbose:
     verbosity: detailed
@@ -122,6 +122,7 @@ service:
     assert_eq!(cfg.endpoint, "http://10.0.0.1:9090/api/v1/write");
     let driver = rw.driver_config();
     assert_eq!(driver.queue_size, 10);
+    assert_eq!(driver.sizer, vla_pipeline::driver::QueueSizer::Batches);
     assert_eq!(driver.when_full, vla_pipeline::driver::WhenFull::Drop);
     assert!(c.exporters["prometheus"].is::<vla_exporters::PrometheusExporter>());
     let p = &c.pipelines[0];
@@ -1084,4 +1085,35 @@ fn write_ahead_logs_need_a_directory_each_and_valid_settings() {
         errs.contains("sync") && errs.contains("always") && errs.contains("interval"),
         "{errs}"
     );
+}
+
+#[test]
+fn a_points_queue_smaller_than_one_batch_fails_naming_the_field() {
+    let with_queue = |queue: &str| {
+        format!("{BASE}processors:\n  batch:\n    send_batch_size: 2048\n")
+            .replace(
+                "exporters:\n  prometheus:\n",
+                &format!(
+                    "exporters:\n  prometheusremotewrite:\n    endpoint: http://127.0.0.1:9090/api/v1/write\n    sending_queue: {{ {queue}when_full: drop }}\n  prometheus:\n"
+                ),
+            )
+            .replace(
+                "      exporters: [prometheus]",
+                "      processors: [batch]\n      exporters: [prometheusremotewrite, prometheus]",
+            )
+    };
+    // A queue_size written when it counted batches.
+    assert_eq!(
+        errors(&with_queue("queue_size: 32, ")),
+        vec![
+            "c.yaml:9: exporters.prometheusremotewrite.sending_queue.queue_size: 32 points is \
+             less than one batch of pipeline \"metrics\" (its batch processor's send_batch_size \
+             is 2048), so the queue would hold one batch at a time; queue_size counts data \
+             points (sizer: points): set it to several batches (the default is 262144), or set \
+             sizer: batches to count batches"
+        ]
+    );
+    for ok in ["", "queue_size: 2048, ", "sizer: batches, queue_size: 32, "] {
+        assert!(check(&with_queue(ok)).is_ok(), "{ok}");
+    }
 }

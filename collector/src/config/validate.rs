@@ -152,6 +152,7 @@ impl Validator {
             self.warn_deltas_dropped(&service_path, p, &receivers, &processors, &exporters);
             self.check_aggregate_labels(p, &processors);
             self.check_memory_limiter(&service_path, p, &processors);
+            self.check_queue_holds_a_batch(p, &processors, &exporters);
             let batched = p
                 .all_processors
                 .iter()
@@ -384,6 +385,56 @@ impl Validator {
                  `deltatocumulative` processor (before `batch`) to turn them into cumulative \
                  series",
             ));
+        }
+    }
+
+    /// A queue counted in points that is smaller than one batch of the pipeline feeding it
+    /// holds one batch at a time and makes every other wait: almost always a `queue_size`
+    /// written when it counted batches.
+    fn check_queue_holds_a_batch(
+        &mut self,
+        p: &pipelines::RawPipeline,
+        processors: &BTreeMap<ComponentId, ProcessorConfig>,
+        exporters: &BTreeMap<ComponentId, ExporterConfig>,
+    ) {
+        let Some(batch_size) = p
+            .all_processors
+            .iter()
+            .filter_map(|id| processors.get(id)?.get::<vla_processors::batch::Config>())
+            .map(|b| b.send_batch_size)
+            .max()
+        else {
+            return;
+        };
+        for id in &p.exporters {
+            // Only exporters with a `sending_queue` section; the others' default queue holds
+            // any sane batch size.
+            let Some(e) = exporters
+                .get(id)
+                .filter(|e| e.is::<PrometheusRemoteWriteExporter>())
+            else {
+                continue;
+            };
+            let d = e.driver_config();
+            if d.sizer == vla_pipeline::driver::QueueSizer::Points && d.queue_size < batch_size {
+                self.error(
+                    YamlPath::root()
+                        .key("exporters")
+                        .key(id.as_ref())
+                        .key("sending_queue")
+                        .key("queue_size"),
+                    format!(
+                        "{} points is less than one batch of pipeline {:?} (its batch \
+                         processor's send_batch_size is {batch_size}), so the queue would hold \
+                         one batch at a time; queue_size counts data points (sizer: points): \
+                         set it to several batches (the default is {}), or set sizer: batches \
+                         to count batches",
+                        d.queue_size,
+                        &*p.name,
+                        vla_pipeline::driver::QueueSizer::Points.default_queue_size(),
+                    ),
+                );
+            }
         }
     }
 

@@ -522,7 +522,7 @@ fn config_defaults_and_validation_messages() {
     assert!(empty.validate("e")[0].message.starts_with("is required"));
 
     let mut retry = Config::with_endpoint("http://h/w");
-    retry.sending_queue.queue_size = 0;
+    retry.sending_queue.queue_size = Some(0);
     let problems = retry.validate("e");
     assert_eq!(problems[0].path, "e.sending_queue.queue_size");
     assert!(retry.driver_config("e").is_err());

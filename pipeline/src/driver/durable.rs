@@ -128,7 +128,9 @@ impl Worker {
     /// Prepares a batch and appends its requests; confirms its acknowledgements once they
     /// are in the log (synced, with `sync: always`).
     async fn persist(&self, wal: &Arc<Wal>, health: &WalHealth, q: Queued) {
-        let Queued { batch, acks } = q;
+        let Queued { batch, acks, slot } = q;
+        // Out of the queue: the log holds it from here.
+        drop(slot);
         let points = batch.data_points() as u64;
         let prepared = match self.exporter.prepare(&batch) {
             Ok(p) => p,

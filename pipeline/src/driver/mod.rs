@@ -1,4 +1,6 @@
-//! The exporter driver: one bounded queue and one worker per exporter. The worker has the
+//! The exporter driver: one bounded queue and one worker per exporter. The queue counts its
+//! capacity in data points by default ([`QueueSizer`]), so how much it holds through an
+//! outage does not depend on the batch size. The worker has the
 //! exporter [prepare](crate::Exporter::prepare) each batch into requests, keeps the requests
 //! still to send, sends each lane's requests in order (lanes concurrently), retries exactly
 //! the undelivered request with capped, jittered exponential backoff (honouring a server's
@@ -31,13 +33,13 @@ use tokio::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use crate::ratelimit::LogLimiter;
-use crate::self_metrics::{Counter, SelfMetrics};
+use crate::self_metrics::{Counter, Gauge, SelfMetrics};
 use parking_lot::Mutex;
 
 use crate::ack::{Acks, PendingAcks};
@@ -104,14 +106,50 @@ pub enum WhenFull {
     Drop,
 }
 
+/// What an exporter's queue capacity (`sending_queue.queue_size`) counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueSizer {
+    /// Data points: a batch takes as many units as it has points (at least one), so the
+    /// queue holds the same data whatever the batch size. A batch larger than the whole
+    /// queue waits until the queue is empty and then takes all of it.
+    #[default]
+    Points,
+    /// Batches, whatever their size.
+    Batches,
+}
+
+impl QueueSizer {
+    /// The default capacity in this unit: 262 144 points (32 batches of the batch
+    /// processor's former default of 8192), or 32 batches.
+    pub fn default_queue_size(self) -> usize {
+        match self {
+            QueueSizer::Points => 32 * 8192,
+            QueueSizer::Batches => 32,
+        }
+    }
+
+    /// The config name (`points`, `batches`), also the `sizer` label of the capacity gauge.
+    pub fn name(self) -> &'static str {
+        match self {
+            QueueSizer::Points => "points",
+            QueueSizer::Batches => "batches",
+        }
+    }
+}
+
+/// The largest queue, in either unit: a batch's share of a points queue is taken in one go,
+/// and the semaphore behind it counts in `u32`.
+pub const MAX_QUEUE_POINTS: usize = u32::MAX as usize;
+
 /// Queue and retry settings of one exporter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DriverConfig {
-    /// Capacity of the queue, in batches. With the batcher's default of 8192 points a batch of
-    /// decoded OTLP holds a few MB, so the default of 32 allows roughly 100 MB at worst; a
-    /// `memory_limiter` in the pipeline bounds what all queues hold together in bytes
-    /// (`crate::memory`).
+    /// Capacity of the queue, in `sizer` units. Decoded OTLP takes a few hundred bytes a
+    /// point, so the default of 262 144 points holds roughly 100 MB at worst; a `memory_limiter` in the pipeline bounds what
+    /// all queues hold together in bytes (`crate::memory`).
     pub queue_size: usize,
+    /// What `queue_size` counts.
+    pub sizer: QueueSizer,
     /// What to do when the queue is full.
     pub when_full: WhenFull,
     /// Retry settings.
@@ -126,7 +164,8 @@ pub struct DriverConfig {
 impl Default for DriverConfig {
     fn default() -> Self {
         Self {
-            queue_size: 32,
+            queue_size: QueueSizer::Points.default_queue_size(),
+            sizer: QueueSizer::Points,
             when_full: WhenFull::Block,
             retry: RetryPolicy::default(),
             sample_age_limit: None,
@@ -156,6 +195,22 @@ impl WalHealth {
 struct Queued {
     batch: Arc<MetricBatch>,
     acks: PendingAcks,
+    /// Its room in the queue, given back when the worker takes it out.
+    slot: Slot,
+}
+
+/// A batch's room in an exporter's queue: its points counted in the points gauge and, with
+/// [`QueueSizer::Points`], its share of the capacity. Dropping it gives both back.
+struct Slot {
+    points: i64,
+    queued: Gauge,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.queued.add(-self.points);
+    }
 }
 
 const DROPPED: &str = "vla_collector_exporter_dropped_data_points_total";
@@ -167,6 +222,10 @@ const DROPPED_HELP: &str = "Data points an exporter did not deliver, by reason."
 pub struct ExporterHandle {
     id: ComponentId,
     tx: mpsc::Sender<Queued>,
+    /// With [`QueueSizer::Points`]: the queue's capacity in points, and what is free of it.
+    points: Option<(Arc<Semaphore>, u32)>,
+    /// Points waiting in the queue.
+    queued: Gauge,
     when_full: WhenFull,
     wal: Option<WalHealth>,
     dropped_full: Counter,
@@ -207,9 +266,41 @@ impl ExporterHandle {
     /// write-ahead log (failed if it never gets there).
     pub async fn enqueue_with(&self, batch: Arc<MetricBatch>, acks: Acks) {
         let points = batch.data_points() as u64;
+        // With a points sizer the room is taken first; the channel behind it has a slot for
+        // every point of capacity, so it never waits then.
+        let permit = match &self.points {
+            None => None,
+            Some((room, capacity)) => {
+                let share = points.clamp(1, u64::from(*capacity)) as u32;
+                let taken = match self.when_full {
+                    WhenFull::Block => room.clone().acquire_many_owned(share).await.ok(),
+                    WhenFull::Drop => match room.clone().try_acquire_many_owned(share) {
+                        Ok(p) => Some(p),
+                        Err(TryAcquireError::NoPermits) => {
+                            self.dropped_full.add(points);
+                            return;
+                        }
+                        Err(TryAcquireError::Closed) => None,
+                    },
+                };
+                match taken {
+                    Some(p) => Some(p),
+                    None => {
+                        self.dropped_stopped.add(points);
+                        return;
+                    }
+                }
+            }
+        };
+        self.queued.add(points as i64);
         let queued = Queued {
             batch,
             acks: PendingAcks::new(acks),
+            slot: Slot {
+                points: points as i64,
+                queued: self.queued.clone(),
+                _permit: permit,
+            },
         };
         let full = match self.when_full {
             WhenFull::Block => match self.tx.send(queued).await {
@@ -271,24 +362,49 @@ fn spawn(
         // it only waits.
         config.when_full = WhenFull::Block;
     }
-    let (tx, rx) = mpsc::channel(config.queue_size.max(1));
+    let (points, slots) = match config.sizer {
+        QueueSizer::Batches => (None, config.queue_size.max(1)),
+        QueueSizer::Points => {
+            let capacity = config.queue_size.clamp(1, MAX_QUEUE_POINTS);
+            // Every batch takes at least one point of room, so this many slots never fill
+            // before the room does (tokio allocates them only as they are used).
+            (
+                Some((Arc::new(Semaphore::new(capacity)), capacity as u32)),
+                capacity,
+            )
+        }
+    };
+    let (tx, rx) = mpsc::channel(slots);
     let labels = [("exporter", &*id)];
-    telemetry.channel_gauges(
-        (
-            "vla_collector_exporter_queue_length",
-            "Batches waiting in an exporter's queue.",
-        ),
-        (
-            "vla_collector_exporter_queue_capacity",
-            "Capacity of an exporter's queue, in batches.",
-        ),
+    let weak = tx.downgrade();
+    telemetry.gauge_fn(
+        "vla_collector_exporter_queue_length",
+        "Batches waiting in an exporter's queue.",
         &labels,
-        &tx,
+        move || {
+            weak.upgrade()
+                .map(|s| (s.max_capacity() - s.capacity()) as i64)
+                .unwrap_or(0)
+        },
+    );
+    let queued = telemetry.gauge(
+        "vla_collector_exporter_queue_points",
+        "Data points waiting in an exporter's queue.",
+        &labels,
+    );
+    let capacity = config.queue_size.max(1) as i64;
+    telemetry.gauge_fn(
+        "vla_collector_exporter_queue_capacity",
+        "Capacity of an exporter's queue, in the unit its sizer label names (points or batches).",
+        &[("exporter", &*id), ("sizer", config.sizer.name())],
+        move || capacity,
     );
     let wal_health = wal.as_ref().map(|_| WalHealth::default());
     let handle = ExporterHandle {
         id: id.clone(),
         tx,
+        points,
+        queued,
         when_full: config.when_full,
         wal: wal_health.clone(),
         dropped_full: telemetry.counter(
@@ -401,9 +517,10 @@ impl Worker {
     async fn run(mut self) {
         loop {
             let Some(rx) = self.rx.as_mut() else { return };
-            let Some(Queued { batch, acks }) = rx.recv().await else {
+            let Some(Queued { batch, acks, slot }) = rx.recv().await else {
                 break;
             };
+            drop(slot);
             self.in_flight
                 .store(batch.data_points() as u64, Ordering::Relaxed);
             self.deliver(&batch).await;

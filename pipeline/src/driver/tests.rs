@@ -189,6 +189,7 @@ async fn drop_when_full_counts_queue_full() {
     let exp = Scripted::new(vec![retryable(Some(Duration::from_secs(3600)))]);
     let cfg = DriverConfig {
         queue_size: 1,
+        sizer: QueueSizer::Batches,
         when_full: WhenFull::Drop,
         ..no_jitter()
     };
@@ -201,20 +202,105 @@ async fn drop_when_full_counts_queue_full() {
     h.enqueue(batch(2)).await; // fills the queue
     h.enqueue(batch(3)).await; // dropped
     assert_eq!(counter(&t, DROPPED, Some("queue_full")), Some(3));
-    assert_eq!(
-        t.value("vla_collector_exporter_queue_length", &[("exporter", "x")]),
-        Some(1)
-    );
-    assert_eq!(
-        t.value(
-            "vla_collector_exporter_queue_capacity",
-            &[("exporter", "x")]
-        ),
-        Some(1)
-    );
+    assert_eq!(queue_gauges(&t, "batches"), (Some(1), Some(2), Some(1)));
     stop.cancel();
     drop(h);
     join.await.expect("worker");
+}
+
+/// (batches, points, capacity) of exporter `x`'s queue, the capacity labelled with `sizer`.
+fn queue_gauges(t: &SelfMetrics, sizer: &str) -> (Option<i64>, Option<i64>, Option<i64>) {
+    let x = [("exporter", "x")];
+    (
+        t.value("vla_collector_exporter_queue_length", &x),
+        t.value("vla_collector_exporter_queue_points", &x),
+        t.value(
+            "vla_collector_exporter_queue_capacity",
+            &[("exporter", "x"), ("sizer", sizer)],
+        ),
+    )
+}
+
+/// Polls `f` once: whether it finished.
+fn ready_now<F: std::future::Future>(f: F) -> bool {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    f.as_mut().poll(&mut cx).is_ready()
+}
+
+#[tokio::test]
+async fn a_points_queue_counts_points_whatever_the_batch_size() {
+    let t = SelfMetrics::new();
+    let exp = Scripted::new(vec![retryable(Some(Duration::from_secs(3600)))]);
+    let cfg = DriverConfig {
+        queue_size: 10,
+        when_full: WhenFull::Drop,
+        ..no_jitter()
+    };
+    assert_eq!(cfg.sizer, QueueSizer::Points, "the default");
+    let stop = CancellationToken::new();
+    let (h, join) = spawn_exporter("x".into(), exp.clone(), cfg, &t, stop.clone());
+    h.enqueue(batch(1)).await; // taken by the worker, stuck retrying
+    while exp.attempts.lock().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(queue_gauges(&t, "points"), (Some(0), Some(0), Some(10)));
+    h.enqueue(batch(6)).await; // 6 of 10
+    h.enqueue(batch(5)).await; // 5 > 4 free: dropped
+    h.enqueue(batch(4)).await; // 10 of 10
+    h.enqueue(batch(1)).await; // dropped
+    assert_eq!(counter(&t, DROPPED, Some("queue_full")), Some(6));
+    assert_eq!(queue_gauges(&t, "points"), (Some(2), Some(10), Some(10)));
+    stop.cancel();
+    drop(h);
+    join.await.expect("worker");
+    assert_eq!(queue_gauges(&t, "points").1, Some(0), "all given back");
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_a_points_queue_waits_for_it_empty_then_takes_it_all() {
+    let t = SelfMetrics::new();
+    // The first batch's attempt waits until released, holding the worker.
+    let exp = Scripted::new(vec![retryable(Some(Duration::from_secs(3600)))]);
+    let cfg = DriverConfig {
+        queue_size: 10,
+        ..no_jitter()
+    };
+    let stop = CancellationToken::new();
+    let (h, join) = spawn_exporter("x".into(), exp.clone(), cfg, &t, stop.clone());
+    h.enqueue(batch(1)).await;
+    while exp.attempts.lock().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    h.enqueue(batch(3)).await;
+    // 25 points do not fit beside 3 and never fit at all: they wait for an empty queue...
+    let h2 = h.clone();
+    let big = tokio::spawn(async move { h2.enqueue(batch(25)).await });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!big.is_finished(), "must wait while 3 points are queued");
+    // ...and a small batch behind them waits its turn (the room is handed out in order).
+    assert!(
+        !ready_now(h.enqueue(batch(1))),
+        "blocks behind the big batch"
+    );
+    assert_eq!(queue_gauges(&t, "points").1, Some(3));
+    // Shutting down lets the worker take the 3 points out (counted as dropped): then the
+    // big batch gets the whole queue.
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), big)
+        .await
+        .expect("a batch larger than the queue must get in once it is empty")
+        .expect("enqueued");
+    assert_eq!(
+        queue_gauges(&t, "points").1.map(|p| p == 25 || p == 0),
+        Some(true)
+    );
+    drop(h);
+    join.await.expect("worker");
+    assert_eq!(counter(&t, DROPPED, Some("shutdown")), Some(1 + 3 + 25));
+    assert_eq!(queue_gauges(&t, "points").1, Some(0));
 }
 
 #[test]
