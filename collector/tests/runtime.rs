@@ -109,7 +109,7 @@ async fn otlp_http_and_grpc_in_prometheus_out_then_clean_shutdown() {
         ),
         (
             "vla_collector_exporter_queue_capacity{exporter=\"prometheus\",sizer=\"points\"}",
-            262144.0,
+            65536.0,
         ),
         (
             "vla_collector_exporter_queue_points{exporter=\"prometheus\"}",

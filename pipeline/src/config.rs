@@ -6,7 +6,7 @@
 //! exporters:
 //!   prometheusremotewrite:
 //!     endpoint: http://127.0.0.1:9090/api/v1/write
-//!     sending_queue: { sizer: points, queue_size: 262144, when_full: block }
+//!     sending_queue: { sizer: points, queue_size: 65536, when_full: block }
 //!     retry_on_failure: { initial_interval: 100ms, max_interval: 30s, max_elapsed_time: 5m }
 //! ```
 
@@ -275,7 +275,7 @@ pub enum WhenFullConfig {
 pub struct SendingQueueConfig {
     /// What `queue_size` counts (default `points`).
     pub sizer: SizerConfig,
-    /// Capacity, in `sizer` units (default 262144 points, or 32 batches).
+    /// Capacity, in `sizer` units (default 65536 points, or 32 batches).
     pub queue_size: Option<usize>,
     /// Behaviour when full.
     pub when_full: WhenFullConfig,
@@ -627,7 +627,7 @@ mod tests {
         let ok = driver_config("e", &SendingQueueConfig::default(), &RetryConfig::default())
             .expect("defaults valid");
         assert_eq!(ok, DriverConfig::default());
-        assert_eq!((ok.sizer, ok.queue_size), (QueueSizer::Points, 262_144));
+        assert_eq!((ok.sizer, ok.queue_size), (QueueSizer::Points, 65_536));
         let batches: SendingQueueConfig =
             serde_json::from_value(serde_json::json!({ "sizer": "batches" })).expect("parses");
         let d = driver_config("e", &batches, &RetryConfig::default()).expect("valid");

@@ -1109,7 +1109,7 @@ fn a_points_queue_smaller_than_one_batch_fails_naming_the_field() {
             "c.yaml:9: exporters.prometheusremotewrite.sending_queue.queue_size: 32 points is \
              less than one batch of pipeline \"metrics\" (its batch processor's send_batch_size \
              is 2048), so the queue would hold one batch at a time; queue_size counts data \
-             points (sizer: points): set it to several batches (the default is 262144), or set \
+             points (sizer: points): set it to several batches (the default is 65536), or set \
              sizer: batches to count batches"
         ]
     );

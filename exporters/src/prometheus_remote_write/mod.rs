@@ -22,7 +22,7 @@
 //!     disable_scope_info: false
 //!     send_native_histograms: false   # exponential histograms as native histograms
 //!     exponential_histogram_bounds: [0, 5, 10, 25, 50, 75, 100, 250, 500, 1000]  # else classic
-//!     sending_queue: { sizer: points, queue_size: 262144, when_full: block }
+//!     sending_queue: { sizer: points, queue_size: 65536, when_full: block }
 //!     retry_on_failure: { initial_interval: 100ms, max_interval: 30s, max_elapsed_time: 5m }
 //! ```
 //!
@@ -375,7 +375,7 @@ timeout: 5s
 external_labels: { cluster: eu-1 }
 max_samples_per_send: 2000
 shards: 4
-sending_queue: { sizer: points, queue_size: 262144, when_full: block }
+sending_queue: { sizer: points, queue_size: 65536, when_full: block }
 retry_on_failure: { initial_interval: 100ms, max_interval: 30s, max_elapsed_time: 5m }
 # Durable write-ahead queue (off unless set): clients are answered once the data is in the
 # log (fsynced first with sync: always).
