@@ -182,23 +182,32 @@ async fn hard_stop_ends_retrying_and_counts_the_rest_as_shutdown() {
     assert_eq!(counter(&t, DROPPED, Some("shutdown")), Some(7));
 }
 
+/// Exporter `x` with `cfg`, its worker stuck in an hour-long retry of a first 1-point batch
+/// (so nothing leaves the queue until `stop` is cancelled).
+async fn stuck_worker(
+    cfg: DriverConfig,
+    t: &SelfMetrics,
+) -> (ExporterHandle, JoinHandle<()>, CancellationToken) {
+    let exp = Scripted::new(vec![retryable(Some(Duration::from_secs(3600)))]);
+    let stop = CancellationToken::new();
+    let (h, join) = spawn_exporter("x".into(), exp.clone(), cfg, t, stop.clone());
+    h.enqueue(batch(1)).await;
+    while exp.attempts.lock().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    (h, join, stop)
+}
+
 #[tokio::test]
 async fn drop_when_full_counts_queue_full() {
     let t = SelfMetrics::new();
-    // A worker stuck in a long retry keeps the queue from draining.
-    let exp = Scripted::new(vec![retryable(Some(Duration::from_secs(3600)))]);
     let cfg = DriverConfig {
         queue_size: 1,
         sizer: QueueSizer::Batches,
         when_full: WhenFull::Drop,
         ..no_jitter()
     };
-    let stop = CancellationToken::new();
-    let (h, join) = spawn_exporter("x".into(), exp.clone(), cfg, &t, stop.clone());
-    h.enqueue(batch(1)).await;
-    while exp.attempts.lock().is_empty() {
-        tokio::task::yield_now().await;
-    }
+    let (h, join, stop) = stuck_worker(cfg, &t).await;
     h.enqueue(batch(2)).await; // fills the queue
     h.enqueue(batch(3)).await; // dropped
     assert_eq!(counter(&t, DROPPED, Some("queue_full")), Some(3));
@@ -231,19 +240,13 @@ fn ready_now<F: std::future::Future>(f: F) -> bool {
 #[tokio::test]
 async fn a_points_queue_counts_points_whatever_the_batch_size() {
     let t = SelfMetrics::new();
-    let exp = Scripted::new(vec![retryable(Some(Duration::from_secs(3600)))]);
     let cfg = DriverConfig {
         queue_size: 10,
         when_full: WhenFull::Drop,
         ..no_jitter()
     };
     assert_eq!(cfg.sizer, QueueSizer::Points, "the default");
-    let stop = CancellationToken::new();
-    let (h, join) = spawn_exporter("x".into(), exp.clone(), cfg, &t, stop.clone());
-    h.enqueue(batch(1)).await; // taken by the worker, stuck retrying
-    while exp.attempts.lock().is_empty() {
-        tokio::task::yield_now().await;
-    }
+    let (h, join, stop) = stuck_worker(cfg, &t).await;
     assert_eq!(queue_gauges(&t, "points"), (Some(0), Some(0), Some(10)));
     h.enqueue(batch(6)).await; // 6 of 10
     h.enqueue(batch(5)).await; // 5 > 4 free: dropped
@@ -260,18 +263,11 @@ async fn a_points_queue_counts_points_whatever_the_batch_size() {
 #[tokio::test]
 async fn a_batch_larger_than_a_points_queue_waits_for_it_empty_then_takes_it_all() {
     let t = SelfMetrics::new();
-    // The first batch's attempt waits until released, holding the worker.
-    let exp = Scripted::new(vec![retryable(Some(Duration::from_secs(3600)))]);
     let cfg = DriverConfig {
         queue_size: 10,
         ..no_jitter()
     };
-    let stop = CancellationToken::new();
-    let (h, join) = spawn_exporter("x".into(), exp.clone(), cfg, &t, stop.clone());
-    h.enqueue(batch(1)).await;
-    while exp.attempts.lock().is_empty() {
-        tokio::task::yield_now().await;
-    }
+    let (h, join, stop) = stuck_worker(cfg, &t).await;
     h.enqueue(batch(3)).await;
     // 25 points do not fit beside 3 and never fit at all: they wait for an empty queue...
     let h2 = h.clone();
