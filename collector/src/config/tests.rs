@@ -1088,7 +1088,7 @@ fn write_ahead_logs_need_a_directory_each_and_valid_settings() {
 }
 
 #[test]
-fn a_points_queue_smaller_than_one_batch_fails_naming_the_field() {
+fn a_points_queue_under_two_batches_fails_naming_the_field_once() {
     let with_queue = |queue: &str| {
         format!("{BASE}processors:\n  batch:\n    send_batch_size: 2048\n")
             .replace(
@@ -1099,21 +1099,23 @@ fn a_points_queue_smaller_than_one_batch_fails_naming_the_field() {
             )
             .replace(
                 "      exporters: [prometheus]",
-                "      processors: [batch]\n      exporters: [prometheusremotewrite, prometheus]",
+                "      processors: [batch]\n      exporters: [prometheusremotewrite, prometheus]\n    metrics/second:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [prometheusremotewrite]",
             )
     };
-    // A queue_size written when it counted batches.
-    assert_eq!(
-        errors(&with_queue("queue_size: 32, ")),
-        vec![
-            "c.yaml:9: exporters.prometheusremotewrite.sending_queue.queue_size: 32 points is \
-             less than one batch of pipeline \"metrics\" (its batch processor's send_batch_size \
-             is 2048), so the queue would hold one batch at a time; queue_size counts data \
-             points (sizer: points): set it to several batches (the default is 65536), or set \
-             sizer: batches to count batches"
-        ]
-    );
-    for ok in ["", "queue_size: 2048, ", "sizer: batches, queue_size: 32, "] {
+    // A queue_size written when it counted batches; two pipelines feed it, one error.
+    let expected = |n: usize| {
+        vec![format!(
+            "c.yaml:9: exporters.prometheusremotewrite.sending_queue.queue_size: {n} points is \
+             less than two batches of pipeline \"metrics\" (its batch processor sends once \
+             send_batch_size 2048 points are pending, and a batch can exceed that by one \
+             received request), so the queue would hold one batch at a time; queue_size counts \
+             data points (sizer: points): set it to several batches (the default is 65536), or \
+             set sizer: batches to count batches"
+        )]
+    };
+    assert_eq!(errors(&with_queue("queue_size: 32, ")), expected(32));
+    assert_eq!(errors(&with_queue("queue_size: 4095, ")), expected(4095));
+    for ok in ["", "queue_size: 4096, ", "sizer: batches, queue_size: 32, "] {
         assert!(check(&with_queue(ok)).is_ok(), "{ok}");
     }
 }

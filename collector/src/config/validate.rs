@@ -42,6 +42,8 @@ pub(super) struct Defined {
 pub(super) struct Validator {
     pub(super) errors: Vec<Diagnostic>,
     pub(super) warnings: Vec<Diagnostic>,
+    /// Exporters whose too-small queue was reported (once, however many pipelines feed it).
+    queue_reported: std::collections::BTreeSet<ComponentId>,
 }
 
 impl Validator {
@@ -388,9 +390,11 @@ impl Validator {
         }
     }
 
-    /// A queue counted in points that is smaller than one batch of the pipeline feeding it
-    /// holds one batch at a time and makes every other wait: almost always a `queue_size`
-    /// written when it counted batches.
+    /// A queue counted in points that holds fewer than two batches of the pipeline feeding
+    /// it holds one batch at a time (a batch leaves once `send_batch_size` points are pending,
+    /// so it can exceed that by up to one received request) and makes every other wait or,
+    /// with `when_full: drop`, drops it: almost always a `queue_size` written when it counted
+    /// batches. Reported once per exporter, only where `queue_size` is written.
     fn check_queue_holds_a_batch(
         &mut self,
         p: &pipelines::RawPipeline,
@@ -407,34 +411,38 @@ impl Validator {
             return;
         };
         for id in &p.exporters {
-            // Only exporters with a `sending_queue` section; the others' default queue holds
-            // any sane batch size.
-            let Some(e) = exporters
-                .get(id)
-                .filter(|e| e.is::<PrometheusRemoteWriteExporter>())
+            // Only exporters with a `sending_queue` section that sets queue_size.
+            let Some(e) = exporters.get(id) else { continue };
+            let Some(written) = e
+                .get::<vla_exporters::prometheus_remote_write::Config>()
+                .and_then(|c| c.sending_queue.queue_size)
             else {
                 continue;
             };
             let d = e.driver_config();
-            if d.sizer == vla_pipeline::driver::QueueSizer::Points && d.queue_size < batch_size {
-                self.error(
-                    YamlPath::root()
-                        .key("exporters")
-                        .key(id.as_ref())
-                        .key("sending_queue")
-                        .key("queue_size"),
-                    format!(
-                        "{} points is less than one batch of pipeline {:?} (its batch \
-                         processor's send_batch_size is {batch_size}), so the queue would hold \
-                         one batch at a time; queue_size counts data points (sizer: points): \
-                         set it to several batches (the default is {}), or set sizer: batches \
-                         to count batches",
-                        d.queue_size,
-                        &*p.name,
-                        vla_pipeline::driver::QueueSizer::Points.default_queue_size(),
-                    ),
-                );
+            if d.sizer != vla_pipeline::driver::QueueSizer::Points
+                || written >= batch_size.saturating_mul(2)
+                || !self.queue_reported.insert(id.clone())
+            {
+                continue;
             }
+            self.error(
+                YamlPath::root()
+                    .key("exporters")
+                    .key(id.as_ref())
+                    .key("sending_queue")
+                    .key("queue_size"),
+                format!(
+                    "{written} points is less than two batches of pipeline {:?} (its batch \
+                     processor sends once send_batch_size {batch_size} points are pending, \
+                     and a batch can exceed that by one received request), so the queue would \
+                     hold one batch at a time; queue_size counts data points (sizer: points): \
+                     set it to several batches (the default is {}), or set sizer: batches to \
+                     count batches",
+                    &*p.name,
+                    vla_pipeline::driver::QueueSizer::Points.default_queue_size(),
+                ),
+            );
         }
     }
 

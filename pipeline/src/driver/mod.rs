@@ -271,6 +271,9 @@ impl ExporterHandle {
     /// write-ahead log (failed if it never gets there).
     pub async fn enqueue_with(&self, batch: Arc<MetricBatch>, acks: Acks) {
         let points = batch.data_points() as u64;
+        // Pending from here: if this future is dropped while it waits for room, or gives up,
+        // the acknowledgements fail (the clients retry) instead of reading as success.
+        let acks = PendingAcks::new(acks);
         // With a points sizer the room is taken first; the channel behind it has a slot for
         // every point of capacity, so it never waits then.
         let permit = match &self.points {
@@ -300,7 +303,7 @@ impl ExporterHandle {
         self.queued.add(points as i64);
         let queued = Queued {
             batch,
-            acks: PendingAcks::new(acks),
+            acks,
             slot: Slot {
                 points: points as i64,
                 queued: self.queued.clone(),

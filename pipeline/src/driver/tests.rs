@@ -790,3 +790,53 @@ async fn a_probe_ends_a_long_backoff_soon_after_the_backend_returns() {
     assert!(back.elapsed() <= PROBE_EVERY * 2, "{:?}", back.elapsed());
     assert_eq!(exp.delivered.lock().len(), 4);
 }
+
+#[tokio::test]
+async fn an_enqueue_dropped_while_it_waits_for_room_fails_its_acknowledgements() {
+    let t = SelfMetrics::new();
+    let cfg = DriverConfig {
+        queue_size: 10,
+        ..no_jitter()
+    };
+    let (h, join, stop) = stuck_worker(cfg, &t).await;
+    h.enqueue(batch(10)).await; // the queue is full
+    let (ack, waiter) = crate::ack::Ack::new();
+    let mut acks = Acks::none();
+    acks.push(ack);
+    // A pipeline aborted at shutdown drops its enqueue mid-wait: the client must not be told
+    // the data is stored.
+    assert!(!ready_now(h.enqueue_with(batch(1), acks)), "waits for room");
+    assert!(
+        !waiter.wait().await,
+        "a dropped enqueue fails its acknowledgements"
+    );
+    assert_eq!(queue_gauges(&t, "points").1, Some(10));
+    stop.cancel();
+    drop(h);
+    join.await.expect("worker");
+}
+
+#[tokio::test]
+async fn an_enqueue_waiting_for_room_ends_when_the_worker_is_aborted() {
+    let t = SelfMetrics::new();
+    let cfg = DriverConfig {
+        queue_size: 10,
+        ..no_jitter()
+    };
+    let (h, join, _stop) = stuck_worker(cfg, &t).await;
+    h.enqueue(batch(10)).await; // the queue is full
+    let h2 = h.clone();
+    let waiting = tokio::spawn(async move { h2.enqueue(batch(4)).await });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!waiting.is_finished(), "waits for room");
+    join.abort();
+    let _ = join.await;
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("an enqueue must not hang once the worker is gone")
+        .expect("enqueue task");
+    assert_eq!(counter(&t, DROPPED, Some("exporter_stopped")), Some(4));
+    assert_eq!(queue_gauges(&t, "points").1, Some(0));
+}
