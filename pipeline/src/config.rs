@@ -274,37 +274,18 @@ pub enum WhenFullConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SendingQueueConfig {
     /// What `queue_size` counts (default `points`).
-    pub sizer: SizerConfig,
+    pub sizer: QueueSizer,
     /// Capacity, in `sizer` units (default 65536 points, or 32 batches).
     pub queue_size: Option<usize>,
     /// Behaviour when full.
     pub when_full: WhenFullConfig,
 }
 
-/// `sending_queue.sizer`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SizerConfig {
-    /// Data points.
-    #[default]
-    Points,
-    /// Batches, whatever their size.
-    Batches,
-}
-
 impl SendingQueueConfig {
-    /// What `queue_size` counts.
-    pub fn sizer(&self) -> QueueSizer {
-        match self.sizer {
-            SizerConfig::Points => QueueSizer::Points,
-            SizerConfig::Batches => QueueSizer::Batches,
-        }
-    }
-
-    /// The capacity, in [`Self::sizer`] units (the sizer's default when not set).
+    /// The capacity, in `sizer` units (the sizer's default when not set).
     pub fn queue_size(&self) -> usize {
         self.queue_size
-            .unwrap_or_else(|| self.sizer().default_queue_size())
+            .unwrap_or_else(|| self.sizer.default_queue_size())
     }
 }
 
@@ -327,7 +308,7 @@ pub fn driver_config(
             format!("{path}.sending_queue.queue_size"),
             format!(
                 "must be at most {MAX_QUEUE_POINTS} {}, got {queue_size}",
-                queue.sizer().name()
+                queue.sizer.name()
             ),
         ));
     }
@@ -363,7 +344,7 @@ pub fn driver_config(
     }
     Ok(DriverConfig {
         queue_size,
-        sizer: queue.sizer(),
+        sizer: queue.sizer,
         when_full: match queue.when_full {
             WhenFullConfig::Block => WhenFull::Block,
             WhenFullConfig::Drop => WhenFull::Drop,

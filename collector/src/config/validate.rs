@@ -411,16 +411,18 @@ impl Validator {
             return;
         };
         for id in &p.exporters {
-            // Only exporters with a `sending_queue` section that sets queue_size.
-            let Some(e) = exporters.get(id) else { continue };
-            let Some(written) = e
-                .get::<vla_exporters::prometheus_remote_write::Config>()
-                .and_then(|c| c.sending_queue.queue_size)
+            // Only exporters with a `sending_queue` section, where it sets a points queue_size.
+            let Some(queue) = exporters
+                .get(id)
+                .and_then(|e| e.get::<vla_exporters::prometheus_remote_write::Config>())
+                .map(|c| &c.sending_queue)
             else {
                 continue;
             };
-            let d = e.driver_config();
-            if d.sizer != vla_pipeline::driver::QueueSizer::Points
+            let Some(written) = queue.queue_size else {
+                continue;
+            };
+            if queue.sizer != vla_pipeline::driver::QueueSizer::Points
                 || written >= batch_size.saturating_mul(2)
                 || !self.queue_reported.insert(id.clone())
             {

@@ -33,7 +33,7 @@ use tokio::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
@@ -106,8 +106,10 @@ pub enum WhenFull {
     Drop,
 }
 
-/// What an exporter's queue capacity (`sending_queue.queue_size`) counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What an exporter's queue capacity (`sending_queue.queue_size`) counts
+/// (`sending_queue.sizer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum QueueSizer {
     /// Data points: a batch takes as many units as it has points (at least one), so the
     /// queue holds the same data whatever the batch size. A batch larger than the whole
@@ -280,24 +282,18 @@ impl ExporterHandle {
             None => None,
             Some((room, capacity)) => {
                 let share = points.clamp(1, u64::from(*capacity)) as u32;
+                let room = room.clone();
+                // Only `drop` can come back empty-handed (nothing closes the semaphore: a gone
+                // worker shows in the channel below).
                 let taken = match self.when_full {
-                    WhenFull::Block => room.clone().acquire_many_owned(share).await.ok(),
-                    WhenFull::Drop => match room.clone().try_acquire_many_owned(share) {
-                        Ok(p) => Some(p),
-                        Err(TryAcquireError::NoPermits) => {
-                            self.dropped_full.add(points);
-                            return;
-                        }
-                        Err(TryAcquireError::Closed) => None,
-                    },
+                    WhenFull::Block => room.acquire_many_owned(share).await.ok(),
+                    WhenFull::Drop => room.try_acquire_many_owned(share).ok(),
                 };
-                match taken {
-                    Some(p) => Some(p),
-                    None => {
-                        self.dropped_stopped.add(points);
-                        return;
-                    }
+                if taken.is_none() {
+                    self.dropped_full.add(points);
+                    return;
                 }
+                taken
             }
         };
         self.queued.add(points as i64);
@@ -370,19 +366,12 @@ fn spawn(
         // it only waits.
         config.when_full = WhenFull::Block;
     }
-    let (points, slots) = match config.sizer {
-        QueueSizer::Batches => (None, config.queue_size.max(1)),
-        QueueSizer::Points => {
-            let capacity = config.queue_size.clamp(1, MAX_QUEUE_POINTS);
-            // Every batch takes at least one point of room, so this many slots never fill
-            // before the room does (tokio allocates them only as they are used).
-            (
-                Some((Arc::new(Semaphore::new(capacity)), capacity as u32)),
-                capacity,
-            )
-        }
-    };
-    let (tx, rx) = mpsc::channel(slots);
+    let capacity = config.queue_size.clamp(1, MAX_QUEUE_POINTS);
+    // With points, every batch takes at least one point of room, so as many channel slots
+    // as points never fill before the room does (tokio allocates them only as they are used).
+    let points = (config.sizer == QueueSizer::Points)
+        .then(|| (Arc::new(Semaphore::new(capacity)), capacity as u32));
+    let (tx, rx) = mpsc::channel(capacity);
     let labels = [("exporter", &*id)];
     let weak = tx.downgrade();
     telemetry.gauge_fn(
@@ -400,7 +389,7 @@ fn spawn(
         "Data points waiting in an exporter's queue.",
         &labels,
     );
-    let capacity = config.queue_size.max(1) as i64;
+    let capacity = capacity as i64;
     telemetry.gauge_fn(
         "vla_collector_exporter_queue_capacity",
         "Capacity of an exporter's queue, in the unit its sizer label names (points or batches).",

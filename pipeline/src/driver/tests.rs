@@ -791,15 +791,21 @@ async fn a_probe_ends_a_long_backoff_soon_after_the_backend_returns() {
     assert_eq!(exp.delivered.lock().len(), 4);
 }
 
-#[tokio::test]
-async fn an_enqueue_dropped_while_it_waits_for_room_fails_its_acknowledgements() {
-    let t = SelfMetrics::new();
+/// A blocking 10-point queue, full behind a [`stuck_worker`].
+async fn full_points_queue(t: &SelfMetrics) -> (ExporterHandle, JoinHandle<()>, CancellationToken) {
     let cfg = DriverConfig {
         queue_size: 10,
         ..no_jitter()
     };
-    let (h, join, stop) = stuck_worker(cfg, &t).await;
-    h.enqueue(batch(10)).await; // the queue is full
+    let (h, join, stop) = stuck_worker(cfg, t).await;
+    h.enqueue(batch(10)).await;
+    (h, join, stop)
+}
+
+#[tokio::test]
+async fn an_enqueue_dropped_while_it_waits_for_room_fails_its_acknowledgements() {
+    let t = SelfMetrics::new();
+    let (h, join, stop) = full_points_queue(&t).await;
     let (ack, waiter) = crate::ack::Ack::new();
     let mut acks = Acks::none();
     acks.push(ack);
@@ -819,12 +825,7 @@ async fn an_enqueue_dropped_while_it_waits_for_room_fails_its_acknowledgements()
 #[tokio::test]
 async fn an_enqueue_waiting_for_room_ends_when_the_worker_is_aborted() {
     let t = SelfMetrics::new();
-    let cfg = DriverConfig {
-        queue_size: 10,
-        ..no_jitter()
-    };
-    let (h, join, _stop) = stuck_worker(cfg, &t).await;
-    h.enqueue(batch(10)).await; // the queue is full
+    let (h, join, _stop) = full_points_queue(&t).await;
     let h2 = h.clone();
     let waiting = tokio::spawn(async move { h2.enqueue(batch(4)).await });
     for _ in 0..10 {
